@@ -1,0 +1,631 @@
+package gossip
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/macula-io/cluster/discovery"
+	"github.com/macula-io/cluster/internal/ratelimit"
+)
+
+// ErrClosed is returned by calls after Close.
+var ErrClosed = errors.New("gossip: closed")
+
+// Tunables (variables so tests can shorten them).
+var (
+	// rescanInterval is how often interfaces are rescanned (joined when
+	// they appear, left when they vanish).
+	rescanInterval = 3 * time.Second
+	// extraGap is the minimum time between two out-of-schedule heartbeats
+	// (BroadcastNow, or the answer to a newly discovered node). Requests
+	// inside the gap are coalesced into one heartbeat at its end, never
+	// dropped.
+	extraGap = 100 * time.Millisecond
+	// warnPeriod is the per-source period of hostile-traffic warnings.
+	warnPeriod = 10 * time.Second
+)
+
+// EventKind says what happened to a peer.
+type EventKind int
+
+const (
+	// Discovered: a node was heard for the first time (or again after Lost).
+	Discovered EventKind = iota + 1
+	// Lost: a node was not heard for Expiry, or was replaced by the same
+	// name@host with another port.
+	Lost
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case Discovered:
+		return "discovered"
+	case Lost:
+		return "lost"
+	}
+	return fmt.Sprintf("EventKind(%d)", int(k))
+}
+
+// Event is a change of the discovered table.
+type Event struct {
+	Kind EventKind
+	Peer discovery.Peer
+	// From is the source of the last heartbeat heard from the peer.
+	From netip.AddrPort
+	Time time.Time
+}
+
+// Entry is one row of the discovered table.
+type Entry struct {
+	discovery.Peer
+	From      netip.AddrPort // source of the last heartbeat
+	FirstSeen time.Time
+	LastSeen  time.Time
+}
+
+// Stats are counters since Start. Rejected is keyed by reason: "too_long",
+// "malformed", "bad_node", "unsigned", "bad_signature", "wrong_destination",
+// "table_full" (every key is present).
+type Stats struct {
+	// HeartbeatsSent counts datagrams sent: one per interface per heartbeat.
+	HeartbeatsSent uint64
+	// SendErrors counts datagrams the kernel refused.
+	SendErrors uint64
+	// PacketsReceived counts every datagram read from the socket.
+	PacketsReceived uint64
+	// HeartbeatsReceived counts valid heartbeats of other nodes that
+	// reached the table (not own, not rejected).
+	HeartbeatsReceived uint64
+	// OwnIgnored counts our own heartbeats heard back (same node field).
+	OwnIgnored uint64
+	Rejected   map[string]uint64
+	// Discovered and Lost count events; Peers is the current table size.
+	Discovered uint64
+	Lost       uint64
+	Peers      uint64
+}
+
+var reasons = [...]string{ReasonTooLong, ReasonMalformed, ReasonBadNode, ReasonUnsigned,
+	ReasonBadSignature, ReasonWrongDestination, ReasonTableFull}
+
+func reasonIndex(r string) int { return slices.Index(reasons[:], r) }
+
+// Gossip is a running heartbeat announcer and listener.
+type Gossip struct {
+	s        settings
+	conn     packetConn
+	pkt      []byte // our heartbeat
+	groupStr string
+	onChange func([]discovery.Peer) // strategy hook, from the table goroutine
+
+	ifaces atomic.Pointer[ifaceSet]
+	nudge  chan struct{} // out-of-schedule heartbeat wanted
+	rx     chan received
+	done   chan struct{}
+	wg     sync.WaitGroup
+	close  sync.Once
+	warn   *ratelimit.PerKey // hostile traffic, per source
+	opWarn *ratelimit.PerKey // local trouble: send, read, scan
+
+	// table: written only by the table goroutine, read under mu by Peers.
+	mu     sync.Mutex
+	table  map[string]*Entry // by Node
+	byName map[string]string // Name -> Node
+
+	// watcher state (watcher goroutine, or Start before it runs)
+	joined     map[string]iface  // by name
+	joinFailed map[string]string // name -> last error logged
+
+	// counters (Stats)
+	sent, sendErrs, packets, heard, own atomic.Uint64
+	discovered, lost, peers             atomic.Uint64
+	rejected                            [len(reasons)]atomic.Uint64
+}
+
+type received struct {
+	peer discovery.Peer
+	from netip.AddrPort
+	at   time.Time
+}
+
+// Start validates cfg, binds the port, joins the interfaces and starts
+// announcing and listening. ctx bounds the start only.
+func Start(ctx context.Context, cfg Config) (*Gossip, error) {
+	return start(ctx, cfg, nil)
+}
+
+func start(ctx context.Context, cfg Config, onChange func([]discovery.Peer)) (*Gossip, error) {
+	s, err := cfg.resolve()
+	if err != nil {
+		return nil, err
+	}
+	g := &Gossip{
+		s:          s,
+		onChange:   onChange,
+		pkt:        AppendHeartbeat(nil, s.self.Node, s.keyring),
+		nudge:      make(chan struct{}, 1),
+		rx:         make(chan received, 64),
+		done:       make(chan struct{}),
+		warn:       ratelimit.New(warnPeriod, 0),
+		opWarn:     ratelimit.New(warnPeriod, 0),
+		table:      make(map[string]*Entry),
+		byName:     make(map[string]string),
+		joined:     make(map[string]iface),
+		joinFailed: make(map[string]string),
+	}
+	g.groupStr = netip.AddrPortFrom(s.group, uint16(s.port)).String()
+	if s.broadcast {
+		g.groupStr = fmt.Sprintf("255.255.255.255:%d", s.port)
+	}
+	g.s.log = s.log.With("gossip", g.groupStr)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	// Fail fast on named interfaces that do not exist, before binding.
+	for _, name := range s.ifaces {
+		if _, err := net.InterfaceByName(name); err != nil {
+			return nil, fmt.Errorf("%w %q: %w", ErrNoSuchInterface, name, err)
+		}
+	}
+	if g.conn, err = listen(ctx, &g.s); err != nil {
+		return nil, err
+	}
+	if err := g.rescan(true); err != nil {
+		g.conn.close()
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		g.conn.close() // drops the memberships too
+		return nil, err
+	}
+	g.wg.Add(4)
+	go g.readLoop()
+	go g.tableLoop()
+	go g.announceLoop()
+	go g.watchLoop()
+	g.s.log.Info("gossip started", "node", s.self.Node, "interfaces", g.Interfaces(),
+		"signed", s.keyring.Len() > 0, "interval", s.interval, "expiry", s.expiry)
+	return g, nil
+}
+
+// Group is the address heartbeats go to: "230.1.1.251:45892",
+// "[ff02::4d41:1]:45892", or "255.255.255.255:45892" in broadcast mode
+// (each interface's own broadcast address is used).
+func (g *Gossip) Group() string { return g.groupStr }
+
+// Interfaces returns the names of the interfaces currently joined, sorted.
+func (g *Gossip) Interfaces() []string {
+	set := g.ifaces.Load()
+	if set == nil {
+		return nil
+	}
+	names := make([]string, len(set.list))
+	for i, f := range set.list {
+		names[i] = f.name
+	}
+	return names
+}
+
+// BroadcastNow asks for a heartbeat now. It does not block; requests closer
+// than 100 ms to the previous out-of-schedule heartbeat are coalesced into
+// one sent when the 100 ms have passed.
+func (g *Gossip) BroadcastNow() {
+	select {
+	case g.nudge <- struct{}{}:
+	default:
+	}
+}
+
+// Peers returns a copy of the discovered table, sorted by Node.
+func (g *Gossip) Peers() []Entry {
+	g.mu.Lock()
+	out := make([]Entry, 0, len(g.table))
+	for _, e := range g.table {
+		out = append(out, *e)
+	}
+	g.mu.Unlock()
+	slices.SortFunc(out, func(a, b Entry) int { return cmp.Compare(a.Node, b.Node) })
+	return out
+}
+
+// Stats returns the counters.
+func (g *Gossip) Stats() Stats {
+	st := Stats{
+		HeartbeatsSent: g.sent.Load(), SendErrors: g.sendErrs.Load(),
+		PacketsReceived: g.packets.Load(), HeartbeatsReceived: g.heard.Load(),
+		OwnIgnored: g.own.Load(), Discovered: g.discovered.Load(), Lost: g.lost.Load(),
+		Peers: g.peers.Load(), Rejected: make(map[string]uint64, len(reasons)),
+	}
+	for i, r := range reasons {
+		st.Rejected[r] = g.rejected[i].Load()
+	}
+	return st
+}
+
+// Close stops announcing and listening and waits for every goroutine. It
+// reports no Lost events. It is idempotent. After Close, Peers returns the
+// table as it was, Stats the final counters, and BroadcastNow does nothing.
+func (g *Gossip) Close() error {
+	var err error
+	g.close.Do(func() {
+		close(g.done)
+		err = g.conn.close()
+		g.wg.Wait()
+		g.s.log.Info("gossip stopped")
+	})
+	return err
+}
+
+func (g *Gossip) closed() bool {
+	select {
+	case <-g.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (g *Gossip) reject(reason string, from netip.AddrPort, err error) {
+	g.rejected[reasonIndex(reason)].Add(1)
+	switch reason {
+	case ReasonUnsigned, ReasonBadSignature:
+		key := from.Addr().String()
+		if ok, suppressed := g.warn.Allow(key); ok {
+			g.s.log.Warn("gossip: dropped unauthenticated heartbeat (wrong or missing secret?)",
+				"from", from, "reason", reason, "suppressed", suppressed)
+		}
+	case ReasonTableFull:
+		if ok, suppressed := g.warn.Allow("\x00table_full"); ok {
+			g.s.log.Warn("gossip: discovered table full, dropping new node",
+				"max_peers", g.s.maxPeers, "from", from, "suppressed", suppressed)
+		}
+	default:
+		if g.s.log.Enabled(context.Background(), slog.LevelDebug) {
+			g.s.log.Debug("gossip: dropped packet", "from", from, "reason", reason, "err", err)
+		}
+	}
+}
+
+// readLoop reads datagrams, checks destination, decodes and verifies them,
+// and hands valid heartbeats of other nodes to the table goroutine.
+func (g *Gossip) readLoop() {
+	defer g.wg.Done()
+	// Larger than MaxPacketSize so longer datagrams are seen as too long
+	// (anything longer than buf is truncated, still too long).
+	buf := make([]byte, 2*MaxPacketSize)
+	for {
+		n, dst, ifIndex, from, err := g.conn.read(buf)
+		if err != nil {
+			if g.closed() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if ok, _ := g.opWarn.Allow("\x00read"); ok {
+				g.s.log.Warn("gossip: read", "err", err)
+			}
+			select {
+			case <-g.done:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			continue
+		}
+		at := time.Now()
+		g.packets.Add(1)
+		if !g.wantDestination(dst, ifIndex) {
+			g.reject(ReasonWrongDestination, from, fmt.Errorf("destination %s on interface %d", dst, ifIndex))
+			continue
+		}
+		p, err := parseHeartbeat(buf[:n], g.s.keyring)
+		if err != nil {
+			g.reject(Reason(err), from, err)
+			continue
+		}
+		if p.Node == g.s.self.Node {
+			g.own.Add(1)
+			continue
+		}
+		if g.s.log.Enabled(context.Background(), slog.LevelDebug) {
+			g.s.log.Debug("gossip: heartbeat", "node", p.Node, "from", from)
+		}
+		select {
+		case g.rx <- received{peer: p, from: from, at: at}:
+		case <-g.done:
+			return
+		}
+	}
+}
+
+// wantDestination checks the destination of a datagram: the group in
+// multicast mode; in broadcast mode the arrival interface's broadcast
+// address or 255.255.255.255, on a joined interface.
+func (g *Gossip) wantDestination(dst netip.Addr, ifIndex int) bool {
+	if !g.s.broadcast {
+		return dst == g.s.group
+	}
+	f, ok := g.ifaces.Load().byIndex(ifIndex)
+	return ok && (dst == f.bcast || dst == netip.AddrFrom4([4]byte{255, 255, 255, 255}))
+}
+
+// tableLoop owns the discovered table: it applies heartbeats, expires
+// silent peers and emits events, in order.
+func (g *Gossip) tableLoop() {
+	defer g.wg.Done()
+	sweep := time.NewTicker(min(max(g.s.expiry/5, 10*time.Millisecond), time.Second))
+	defer sweep.Stop()
+	for {
+		select {
+		case <-g.done:
+			return
+		case r := <-g.rx:
+			g.apply(r)
+		case now := <-sweep.C:
+			g.expire(now)
+		}
+	}
+}
+
+func (g *Gossip) apply(r received) {
+	g.mu.Lock()
+	if e, ok := g.table[r.peer.Node]; ok {
+		e.LastSeen = r.at
+		e.From = r.from
+		g.mu.Unlock()
+		g.heard.Add(1)
+		return
+	}
+	var events []Event
+	oldNode, replace := g.byName[r.peer.Name]
+	if !replace && len(g.table) >= g.s.maxPeers {
+		g.mu.Unlock()
+		g.reject(ReasonTableFull, r.from, nil)
+		return
+	}
+	g.heard.Add(1)
+	if replace {
+		old := g.table[oldNode]
+		delete(g.table, oldNode)
+		events = append(events, Event{Kind: Lost, Peer: old.Peer, From: old.From, Time: r.at})
+	}
+	g.table[r.peer.Node] = &Entry{Peer: r.peer, From: r.from, FirstSeen: r.at, LastSeen: r.at}
+	g.byName[r.peer.Name] = r.peer.Node
+	events = append(events, Event{Kind: Discovered, Peer: r.peer, From: r.from, Time: r.at})
+	g.mu.Unlock()
+	g.emit(events)
+	// Answer a newcomer at once so it learns us within one round trip.
+	g.BroadcastNow()
+}
+
+func (g *Gossip) expire(now time.Time) {
+	var events []Event
+	g.mu.Lock()
+	for node, e := range g.table {
+		if now.Sub(e.LastSeen) > g.s.expiry {
+			delete(g.table, node)
+			if g.byName[e.Name] == node {
+				delete(g.byName, e.Name)
+			}
+			events = append(events, Event{Kind: Lost, Peer: e.Peer, From: e.From, Time: now})
+		}
+	}
+	g.mu.Unlock()
+	slices.SortFunc(events, func(a, b Event) int { return cmp.Compare(a.Peer.Node, b.Peer.Node) })
+	g.emit(events)
+}
+
+// emit reports events (table goroutine only) and then, if the set changed,
+// the full peer set to the strategy hook.
+func (g *Gossip) emit(events []Event) {
+	if len(events) == 0 {
+		return
+	}
+	for _, ev := range events {
+		switch ev.Kind {
+		case Discovered:
+			g.discovered.Add(1)
+			g.s.log.Info("gossip: discovered", "node", ev.Peer.Node, "addr", ev.Peer.Addr, "from", ev.From)
+		case Lost:
+			g.lost.Add(1)
+			g.s.log.Info("gossip: lost", "node", ev.Peer.Node, "addr", ev.Peer.Addr, "from", ev.From)
+		}
+	}
+	g.mu.Lock()
+	g.peers.Store(uint64(len(g.table)))
+	var set []discovery.Peer
+	if g.onChange != nil {
+		set = make([]discovery.Peer, 0, len(g.table))
+		for _, e := range g.table {
+			set = append(set, e.Peer)
+		}
+	}
+	g.mu.Unlock()
+	if g.s.onEvent != nil {
+		for _, ev := range events {
+			g.s.onEvent(ev)
+		}
+	}
+	if g.onChange != nil {
+		slices.SortFunc(set, func(a, b discovery.Peer) int { return cmp.Compare(a.Node, b.Node) })
+		g.onChange(set)
+	}
+}
+
+// announceLoop sends the first heartbeat at once, then one every Interval
+// +-10%, plus out-of-schedule ones on nudges (at most one per extraGap).
+func (g *Gossip) announceLoop() {
+	defer g.wg.Done()
+	g.send()
+	tick := time.NewTimer(jitter(g.s.interval))
+	defer tick.Stop()
+	pending := time.NewTimer(time.Hour)
+	pending.Stop()
+	defer pending.Stop()
+	waiting := false
+	var lastExtra time.Time
+	for {
+		select {
+		case <-g.done:
+			return
+		case <-tick.C:
+			g.send()
+			tick.Reset(jitter(g.s.interval))
+		case <-g.nudge:
+			if waiting {
+				continue // already scheduled
+			}
+			if wait := extraGap - time.Since(lastExtra); wait > 0 {
+				pending.Reset(wait)
+				waiting = true
+				continue
+			}
+			g.send()
+			lastExtra = time.Now()
+		case <-pending.C:
+			waiting = false
+			g.send()
+			lastExtra = time.Now()
+		}
+	}
+}
+
+// jitter returns d +-10%.
+func jitter(d time.Duration) time.Duration {
+	return d - d/10 + time.Duration(rand.Int64N(int64(d/5)+1))
+}
+
+// send sends one heartbeat copy per joined interface.
+func (g *Gossip) send() {
+	set := g.ifaces.Load()
+	if set == nil {
+		return
+	}
+	for _, f := range set.list {
+		dst := netip.AddrPortFrom(g.s.group, uint16(g.s.port))
+		if g.s.broadcast {
+			dst = netip.AddrPortFrom(f.bcast, uint16(g.s.port))
+		}
+		if err := g.conn.write(g.pkt, f, dst); err != nil {
+			if g.closed() {
+				return // Close closed the socket under us
+			}
+			g.sendErrs.Add(1)
+			if ok, suppressed := g.opWarn.Allow(f.name); ok {
+				g.s.log.Warn("gossip: send failed", "interface", f.name, "to", dst, "err", err, "suppressed", suppressed)
+			}
+			continue
+		}
+		g.sent.Add(1)
+		if g.s.log.Enabled(context.Background(), slog.LevelDebug) {
+			g.s.log.Debug("gossip: heartbeat sent", "interface", f.name, "to", dst)
+		}
+	}
+}
+
+// watchLoop rescans interfaces every rescanInterval.
+func (g *Gossip) watchLoop() {
+	defer g.wg.Done()
+	t := time.NewTicker(rescanInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.done:
+			return // closing the socket drops the memberships
+		case <-t.C:
+			if err := g.rescan(false); err != nil {
+				if ok, _ := g.opWarn.Allow("\x00scan"); ok {
+					g.s.log.Warn("gossip: interface scan", "err", err)
+				}
+			}
+		}
+	}
+}
+
+// rescan joins wanted interfaces not yet joined, leaves joined ones no
+// longer wanted (or vanished), and publishes the new set. At start it
+// returns the Start errors.
+func (g *Gossip) rescan(initial bool) error {
+	want, missing, err := scan(&g.s)
+	if err != nil {
+		return err
+	}
+	if initial && len(missing) > 0 {
+		return fmt.Errorf("%w %q", ErrNoSuchInterface, missing[0])
+	}
+	wanted := make(map[string]candidate, len(want))
+	for _, c := range want {
+		wanted[c.info.name] = c
+	}
+	for name, f := range g.joined {
+		if c, ok := wanted[name]; ok && c.info.index == f.index {
+			continue
+		}
+		if !g.s.broadcast {
+			// Fails harmlessly when the interface is gone (the kernel
+			// dropped the membership with it).
+			_ = g.conn.leave(&net.Interface{Index: f.index, Name: f.name})
+		}
+		delete(g.joined, name)
+		g.s.log.Info("gossip: left interface", "interface", name)
+	}
+	for name := range g.joinFailed {
+		if _, ok := wanted[name]; !ok {
+			delete(g.joinFailed, name) // bounded by the interfaces present
+		}
+	}
+	var failures []string
+	for _, c := range want {
+		if f, ok := g.joined[c.info.name]; ok {
+			if !f.src.Equal(c.info.src) || f.bcast != c.info.bcast {
+				g.joined[c.info.name] = c.info // addresses changed
+			}
+			continue
+		}
+		if !g.s.broadcast {
+			if err := g.conn.join(&c.ifi); err != nil {
+				msg := err.Error()
+				failures = append(failures, c.info.name+": "+msg)
+				if g.joinFailed[c.info.name] != msg {
+					g.joinFailed[c.info.name] = msg
+					g.s.log.Warn("gossip: cannot join group", "interface", c.info.name, "err", err)
+				}
+				continue
+			}
+		}
+		delete(g.joinFailed, c.info.name)
+		g.joined[c.info.name] = c.info
+		if !initial {
+			g.s.log.Info("gossip: joined interface", "interface", c.info.name)
+		}
+	}
+	if initial && len(g.joined) == 0 {
+		what := "group " + g.s.group.String()
+		if g.s.broadcast {
+			what = "broadcast (no interface with an IPv4 broadcast address)"
+		}
+		detail := "no candidate interface is up"
+		if len(g.s.ifaces) == 0 {
+			detail = "no up, running, multicast-capable, non-loopback interface with an address"
+		}
+		if len(failures) > 0 {
+			detail = strings.Join(failures, "; ")
+		}
+		return fmt.Errorf("%w: %s: %s", ErrNoInterface, what, detail)
+	}
+	list := make([]iface, 0, len(g.joined))
+	for _, f := range g.joined {
+		list = append(list, f)
+	}
+	slices.SortFunc(list, func(a, b iface) int { return cmp.Compare(a.name, b.name) })
+	g.ifaces.Store(&ifaceSet{list: list})
+	return nil
+}
