@@ -1,0 +1,420 @@
+package mesh
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const testCookie = "test-cookie"
+
+// recorder collects events and messages and lets tests wait on them.
+type recorder struct {
+	mu      sync.Mutex
+	events  []Event
+	msgs    []string // "from: payload"
+	changed chan struct{}
+}
+
+func newRecorder() *recorder { return &recorder{changed: make(chan struct{})} }
+
+func (r *recorder) onEvent(e Event) {
+	r.mu.Lock()
+	r.events = append(r.events, e)
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.mu.Unlock()
+}
+
+func (r *recorder) onMessage(from string, p []byte) {
+	r.mu.Lock()
+	r.msgs = append(r.msgs, from+": "+string(p))
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.mu.Unlock()
+}
+
+func (r *recorder) snapshot() []Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]Event(nil), r.events...)
+}
+
+func (r *recorder) messages() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.msgs...)
+}
+
+// wait blocks until cond (called with the lock held) is true.
+func (r *recorder) wait(t testing.TB, timeout time.Duration, what string, cond func(r *recorder) bool) {
+	t.Helper()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for {
+		r.mu.Lock()
+		ok := cond(r)
+		ch := r.changed
+		r.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			t.Fatalf("timed out after %v waiting for %s; events: %s", timeout, what, fmtEvents(r.snapshot()))
+		}
+	}
+}
+
+// has reports whether an event matching kind, node and reason was recorded.
+func (r *recorder) has(kind EventKind, node string, reason Reason) bool {
+	for _, e := range r.events {
+		if e.Kind == kind && e.Node == node && (reason == "" || e.Reason == reason) {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *recorder) waitEvent(t testing.TB, timeout time.Duration, kind EventKind, node string, reason Reason) {
+	t.Helper()
+	r.wait(t, timeout, fmt.Sprintf("%v %s %s", kind, node, reason), func(r *recorder) bool {
+		return r.has(kind, node, reason)
+	})
+}
+
+func fmtEvents(es []Event) string {
+	var b strings.Builder
+	for _, e := range es {
+		fmt.Fprintf(&b, "\n\t%v %s inc=%x %s", e.Kind, e.Node, e.Incarnation, e.Reason)
+	}
+	return b.String()
+}
+
+// ev is an event without the time and address, for exact comparisons.
+type ev struct {
+	Kind   EventKind
+	Node   string
+	Inc    uint64
+	Reason Reason
+}
+
+func strip(es []Event) []ev {
+	out := make([]ev, len(es))
+	for i, e := range es {
+		out[i] = ev{e.Kind, e.Node, e.Incarnation, e.Reason}
+	}
+	return out
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("MESH_TEST_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// startNode starts a mesh on 127.0.0.1:0 that records into a new recorder
+// and is closed at the end of the test.
+func startNode(t testing.TB, name string, mod func(*Config)) (*Mesh, *recorder) {
+	t.Helper()
+	r := newRecorder()
+	cfg := Config{Name: name, Cookie: testCookie, Listen: "127.0.0.1:0",
+		OnEvent: r.onEvent, OnMessage: r.onMessage, Logger: testLogger()}
+	if mod != nil {
+		mod(&cfg)
+	}
+	m, err := Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Start(%s): %v", name, err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m, r
+}
+
+// eventually polls cond until it is true or the deadline passes.
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// quiet reports that no dial goroutine and no inbound handshake runs.
+func (m *Mesh) quiet() bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, ps := range m.peers {
+		if ps.dialing {
+			return false
+		}
+	}
+	return m.pending.Load() == 0
+}
+
+func linkedTo(m *Mesh, names ...string) bool {
+	ls := m.Links()
+	if len(ls) != len(names) {
+		return false
+	}
+	for i, l := range ls {
+		if l.Node != names[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// --- a TCP proxy whose directions can be paused (stop reading) or killed ---
+
+type gate struct {
+	mu   sync.Mutex
+	open chan struct{} // closed while passable
+}
+
+func newGate() *gate {
+	g := &gate{open: make(chan struct{})}
+	close(g.open)
+	return g
+}
+
+func (g *gate) pause() {
+	g.mu.Lock()
+	select {
+	case <-g.open:
+		g.open = make(chan struct{})
+	default:
+	}
+	g.mu.Unlock()
+}
+
+func (g *gate) wait(done <-chan struct{}) bool {
+	g.mu.Lock()
+	ch := g.open
+	g.mu.Unlock()
+	select {
+	case <-ch:
+		return true
+	case <-done:
+		return false
+	}
+}
+
+type proxy struct {
+	ln     net.Listener
+	target string
+	up     *gate // client -> target
+	down   *gate // target -> client
+	done   chan struct{}
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	conns  []net.Conn
+	closed bool
+}
+
+func newProxy(t testing.TB, target string) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target, up: newGate(), down: newGate(), done: make(chan struct{})}
+	p.wg.Add(1)
+	go p.acceptLoop()
+	t.Cleanup(p.Close)
+	return p
+}
+
+func (p *proxy) Addr() string { return p.ln.Addr().String() }
+
+func (p *proxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		c.Close()
+		return false
+	}
+	p.conns = append(p.conns, c)
+	return true
+}
+
+func (p *proxy) acceptLoop() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		// A small receive buffer so a paused direction backs up quickly.
+		c.(*net.TCPConn).SetReadBuffer(32 << 10)
+		d, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		if !p.track(c) || !p.track(d) {
+			c.Close()
+			d.Close()
+			return
+		}
+		p.wg.Add(2)
+		go p.pump(d, c, p.up)
+		go p.pump(c, d, p.down)
+	}
+}
+
+func (p *proxy) pump(dst, src net.Conn, g *gate) {
+	defer p.wg.Done()
+	buf := make([]byte, 16<<10)
+	for {
+		if !g.wait(p.done) {
+			return
+		}
+		n, err := src.Read(buf)
+		if n > 0 {
+			if !g.wait(p.done) {
+				return
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			if !g.wait(p.done) {
+				return
+			}
+			if err == io.EOF {
+				dst.(*net.TCPConn).CloseWrite()
+			}
+			return
+		}
+	}
+}
+
+// Blackhole stops forwarding (and reading) in both directions without
+// closing anything.
+func (p *proxy) Blackhole() { p.up.pause(); p.down.pause() }
+
+// Kill resets every proxied connection.
+func (p *proxy) Kill() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.(*net.TCPConn).SetLinger(0)
+		c.Close()
+	}
+	p.conns = nil
+}
+
+func (p *proxy) Close() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	close(p.done)
+	p.ln.Close()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+}
+
+// --- in-memory PKI for TLS tests ---
+
+type pki struct {
+	ca   *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pool *x509.CertPool
+}
+
+func newPKI(t testing.TB) *pki {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "mesh test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	return &pki{ca: ca, key: key, pool: pool}
+}
+
+// leaf issues a certificate for 127.0.0.1 usable as server and client.
+func (p *pki) leaf(t testing.TB, cn string) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: cn},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// mtls is a config that serves cert, requires and verifies client
+// certificates and verifies servers against the CA.
+func (p *pki) mtls(cert tls.Certificate) *tls.Config {
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		RootCAs:      p.pool,
+		ClientCAs:    p.pool,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		MinVersion:   tls.VersionTLS13,
+	}
+}

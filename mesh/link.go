@@ -1,0 +1,320 @@
+package mesh
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+const (
+	readBufSize  = 64 << 10
+	writeBufSize = 64 << 10
+	writeBatch   = 256 // messages written before a flush
+)
+
+// link is one authenticated connection to a peer. It has a reader and a
+// writer goroutine; the first error on either closes it (fail).
+type link struct {
+	m        *Mesh
+	peer     hello
+	outbound bool
+	since    time.Time
+	maxSend  int
+	conn     net.Conn // TLS or raw
+	raw      net.Conn // the TCP connection
+
+	out        chan []byte   // outbound messages
+	wake       chan struct{} // peersDirty was set
+	peersDirty atomic.Bool
+	stop       chan struct{} // graceful close requested (Close)
+	stopOnce   sync.Once
+	done       chan struct{} // closed by fail
+	failOnce   sync.Once
+	readerDone chan struct{}
+
+	removed bool // guarded by m.mu: out of the table, NodeDown reported
+}
+
+func newLink(m *Mesh, peer hello, conn, raw net.Conn, outbound bool) *link {
+	return &link{
+		m:          m,
+		peer:       peer,
+		outbound:   outbound,
+		since:      time.Now(),
+		maxSend:    min(m.cfg.MaxMessageSize, int(min(peer.MaxMessage, MaxMessageSizeLimit))),
+		conn:       conn,
+		raw:        raw,
+		out:        make(chan []byte, m.cfg.SendQueue),
+		wake:       make(chan struct{}, 1),
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
+		readerDone: make(chan struct{}),
+	}
+}
+
+func (l *link) info() Link {
+	return Link{Node: l.peer.Name, Addr: l.peer.Addr, Incarnation: l.peer.Incarnation,
+		Since: l.since, Outbound: l.outbound}
+}
+
+// start runs the reader and writer. The caller is a goroutine counted in
+// m.wg, so the Add cannot race with Close's Wait.
+func (l *link) start() {
+	l.m.wg.Add(2)
+	go l.readLoop()
+	go l.writeLoop()
+}
+
+// fail closes the link once and reports it down (unless it was already
+// taken out of the table). It must not be called with m.mu held.
+func (l *link) fail(r Reason) {
+	l.failOnce.Do(func() {
+		close(l.done)
+		// Report before closing, so NodeDown is queued here before the
+		// peer can observe the close.
+		l.m.linkDown(l, r)
+		l.raw.Close()
+	})
+}
+
+// shutdown asks the writer to send goodbye and close.
+func (l *link) shutdown() {
+	l.stopOnce.Do(func() { close(l.stop) })
+}
+
+func linkReason(err error) Reason {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return ReasonTimeout
+	}
+	return ReasonClosed
+}
+
+// deadlineReader refreshes the read deadline before every read: a link from
+// which nothing arrives for d fails with a timeout.
+type deadlineReader struct {
+	c net.Conn
+	d time.Duration
+}
+
+func (r *deadlineReader) Read(p []byte) (int, error) {
+	r.c.SetReadDeadline(time.Now().Add(r.d))
+	return r.c.Read(p)
+}
+
+// deadlineWriter sets the write deadline before every write of at most
+// writeChunk bytes: a peer that does not drain a chunk for d fails the link
+// with a timeout, while a slow but steady peer survives large messages. A
+// non-zero until is an absolute deadline instead (graceful close).
+type deadlineWriter struct {
+	c     net.Conn
+	d     time.Duration
+	until time.Time
+}
+
+const writeChunk = 64 << 10
+
+func (w *deadlineWriter) Write(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		dl := w.until
+		if dl.IsZero() {
+			dl = time.Now().Add(w.d)
+		}
+		w.c.SetWriteDeadline(dl)
+		k, err := w.c.Write(p[n:min(len(p), n+writeChunk)])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func (l *link) readLoop() {
+	m := l.m
+	defer m.wg.Done()
+	defer close(l.readerDone)
+	br := bufio.NewReaderSize(&deadlineReader{c: l.conn, d: m.cfg.LinkTimeout}, readBufSize)
+	fr := frameReader{r: br, limit: m.cfg.MaxMessageSize + 1}
+	for {
+		typ, body, err := fr.next()
+		if err != nil {
+			switch {
+			case errors.Is(err, errFrameTooLarge):
+				l.protocolError("frame_too_large", err)
+			case errors.Is(err, errMalformed):
+				l.protocolError("malformed", err)
+			default:
+				l.fail(linkReason(err))
+			}
+			return
+		}
+		switch typ {
+		case frameTick:
+		case frameMessage:
+			m.st.msgsRecv.Add(1)
+			m.st.bytesRecv.Add(uint64(len(body)))
+			if m.cfg.OnMessage != nil {
+				if body == nil {
+					body = []byte{}
+				}
+				m.cfg.OnMessage(l.peer.Name, body)
+			}
+		case framePeers:
+			ps, err := parsePeers(body)
+			if err != nil {
+				l.protocolError("malformed", err)
+				return
+			}
+			m.learnPeers(l, ps)
+		case frameGoodbye:
+			l.fail(ReasonLeft)
+			return
+		default:
+			l.protocolError("unexpected_frame", errors.New("unknown frame type"))
+			return
+		}
+	}
+}
+
+// protocolError closes the link after a bad frame from an authenticated peer.
+func (l *link) protocolError(reason string, err error) {
+	select {
+	case <-l.done:
+		return // we closed it ourselves
+	default:
+	}
+	m := l.m
+	m.st.count(&m.st.proto, reason)
+	if ok, suppressed := m.warns.Allow("link:" + l.peer.Name); ok {
+		m.log.Warn("mesh: protocol error, closing link", "node", l.peer.Name, "reason", reason,
+			"err", err, "suppressed", suppressed)
+	}
+	l.fail(ReasonClosed)
+}
+
+func (l *link) writeLoop() {
+	m := l.m
+	defer m.wg.Done()
+	dw := &deadlineWriter{c: l.conn, d: m.cfg.LinkTimeout}
+	bw := bufio.NewWriterSize(dw, writeBufSize)
+	ticker := time.NewTicker(m.cfg.LinkTimeout / 4)
+	defer ticker.Stop()
+	var hdr [frameHeaderLen]byte
+	wrote := false
+	var err error
+	for err == nil {
+		select {
+		case <-l.done:
+			return
+		case <-l.stop:
+			l.goodbye(bw, dw, &hdr)
+			return
+		case p := <-l.out:
+			err = l.writeMessages(bw, &hdr, p)
+			wrote = true
+		case <-l.wake:
+			if l.peersDirty.Swap(false) {
+				body := appendPeers(nil, m.peerList(l.peer.Name), l.maxSend)
+				if len(body) > 2 {
+					bw.Write(appendFrame(nil, framePeers, body))
+					err = bw.Flush()
+					wrote = true
+				}
+			}
+		case <-ticker.C:
+			if !wrote {
+				err = writeEmpty(bw, &hdr, frameTick)
+				if err == nil {
+					err = bw.Flush()
+				}
+			}
+			wrote = false
+		}
+	}
+	l.fail(linkReason(err))
+}
+
+func writeEmpty(bw *bufio.Writer, hdr *[frameHeaderLen]byte, typ byte) error {
+	binary.BigEndian.PutUint32(hdr[:4], 1)
+	hdr[4] = typ
+	_, err := bw.Write(hdr[:])
+	return err
+}
+
+func (l *link) writeMessage(bw *bufio.Writer, hdr *[frameHeaderLen]byte, p []byte) error {
+	binary.BigEndian.PutUint32(hdr[:4], uint32(1+len(p)))
+	hdr[4] = frameMessage
+	if _, err := bw.Write(hdr[:]); err != nil {
+		return err
+	}
+	if _, err := bw.Write(p); err != nil {
+		return err
+	}
+	l.m.st.msgsSent.Add(1)
+	l.m.st.bytesSent.Add(uint64(len(p)))
+	return nil
+}
+
+// writeMessages writes p and whatever else is queued (up to writeBatch
+// messages), then flushes.
+func (l *link) writeMessages(bw *bufio.Writer, hdr *[frameHeaderLen]byte, p []byte) error {
+	for n := 1; ; n++ {
+		if err := l.writeMessage(bw, hdr, p); err != nil {
+			return err
+		}
+		if n == writeBatch {
+			break
+		}
+		more := false
+		select {
+		case p = <-l.out:
+			more = true
+		default:
+		}
+		if !more {
+			break
+		}
+	}
+	return bw.Flush()
+}
+
+// goodbye flushes what is queued, sends goodbye, half-closes and waits
+// (bounded) for the peer to close, then closes the link. The whole sequence
+// is bounded by closeGrace.
+func (l *link) goodbye(bw *bufio.Writer, dw *deadlineWriter, hdr *[frameHeaderLen]byte) {
+	grace := min(l.m.cfg.LinkTimeout, closeGrace)
+	dw.until = time.Now().Add(grace)
+	var err error
+	for n := len(l.out); n > 0 && err == nil; n-- {
+		select {
+		case p := <-l.out:
+			err = l.writeMessage(bw, hdr, p)
+		default:
+		}
+	}
+	if err == nil {
+		err = writeEmpty(bw, hdr, frameGoodbye)
+	}
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		if cw, ok := l.raw.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+		t := time.NewTimer(time.Until(dw.until))
+		select {
+		case <-l.readerDone:
+		case <-l.done:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	l.fail(ReasonShutdown)
+}

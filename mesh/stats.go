@@ -1,0 +1,51 @@
+package mesh
+
+import (
+	"maps"
+	"sync"
+	"sync/atomic"
+)
+
+type counters struct {
+	linksUp, duplicates, dials, dialFailures atomic.Uint64
+	msgsSent, msgsRecv, bytesSent, bytesRecv atomic.Uint64
+	mu                                       sync.Mutex
+	linksDown, hsFail, proto                 map[string]uint64
+}
+
+func (c *counters) count(m *map[string]uint64, key string) {
+	c.mu.Lock()
+	if *m == nil {
+		*m = make(map[string]uint64)
+	}
+	(*m)[key]++
+	c.mu.Unlock()
+}
+
+func (c *counters) snapshot() Stats {
+	c.mu.Lock()
+	s := Stats{
+		LinksDown:         maps.Clone(c.linksDown),
+		HandshakeFailures: maps.Clone(c.hsFail),
+		ProtocolErrors:    maps.Clone(c.proto),
+	}
+	c.mu.Unlock()
+	if s.LinksDown == nil {
+		s.LinksDown = map[string]uint64{}
+	}
+	if s.HandshakeFailures == nil {
+		s.HandshakeFailures = map[string]uint64{}
+	}
+	if s.ProtocolErrors == nil {
+		s.ProtocolErrors = map[string]uint64{}
+	}
+	s.LinksUp = c.linksUp.Load()
+	s.DuplicateLinks = c.duplicates.Load()
+	s.Dials = c.dials.Load()
+	s.DialFailures = c.dialFailures.Load()
+	s.MessagesSent = c.msgsSent.Load()
+	s.MessagesReceived = c.msgsRecv.Load()
+	s.BytesSent = c.bytesSent.Load()
+	s.BytesReceived = c.bytesRecv.Load()
+	return s
+}

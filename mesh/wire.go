@@ -1,0 +1,344 @@
+package mesh
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+)
+
+// Wire constants. doc.go describes the format byte by byte.
+const (
+	protoVersion   = 1
+	preambleLen    = 5  // magic (4) + version (1)
+	nonceLen       = 32 // bytes of fresh randomness per side per handshake
+	macLen         = sha256.Size
+	frameHeaderLen = 5 // 4-byte big-endian length + 1-byte type
+	// handshakeFrameLimit bounds the length field of every frame read before
+	// the peer has proved it holds the cookie. A hello is at most
+	// helloFixedLen+2+255+255 bytes.
+	handshakeFrameLimit = 1024
+	helloFixedLen       = 8 + 8 + 4 + nonceLen // incarnation, start, max message, nonce
+	maxFieldLen         = 255
+	// maxPeersPerFrame bounds the entries of one peers frame.
+	maxPeersPerFrame = 4096
+)
+
+// magic opens every mesh connection, in both directions.
+var magic = [4]byte{'M', 'C', 'L', 'A'}
+
+// Frame types.
+const (
+	frameHello     byte = 0x01 // dialer -> acceptor: hello
+	frameChallenge byte = 0x02 // acceptor -> dialer: hello of the acceptor
+	frameProof     byte = 0x03 // dialer -> acceptor: dialer's HMAC
+	frameWelcome   byte = 0x04 // acceptor -> dialer: acceptor's HMAC, link is up
+	frameRefuse    byte = 0x05 // either way during the handshake: 1-byte reason code
+	frameTick      byte = 0x10 // keepalive, empty body
+	frameMessage   byte = 0x11 // user payload
+	framePeers     byte = 0x12 // the sender's links: (name, addr) list
+	frameGoodbye   byte = 0x13 // the sender is shutting down, empty body
+)
+
+// Refuse codes carried by a refuse frame.
+const (
+	refuseDuplicate    byte = 1 // a link (or a winning dial) for this pair exists
+	refuseStale        byte = 2 // the dialer is an older incarnation than the current link
+	refuseSelf         byte = 3 // the dialer reached itself
+	refuseNameConflict byte = 4 // another live node uses the acceptor's name
+	refuseShutdown     byte = 5 // the acceptor is closing
+	refuseBadVersion   byte = 6 // protocol version not supported
+	refuseBadCookie    byte = 7 // the dialer's proof did not verify
+	// refuseForgotten is local only (never on the wire): the dialer was
+	// told to Forget the peer while the handshake ran.
+	refuseForgotten byte = 0x80
+)
+
+// refuseReason maps a refuse code to the handshake failure reason counted in
+// Stats.HandshakeFailures.
+func refuseReason(code byte) string {
+	switch code {
+	case refuseDuplicate:
+		return "duplicate"
+	case refuseStale:
+		return "stale"
+	case refuseSelf:
+		return "self"
+	case refuseNameConflict:
+		return "name_conflict"
+	case refuseShutdown:
+		return "shutdown"
+	case refuseBadVersion:
+		return "bad_version"
+	case refuseBadCookie:
+		return "bad_cookie"
+	case refuseForgotten:
+		return "forgotten"
+	}
+	return "refused"
+}
+
+// HMAC labels: the direction is part of the MAC input so that a proof made
+// by one side can never be reflected as the proof of the other side.
+const (
+	labelDialer   = "macula-mesh/1 dialer proof\x00"
+	labelAcceptor = "macula-mesh/1 acceptor proof\x00"
+)
+
+var (
+	errFrameTooLarge = errors.New("frame length over limit")
+	errMalformed     = errors.New("malformed message")
+)
+
+// appendPreamble appends magic and version.
+func appendPreamble(dst []byte) []byte {
+	dst = append(dst, magic[:]...)
+	return append(dst, protoVersion)
+}
+
+// appendFrame appends one frame: length (1 + len(body)), type, body.
+func appendFrame(dst []byte, typ byte, body []byte) []byte {
+	dst = binary.BigEndian.AppendUint32(dst, uint32(1+len(body)))
+	dst = append(dst, typ)
+	return append(dst, body...)
+}
+
+// frameReader reads frames from r. limit bounds the length field (type byte
+// plus body); a larger claimed length is refused before anything is
+// allocated, so a frame never costs more than limit bytes of memory.
+type frameReader struct {
+	r     io.Reader
+	limit int
+	hdr   [frameHeaderLen]byte
+}
+
+// next reads one frame. The body is freshly allocated (nil when empty) and
+// owned by the caller. io.EOF means the stream ended cleanly between frames;
+// io.ErrUnexpectedEOF means it ended inside one.
+func (fr *frameReader) next() (typ byte, body []byte, err error) {
+	if _, err := io.ReadFull(fr.r, fr.hdr[:4]); err != nil {
+		return 0, nil, err
+	}
+	n := binary.BigEndian.Uint32(fr.hdr[:4])
+	if n == 0 {
+		return 0, nil, fmt.Errorf("%w: zero frame length", errMalformed)
+	}
+	if uint64(n) > uint64(fr.limit) {
+		return 0, nil, fmt.Errorf("%w: %d > %d", errFrameTooLarge, n, fr.limit)
+	}
+	if _, err := io.ReadFull(fr.r, fr.hdr[4:5]); err != nil {
+		return 0, nil, unexpected(err)
+	}
+	typ = fr.hdr[4]
+	if n == 1 {
+		return typ, nil, nil
+	}
+	body = make([]byte, n-1)
+	if _, err := io.ReadFull(fr.r, body); err != nil {
+		return 0, nil, unexpected(err)
+	}
+	return typ, body, nil
+}
+
+func unexpected(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// hello is the identity message each side sends during the handshake
+// (type hello from the dialer, type challenge from the acceptor).
+type hello struct {
+	Incarnation uint64         // random, never 0, fresh at every Start
+	Start       int64          // Unix nanoseconds of Start: orders incarnations of one name
+	MaxMessage  uint32         // largest payload the sender accepts
+	Nonce       [nonceLen]byte // fresh random bytes
+	Name        string         // "name@host"
+	Addr        string         // advertised "host:port"
+}
+
+// appendHello appends the body of a hello or challenge frame.
+func appendHello(dst []byte, h *hello) []byte {
+	dst = binary.BigEndian.AppendUint64(dst, h.Incarnation)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(h.Start))
+	dst = binary.BigEndian.AppendUint32(dst, h.MaxMessage)
+	dst = append(dst, h.Nonce[:]...)
+	dst = append(dst, byte(len(h.Name)))
+	dst = append(dst, h.Name...)
+	dst = append(dst, byte(len(h.Addr)))
+	return append(dst, h.Addr...)
+}
+
+// parseHello parses and validates a hello or challenge body. It rejects
+// trailing bytes, so a body has exactly one encoding.
+func parseHello(b []byte) (hello, error) {
+	var h hello
+	if len(b) < helloFixedLen+2 {
+		return h, fmt.Errorf("%w: hello of %d bytes", errMalformed, len(b))
+	}
+	h.Incarnation = binary.BigEndian.Uint64(b[0:8])
+	h.Start = int64(binary.BigEndian.Uint64(b[8:16]))
+	h.MaxMessage = binary.BigEndian.Uint32(b[16:20])
+	copy(h.Nonce[:], b[20:20+nonceLen])
+	rest := b[helloFixedLen:]
+	name, rest, ok := cutField(rest)
+	if !ok {
+		return h, fmt.Errorf("%w: hello name", errMalformed)
+	}
+	addr, rest, ok := cutField(rest)
+	if !ok || len(rest) != 0 {
+		return h, fmt.Errorf("%w: hello addr", errMalformed)
+	}
+	h.Name, h.Addr = string(name), string(addr)
+	if h.Incarnation == 0 {
+		return h, fmt.Errorf("%w: zero incarnation", errMalformed)
+	}
+	if h.MaxMessage == 0 {
+		return h, fmt.Errorf("%w: zero max message size", errMalformed)
+	}
+	if err := validateName(h.Name); err != nil {
+		return h, fmt.Errorf("%w: %w", errMalformed, err)
+	}
+	if err := validateAddr(h.Addr); err != nil {
+		return h, fmt.Errorf("%w: %w", errMalformed, err)
+	}
+	return h, nil
+}
+
+// cutField splits a 1-byte-length-prefixed, non-empty field off b.
+func cutField(b []byte) (field, rest []byte, ok bool) {
+	if len(b) < 1 {
+		return nil, nil, false
+	}
+	n := int(b[0])
+	if n == 0 || len(b) < 1+n {
+		return nil, nil, false
+	}
+	return b[1 : 1+n], b[1+n:], true
+}
+
+// handshakeMAC is HMAC-SHA256(cookie, label || u16 len(h) || h || u16 len(c) || c)
+// where h is the dialer's hello body and c the acceptor's challenge body as
+// sent on the wire. Both bodies hold both names, incarnations, nonces and
+// advertised addresses, so the MAC binds all of them.
+func handshakeMAC(cookie []byte, label string, h, c []byte) []byte {
+	mac := hmac.New(sha256.New, cookie)
+	mac.Write([]byte(label))
+	var n [2]byte
+	binary.BigEndian.PutUint16(n[:], uint16(len(h)))
+	mac.Write(n[:])
+	mac.Write(h)
+	binary.BigEndian.PutUint16(n[:], uint16(len(c)))
+	mac.Write(n[:])
+	mac.Write(c)
+	return mac.Sum(nil)
+}
+
+// parseMAC checks the body of a proof or welcome frame.
+func parseMAC(b []byte) ([]byte, error) {
+	if len(b) != macLen {
+		return nil, fmt.Errorf("%w: proof of %d bytes", errMalformed, len(b))
+	}
+	return b, nil
+}
+
+// parseRefuse checks the body of a refuse frame.
+func parseRefuse(b []byte) (byte, error) {
+	if len(b) != 1 {
+		return 0, fmt.Errorf("%w: refuse of %d bytes", errMalformed, len(b))
+	}
+	return b[0], nil
+}
+
+// peerInfo is one entry of a peers frame.
+type peerInfo struct{ Name, Addr string }
+
+// appendPeers appends a peers body: u16 count, then per entry a
+// 1-byte-length name and a 1-byte-length addr. Entries that would make the
+// body longer than limit bytes are left out.
+func appendPeers(dst []byte, ps []peerInfo, limit int) []byte {
+	start := len(dst)
+	dst = append(dst, 0, 0)
+	n := 0
+	for _, p := range ps {
+		if n == maxPeersPerFrame || len(p.Name) == 0 || len(p.Name) > maxFieldLen ||
+			len(p.Addr) == 0 || len(p.Addr) > maxFieldLen {
+			continue
+		}
+		if len(dst)-start+2+len(p.Name)+len(p.Addr) > limit {
+			break
+		}
+		dst = append(dst, byte(len(p.Name)))
+		dst = append(dst, p.Name...)
+		dst = append(dst, byte(len(p.Addr)))
+		dst = append(dst, p.Addr...)
+		n++
+	}
+	binary.BigEndian.PutUint16(dst[start:], uint16(n))
+	return dst
+}
+
+// parsePeers parses and validates a peers body.
+func parsePeers(b []byte) ([]peerInfo, error) {
+	if len(b) < 2 {
+		return nil, fmt.Errorf("%w: peers of %d bytes", errMalformed, len(b))
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	if n > maxPeersPerFrame {
+		return nil, fmt.Errorf("%w: %d peers", errMalformed, n)
+	}
+	// Each entry takes at least 4 bytes: do not trust n for the allocation.
+	if n > (len(b)-2)/4 {
+		return nil, fmt.Errorf("%w: %d peers in %d bytes", errMalformed, n, len(b))
+	}
+	out := make([]peerInfo, 0, n)
+	rest := b[2:]
+	for range n {
+		var name, addr []byte
+		var ok bool
+		if name, rest, ok = cutField(rest); !ok {
+			return nil, fmt.Errorf("%w: peer name", errMalformed)
+		}
+		if addr, rest, ok = cutField(rest); !ok {
+			return nil, fmt.Errorf("%w: peer addr", errMalformed)
+		}
+		p := peerInfo{Name: string(name), Addr: string(addr)}
+		if err := validateName(p.Name); err != nil {
+			return nil, fmt.Errorf("%w: %w", errMalformed, err)
+		}
+		if err := validateAddr(p.Addr); err != nil {
+			return nil, fmt.Errorf("%w: %w", errMalformed, err)
+		}
+		out = append(out, p)
+	}
+	if len(rest) != 0 {
+		return nil, fmt.Errorf("%w: %d trailing bytes after peers", errMalformed, len(rest))
+	}
+	return out, nil
+}
+
+// validateAddr checks a dialable "host:port".
+func validateAddr(addr string) error {
+	if len(addr) == 0 || len(addr) > maxFieldLen {
+		return fmt.Errorf("%w %q: length", ErrInvalidAddr, addr)
+	}
+	for i := 0; i < len(addr); i++ {
+		if c := addr[i]; c < 0x21 || c > 0x7e {
+			return fmt.Errorf("%w %q: byte 0x%02x", ErrInvalidAddr, addr, c)
+		}
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%w %q: %w", ErrInvalidAddr, addr, err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 1 || p > 65535 || host == "" {
+		return fmt.Errorf("%w %q: want host:port with port 1-65535", ErrInvalidAddr, addr)
+	}
+	return nil
+}
