@@ -174,6 +174,7 @@ const (
 	EnvInterface     = "MACULA_GOSSIP_IF"
 	EnvInterval      = "MACULA_GOSSIP_INTERVAL"
 	EnvTTL           = "MACULA_GOSSIP_TTL"
+	EnvBroadcast     = "MACULA_GOSSIP_BROADCAST"
 )
 
 // ConfigFromEnv fills the zero fields of base from the environment (option
@@ -187,6 +188,7 @@ const (
 //	MACULA_GOSSIP_IF        interface names, comma-separated
 //	MACULA_GOSSIP_INTERVAL  milliseconds ("1500") or a Go duration ("1.5s")
 //	MACULA_GOSSIP_TTL       1-255
+//	MACULA_GOSSIP_BROADCAST true/false (strconv.ParseBool): broadcast mode
 //
 // List entries are trimmed of spaces. An invalid value is an error wrapping
 // ErrInvalidConfig that names the variable and the value (secrets are never
@@ -246,6 +248,13 @@ func ConfigFromEnv(base Config, getenv func(string) string) (Config, error) {
 			return base, bad(EnvTTL, v, "want a TTL 1-255")
 		}
 		cfg.TTL = n
+	}
+	if v := getenv(EnvBroadcast); v != "" && !cfg.Broadcast {
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			return base, bad(EnvBroadcast, v, "want true or false")
+		}
+		cfg.Broadcast = b
 	}
 	return cfg, nil
 }

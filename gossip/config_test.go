@@ -72,15 +72,15 @@ func TestConfigFromEnv(t *testing.T) {
 		return func(k string) string { return m[k] }
 	}
 	full := env(EnvAddr, "239.1.2.3", EnvPort, "5000", EnvSecret, "new, old", EnvClusterSecret, "ignored",
-		EnvInterface, "lo,eth1", EnvInterval, "1.5s", EnvTTL, "4")
+		EnvInterface, "lo,eth1", EnvInterval, "1.5s", EnvTTL, "4", EnvBroadcast, "true")
 	got, err := ConfigFromEnv(Config{}, full)
 	want := Config{Group: "239.1.2.3", Port: 5000, Secrets: []string{"new", "old"}, Interfaces: []string{"lo", "eth1"},
-		Interval: 1500 * time.Millisecond, TTL: 4}
+		Interval: 1500 * time.Millisecond, TTL: 4, Broadcast: true}
 	if err != nil || !reflect.DeepEqual(got, want) {
 		t.Errorf("full env: %+v, %v\nwant %+v", got, err, want)
 	}
 	// Option wins over environment.
-	base := Config{Group: "ff05::1", Port: 1, Secrets: []string{"opt"}, Interfaces: []string{"x"}, Interval: time.Second, TTL: 2, Node: "n@h"}
+	base := Config{Group: "ff05::1", Port: 1, Secrets: []string{"opt"}, Interfaces: []string{"x"}, Interval: time.Second, TTL: 2, Node: "n@h", Broadcast: true}
 	if got, err := ConfigFromEnv(base, full); err != nil || !reflect.DeepEqual(got, base) {
 		t.Errorf("options must win: %+v, %v", got, err)
 	}
@@ -96,7 +96,7 @@ func TestConfigFromEnv(t *testing.T) {
 	for _, tc := range []struct{ name, value string }{
 		{EnvAddr, "10.0.0.1"}, {EnvAddr, "nope"}, {EnvPort, "0"}, {EnvPort, "65536"}, {EnvPort, "x"},
 		{EnvInterval, "soon"}, {EnvInterval, "0"}, {EnvInterval, "-5"}, {EnvInterval, "1ms"},
-		{EnvInterval, "99999999999999999"}, {EnvTTL, "0"}, {EnvTTL, "300"}, {EnvInterface, "lo,,eth0"},
+		{EnvInterval, "99999999999999999"}, {EnvTTL, "0"}, {EnvTTL, "300"}, {EnvInterface, "lo,,eth0"}, {EnvBroadcast, "maybe"},
 	} {
 		_, err := ConfigFromEnv(Config{}, env(tc.name, tc.value))
 		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tc.name) || !strings.Contains(err.Error(), tc.value) {

@@ -1,0 +1,214 @@
+package cluster
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/macula-io/cluster/discovery"
+	"github.com/macula-io/cluster/dnsdisc"
+	"github.com/macula-io/cluster/gossip"
+	"github.com/macula-io/cluster/mdns"
+	"github.com/macula-io/cluster/mesh"
+)
+
+// The strategy names accepted by Config.Strategy and CLUSTER_STRATEGY.
+const (
+	StrategyAuto   = "auto"   // static when Nodes is set, else gossip (as Macula does)
+	StrategyGossip = "gossip" // UDP multicast heartbeats (Macula's wire format)
+	StrategyStatic = "static" // a fixed list of name@host:port
+	StrategyDNS    = "dns"    // A/AAAA or SRV records (Kubernetes headless service)
+	StrategyMDNS   = "mdns"   // DNS-SD over multicast DNS (_macula._tcp.local)
+)
+
+// DefaultEventQueue is used when Config.EventQueue is zero.
+const DefaultEventQueue = 1024
+
+// Config configures a cluster. The zero value is a working configuration:
+// gossip discovery with Macula's defaults, a generated node name, the cookie
+// from ~/.macula.cookie, and a mesh port in 9100-9200.
+//
+// The library never reads environment variables by itself; FromEnv does.
+type Config struct {
+	// Strategy selects discovery: "auto" (or ""), "gossip", "static", "dns"
+	// or "mdns". Auto means static when Nodes is non-empty, else gossip.
+	Strategy string
+	// Discovery, when non-nil, is your own strategy; Strategy is then
+	// ignored. The cluster calls its Start, Refresh and Close.
+	Discovery discovery.Strategy
+
+	// Nodes is the static list, each "name@host:port".
+	Nodes []string
+	// ReconnectInterval is how often the static strategy re-reports its
+	// list so unreachable nodes are redialled. Zero means 5 s.
+	ReconnectInterval time.Duration
+
+	// Gossip configures the gossip strategy. Node and OnEvent are set by
+	// the cluster and ignored here.
+	Gossip gossip.Config
+	// DNS configures the dns strategy; DNS.Name is required for it.
+	DNS dnsdisc.Config
+	// MDNS configures the mdns strategy.
+	MDNS mdns.Config
+
+	// Mesh configures this node and its links. Mesh.Name empty means
+	// "macula-<random>@<IP>" (the IP of the first usable interface, or the
+	// host of Mesh.Listen when that is a specific address). Mesh.Cookie
+	// empty means the cookie in ~/.macula.cookie, created (mode 0600) when
+	// missing. Mesh.OnEvent is set by the cluster and ignored here; use
+	// OnEvent. Mesh.OnMessage receives messages sent with Send.
+	Mesh mesh.Config
+
+	// OnEvent, when non-nil, is called for every event, in order, from one
+	// goroutine. It is lossless: a slow OnEvent delays later events (and
+	// the reconciliation that produces them), it never drops any.
+	OnEvent func(Event)
+	// EventQueue is the buffer of the Events channel. Zero means 1024;
+	// negative disables the channel. When a reader falls that far behind,
+	// further events for the channel are dropped, counted in
+	// Stats().EventsDropped, and logged once per episode; OnEvent still gets
+	// every event.
+	EventQueue int
+
+	// Logger receives membership changes (Info) and problems (Warn); nil
+	// discards. It is passed to the strategy and mesh unless those configs
+	// carry their own.
+	Logger *slog.Logger
+}
+
+// FromEnv returns base completed from the environment: option > environment
+// > default, so a field already set in base is kept. It reads
+// CLUSTER_STRATEGY, CLUSTER_NODES, CLUSTER_SECRET, the MACULA_GOSSIP_*
+// variables, CLUSTER_DNS_*, MACULA_MDNS_*, MACULA_NODE / RELEASE_NODE,
+// MACULA_COOKIE / RELEASE_COOKIE (then ~/.macula.cookie), MACULA_LISTEN and
+// MACULA_LINK_TIMEOUT. An invalid value is an error naming the variable.
+func FromEnv(base Config) (Config, error) {
+	return FromEnvFunc(base, os.Getenv)
+}
+
+// FromEnvFunc is FromEnv with a custom lookup (for tests and embedding).
+func FromEnvFunc(base Config, getenv func(string) string) (Config, error) {
+	cfg := base
+	var err error
+	if cfg.Strategy == "" {
+		if v := getenv("CLUSTER_STRATEGY"); v != "" {
+			cfg.Strategy = strings.ToLower(strings.TrimSpace(v))
+			if err := checkStrategy(cfg.Strategy); err != nil {
+				return cfg, fmt.Errorf("CLUSTER_STRATEGY=%q: %w", v, err)
+			}
+		}
+	}
+	if len(cfg.Nodes) == 0 {
+		if v := getenv("CLUSTER_NODES"); v != "" {
+			cfg.Nodes = splitList(v)
+			for _, n := range cfg.Nodes {
+				if _, err := discovery.ParseNode(n); err != nil {
+					return cfg, fmt.Errorf("CLUSTER_NODES=%q: %w", v, err)
+				}
+			}
+		}
+	}
+	if cfg.Gossip, err = gossip.ConfigFromEnv(cfg.Gossip, getenv); err != nil {
+		return cfg, err
+	}
+	if cfg.DNS, err = dnsdisc.ConfigFromEnv(cfg.DNS, getenv); err != nil {
+		return cfg, err
+	}
+	if cfg.MDNS, err = mdns.ConfigFromEnv(cfg.MDNS, getenv); err != nil {
+		return cfg, err
+	}
+	if cfg.Mesh.Name == "" {
+		for _, k := range []string{"MACULA_NODE", "RELEASE_NODE"} {
+			if v := getenv(k); v != "" {
+				if err := validName(v); err != nil {
+					return cfg, fmt.Errorf("%s=%q: %w", k, v, err)
+				}
+				cfg.Mesh.Name = v
+				break
+			}
+		}
+	}
+	if cfg.Mesh.Cookie == "" {
+		home := getenv("HOME")
+		if home == "" {
+			home, _ = os.UserHomeDir()
+		}
+		cookie, _, err := mesh.ResolveCookie(getenv, home)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Mesh.Cookie = cookie
+	}
+	if cfg.Mesh.Listen == "" {
+		if v := getenv("MACULA_LISTEN"); v != "" {
+			if _, _, err := net.SplitHostPort(v); err != nil {
+				return cfg, fmt.Errorf("MACULA_LISTEN=%q: want host:port: %w", v, err)
+			}
+			cfg.Mesh.Listen = v
+		}
+	}
+	if cfg.Mesh.LinkTimeout == 0 {
+		if v := getenv("MACULA_LINK_TIMEOUT"); v != "" {
+			d, err := ParseDuration(v)
+			if err != nil || d < time.Second {
+				return cfg, fmt.Errorf("MACULA_LINK_TIMEOUT=%q: want milliseconds or a Go duration of at least 1s", v)
+			}
+			cfg.Mesh.LinkTimeout = d
+		}
+	}
+	return cfg, nil
+}
+
+// ParseDuration reads a duration as Macula's environment writes it: a plain
+// integer is milliseconds ("1500"); anything else is a Go duration ("1.5s").
+func ParseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		if n <= 0 {
+			return 0, fmt.Errorf("duration %q must be positive", s)
+		}
+		return time.Duration(n) * time.Millisecond, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, err
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("duration %q must be positive", s)
+	}
+	return d, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func checkStrategy(s string) error {
+	switch s {
+	case "", StrategyAuto, StrategyGossip, StrategyStatic, StrategyDNS, StrategyMDNS:
+		return nil
+	}
+	return fmt.Errorf("unknown strategy %q (want auto, gossip, static, dns or mdns)", s)
+}
+
+// validName checks the mesh node name shape "name@host" (no port).
+func validName(s string) error {
+	p, err := discovery.ParseNode(s)
+	if err != nil {
+		return err
+	}
+	if p.Dialable() {
+		return fmt.Errorf("node name %q must be name@host, without a port (the port comes from the mesh listener)", s)
+	}
+	return nil
+}

@@ -1,0 +1,125 @@
+package cluster_test
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	cluster "github.com/macula-io/cluster"
+	"github.com/macula-io/cluster/mesh"
+)
+
+func envOf(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+// The environment of Macula's Docker Compose example must work unchanged.
+func TestFromEnvSeedCompose(t *testing.T) {
+	home := t.TempDir()
+	cfg, err := cluster.FromEnvFunc(cluster.Config{}, envOf(map[string]string{
+		"HOME":             home,
+		"RELEASE_NODE":     "macula@node1",
+		"RELEASE_COOKIE":   "macula_secret_cookie",
+		"CLUSTER_STRATEGY": "gossip",
+		"CLUSTER_SECRET":   "my_cluster_secret",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Strategy != "gossip" || cfg.Mesh.Name != "macula@node1" || cfg.Mesh.Cookie != "macula_secret_cookie" ||
+		!slices.Equal(cfg.Gossip.Secrets, []string{"my_cluster_secret"}) {
+		t.Fatalf("got %+v", cfg)
+	}
+	if _, err := os.Stat(filepath.Join(home, ".macula.cookie")); err == nil {
+		t.Error("a cookie file was created although RELEASE_COOKIE was set")
+	}
+}
+
+func TestFromEnvPrecedence(t *testing.T) {
+	env := envOf(map[string]string{
+		"HOME":                t.TempDir(),
+		"MACULA_NODE":         "env@10.0.0.1",
+		"RELEASE_NODE":        "release@10.0.0.1",
+		"MACULA_COOKIE":       "envcookie",
+		"CLUSTER_NODES":       "a@10.0.0.2:9100, b@10.0.0.3:9100",
+		"MACULA_LISTEN":       "0.0.0.0:9150",
+		"MACULA_LINK_TIMEOUT": "2500",
+		"MACULA_GOSSIP_PORT":  "45999",
+	})
+	cfg, err := cluster.FromEnvFunc(cluster.Config{}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Mesh.Name != "env@10.0.0.1" {
+		t.Errorf("MACULA_NODE should win over RELEASE_NODE: %q", cfg.Mesh.Name)
+	}
+	if !slices.Equal(cfg.Nodes, []string{"a@10.0.0.2:9100", "b@10.0.0.3:9100"}) {
+		t.Errorf("Nodes = %q", cfg.Nodes)
+	}
+	if cfg.Mesh.Listen != "0.0.0.0:9150" || cfg.Mesh.LinkTimeout != 2500*time.Millisecond || cfg.Mesh.Cookie != "envcookie" {
+		t.Errorf("mesh = %+v", cfg.Mesh)
+	}
+	if cfg.Gossip.Port != 45999 {
+		t.Errorf("gossip port %d", cfg.Gossip.Port)
+	}
+	// Options win over the environment.
+	cfg, err = cluster.FromEnvFunc(cluster.Config{Nodes: []string{"o@1.2.3.4:1"},
+		Mesh: mesh.Config{Name: "opt@1.2.3.4", Cookie: "optcookie", LinkTimeout: 3 * time.Second}}, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Mesh.Name != "opt@1.2.3.4" || cfg.Mesh.Cookie != "optcookie" || cfg.Mesh.LinkTimeout != 3*time.Second ||
+		!slices.Equal(cfg.Nodes, []string{"o@1.2.3.4:1"}) {
+		t.Errorf("options did not win: %+v", cfg)
+	}
+}
+
+func TestFromEnvCookieFile(t *testing.T) {
+	home := t.TempDir()
+	cfg, err := cluster.FromEnvFunc(cluster.Config{}, envOf(map[string]string{"HOME": home}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(filepath.Join(home, ".macula.cookie"))
+	if err != nil {
+		t.Fatalf("cookie file not created: %v", err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("cookie file mode %v, want 0600", st.Mode().Perm())
+	}
+	if cfg.Mesh.Cookie == "" {
+		t.Error("cookie not loaded")
+	}
+	again, err := cluster.FromEnvFunc(cluster.Config{}, envOf(map[string]string{"HOME": home}))
+	if err != nil || again.Mesh.Cookie != cfg.Mesh.Cookie {
+		t.Errorf("second read gave %q, %v; want the same cookie", again.Mesh.Cookie, err)
+	}
+}
+
+func TestFromEnvInvalid(t *testing.T) {
+	for _, tc := range []struct{ key, val string }{
+		{"CLUSTER_STRATEGY", "smoke-signals"},
+		{"CLUSTER_NODES", "a@h:1,broken"},
+		{"MACULA_NODE", "no-at-sign"},
+		{"RELEASE_NODE", "a@h:9100"},
+		{"MACULA_LISTEN", "9100"},
+		{"MACULA_LINK_TIMEOUT", "500"},
+		{"MACULA_LINK_TIMEOUT", "soon"},
+		{"MACULA_GOSSIP_PORT", "99999"},
+		{"MACULA_GOSSIP_INTERVAL", "-5"},
+		{"MACULA_GOSSIP_TTL", "x"},
+		{"MACULA_GOSSIP_ADDR", "not-an-ip"},
+	} {
+		_, err := cluster.FromEnvFunc(cluster.Config{}, envOf(map[string]string{"HOME": t.TempDir(), "MACULA_COOKIE": "c", tc.key: tc.val}))
+		if err == nil {
+			t.Errorf("%s=%q accepted", tc.key, tc.val)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.key) || !strings.Contains(err.Error(), tc.val) {
+			t.Errorf("%s=%q: error %q does not name the variable and value", tc.key, tc.val, err)
+		}
+	}
+}
