@@ -66,9 +66,23 @@
 //     own; hosts in different groups cannot talk.
 //   - Host.Netem(spec) / ClearNetem: "tc qdisc replace dev eth0 root netem
 //     SPEC" in the host (egress). Kernels without netem return
-//     ErrNetemUnsupported; RequireNetem skips such tests (fails when CI=true).
+//     ErrNetemUnsupported; RequireNetem skips such tests, also under CI=true
+//     (no install step can add a kernel option). On an Impair lab, Netem
+//     parses the common subset ("loss 20%", "delay 10ms 50ms") into Impair.
 //   - Host.Loss(percent): random loss of what the host sends, by an nftables
 //     rule on the switch side; works without netem.
+//   - Host.Impair(Impairment{Loss, Delay, Jitter}) on a lab made with
+//     Options.Impair: netem in userspace, for kernels without netem (this
+//     project's CI kernel has none). Each host's link is then two TAP
+//     devices, eth0 in the host and t<i> on the switch's bridge, joined by a
+//     forwarder (two goroutines per host in the process that made the lab)
+//     that drops each frame with probability Loss and delivers the others
+//     after Delay ± uniform Jitter, holding at most Limit frames per
+//     direction (more are dropped and counted). With Jitter frames overtake
+//     each other, as with netem. Cut, Partition and the rest work the same.
+//     Cost: every frame crosses user space twice (host to forwarder to
+//     bridge), so Impair labs are for scenarios that need impairment, not
+//     for floods.
 //
 // # Use from a test
 //

@@ -26,7 +26,9 @@ func (h *Host) AddrPort(port uint16) netip.AddrPort { return netip.AddrPortFrom(
 
 // Cut takes the host's cable out: its switch-side veth goes down, so every
 // packet to or from the host is lost silently (no FIN, no RST). The host sees
-// its eth0 lose carrier, as with a real cable.
+// its eth0 lose carrier, as with a real cable. In an Impair lab the
+// forwarder drops every frame instead, those already queued included, and
+// the host's eth0 loses carrier all the same.
 func (h *Host) Cut() error { return h.setPort("down") }
 
 // Restore undoes Cut.
@@ -35,6 +37,19 @@ func (h *Host) Restore() error { return h.setPort("up") }
 func (h *Host) setPort(state string) error {
 	if h.lab.isClosed() {
 		return ErrClosed
+	}
+	if h.fwd != nil {
+		// Drop first, then take the carrier away (as a veth whose peer
+		// goes down); on Restore the carrier comes back first.
+		cut := state == "down"
+		if cut {
+			h.fwd.setCut(true)
+		}
+		if err := setCarrier(h.fwd.host, !cut); err != nil {
+			return fmt.Errorf("netlab: %s: link %s: carrier: %w", h.NS, state, err)
+		}
+		h.fwd.setCut(cut)
+		return nil
 	}
 	if err := run(context.Background(), "", "ip", "-n", h.lab.sw, "link", "set", h.port, state); err != nil {
 		return fmt.Errorf("netlab: %s: link %s: %w", h.NS, state, err)
@@ -46,9 +61,22 @@ func (h *Host) setPort(state string) error {
 // "loss 20% delay 10ms 50ms": tc qdisc replace dev eth0 root netem SPEC.
 // It returns an error wrapping ErrNetemUnsupported when the kernel has no
 // netem (see NetemSupported; Loss works without it).
+//
+// In an Impair lab (Lab.Impairable) no qdisc is involved: spec is parsed by
+// ParseNetem (loss, delay with jitter, limit) and set as the host's egress
+// impairment (ImpairEgress), replacing the previous one, so it works on
+// kernels without netem; other netem features return an error wrapping
+// errors.ErrUnsupported.
 func (h *Host) Netem(spec string) error {
 	if h.lab.isClosed() {
 		return ErrClosed
+	}
+	if h.fwd != nil {
+		im, err := ParseNetem(spec)
+		if err != nil {
+			return fmt.Errorf("netlab: %s: %w", h.NS, err)
+		}
+		return h.ImpairEgress(im)
 	}
 	args := append([]string{"-n", h.NS, "qdisc", "replace", "dev", h.Iface, "root", "netem"}, strings.Fields(spec)...)
 	if err := run(context.Background(), "", "tc", args...); err != nil {
@@ -60,10 +88,14 @@ func (h *Host) Netem(spec string) error {
 	return nil
 }
 
-// ClearNetem removes the qdisc Netem set; without one it does nothing.
+// ClearNetem removes the qdisc Netem set; without one it does nothing. In
+// an Impair lab it clears the host's egress impairment.
 func (h *Host) ClearNetem() error {
 	if h.lab.isClosed() {
 		return ErrClosed
+	}
+	if h.fwd != nil {
+		return h.ImpairEgress(Impairment{})
 	}
 	out, err := output(context.Background(), "tc", "-n", h.NS, "qdisc", "show", "dev", h.Iface, "root")
 	if err != nil {
@@ -87,8 +119,8 @@ func (h *Host) Qdisc() (string, error) {
 
 // Loss drops percent (0..100) of the frames the host sends, at random,
 // silently, like "netem loss PERCENT%" but without needing netem: an
-// nftables netdev rule on the host's switch-side veth (needs the nft
-// command). Loss(0) removes the rule. It is independent of Netem, Cut and
+// nftables netdev rule on the host's switch-side veth (or TAP in an Impair
+// lab; needs the nft command). Loss(0) removes the rule. It is independent of Netem, Cut and
 // Partition.
 func (h *Host) Loss(percent int) error {
 	if percent < 0 || percent > 100 {

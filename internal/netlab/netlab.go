@@ -54,6 +54,12 @@ type Options struct {
 	// Name labels the lab in error messages and logs ("" = the test name
 	// for New, "lab" for NewLab). It does not appear in namespace names.
 	Name string
+	// Impair links each host to the switch by two TAP devices and a
+	// forwarder in this process instead of a veth pair, so that
+	// Host.Impair (and Host.Netem) can add loss and delay without kernel
+	// netem (false = veth pairs). See the package documentation for the
+	// costs.
+	Impair bool
 }
 
 // Lab is a set of hosts on one virtual switch. Create it with New (tests) or
@@ -68,7 +74,8 @@ type Lab struct {
 	// Name is Options.Name (or its default).
 	Name string
 
-	sw string // switch namespace
+	sw     string // switch namespace
+	impair bool   // Options.Impair: hosts linked by TAPs and forwarders
 
 	mu       sync.Mutex
 	closed   bool
@@ -94,7 +101,8 @@ type Host struct {
 	Iface string
 
 	lab  *Lab
-	port string // switch-side veth in the switch namespace
+	port string     // switch-side veth ("vh<i>") or TAP ("t<i>") in the switch namespace
+	fwd  *forwarder // Impair labs only
 }
 
 func (h *Host) String() string { return h.NS }
@@ -152,9 +160,13 @@ func NewLab(opts Options) (*Lab, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Lab{ID: id, Name: opts.Name, sw: id + "-sw"}
+	l := &Lab{ID: id, Name: opts.Name, sw: id + "-sw", impair: opts.Impair}
 	for i := range opts.Hosts {
 		a := i + 10
+		port := fmt.Sprintf("vh%d", i)
+		if opts.Impair {
+			port = fmt.Sprintf("t%d", i)
+		}
 		l.Hosts = append(l.Hosts, &Host{
 			Index: i,
 			NS:    fmt.Sprintf("%s-h%d", id, i),
@@ -162,7 +174,7 @@ func NewLab(opts Options) (*Lab, error) {
 			IP6:   netip.MustParseAddr("fdca:1ab::" + strconv.Itoa(a)),
 			Iface: "eth0",
 			lab:   l,
-			port:  fmt.Sprintf("vh%d", i),
+			port:  port,
 		})
 	}
 	if err := l.build(); err != nil {
@@ -202,13 +214,24 @@ func (l *Lab) build() error {
 	}
 	// 3. The switch: br0 without IGMP/MLD snooping (multicast floods), and one
 	// veth pair per host, made inside the switch namespace with the peer
-	// placed directly in the host namespace as eth0.
+	// placed directly in the host namespace as eth0. Impair labs: two TAPs
+	// per host instead, made by this process from inside each namespace,
+	// and a forwarder between them.
+	if l.impair {
+		for _, h := range l.Hosts {
+			if err := h.makeForwarder(); err != nil {
+				return err
+			}
+		}
+	}
 	b.Reset()
 	b.WriteString("link set lo up\n")
 	b.WriteString("link add name br0 type bridge mcast_snooping 0 stp_state 0\n")
 	b.WriteString("link set br0 up\n")
 	for _, h := range l.Hosts {
-		fmt.Fprintf(&b, "link add name %s type veth peer name eth0 netns %s\n", h.port, h.NS)
+		if !l.impair {
+			fmt.Fprintf(&b, "link add name %s type veth peer name eth0 netns %s\n", h.port, h.NS)
+		}
 		fmt.Fprintf(&b, "link set %s master br0\n", h.port)
 		fmt.Fprintf(&b, "link set %s up\n", h.port)
 	}
@@ -239,7 +262,7 @@ func (l *Lab) build() error {
 }
 
 // SwitchNS is the name of the switch namespace (bridge br0 and the
-// switch-side veths "vh<i>").
+// switch-side veths "vh<i>", or TAPs "t<i>" in an Impair lab).
 func (l *Lab) SwitchNS() string { return l.sw }
 
 // namespaces lists every namespace of the lab, switch first.
@@ -343,6 +366,15 @@ func (l *Lab) Close() error {
 			p.waitBounded(10 * time.Second)
 		}
 		var errs []error
+		// Impair labs: closing the TAPs stops the forwarders and removes the
+		// devices.
+		for _, h := range l.Hosts {
+			if h.fwd != nil {
+				if err := h.fwd.close(); err != nil {
+					errs = append(errs, fmt.Errorf("%s: close forwarder: %w", h.NS, err))
+				}
+			}
+		}
 		var existing []string
 		for _, ns := range l.namespaces() {
 			if _, err := os.Stat(runDir + "/" + ns); err == nil {
@@ -553,32 +585,9 @@ func output(ctx context.Context, name string, args ...string) ([]byte, error) {
 	return out, nil
 }
 
-// setSysctls writes sysctls (name, value pairs) inside a namespace, from a
-// locked OS thread that enters the namespace and leaves it again. If leaving
-// fails, the thread stays locked and dies with its goroutine.
+// setSysctls writes sysctls (name, value pairs) inside a namespace.
 func setSysctls(ns string, kv ...string) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("sysctl in %s: %w", ns, err)
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open(runDir + "/" + ns)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("sysctl in %s: %w", ns, err)
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("sysctl in %s: setns: %w", ns, err)
-			return
-		}
+	return inNetns(ns, func() error {
 		var werr error
 		for i := 0; i+1 < len(kv); i += 2 {
 			path := "/proc/sys/" + strings.ReplaceAll(kv[i], ".", "/")
@@ -586,13 +595,45 @@ func setSysctls(ns string, kv ...string) error {
 				werr = errors.Join(werr, fmt.Errorf("sysctl %s=%s in %s: %w", kv[i], kv[i+1], ns, err))
 			}
 		}
+		return werr
+	})
+}
+
+// inNetns runs fn on a locked OS thread that has entered namespace ns, then
+// leaves the namespace again. If leaving fails, the thread stays locked and
+// dies with its goroutine, so no other goroutine ever runs in ns by
+// accident. Files and sockets fn opens stay in ns.
+func inNetns(ns string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter %s: %w", ns, err)
+			return
+		}
+		defer orig.Close()
+		target, err := os.Open(runDir + "/" + ns)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter %s: %w", ns, err)
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter %s: setns: %w", ns, err)
+			return
+		}
+		ferr := fn()
 		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
 			// Keep the thread locked: it must not run other goroutines.
-			errc <- errors.Join(werr, fmt.Errorf("sysctl in %s: setns back: %w", ns, err))
+			errc <- errors.Join(ferr, fmt.Errorf("leave %s: setns back: %w", ns, err))
 			return
 		}
 		runtime.UnlockOSThread()
-		errc <- werr
+		errc <- ferr
 	}()
 	return <-errc
 }

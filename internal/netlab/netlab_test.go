@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -141,19 +142,29 @@ func TestAddressing(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "dev eth0") {
 		t.Errorf("multicast route in %s: %q %v", h, out, err)
 	}
-	// Nothing of ours in the root namespace.
-	out, err = exec.Command("ip", "-br", "link").CombinedOutput()
+	checkRootNamespace(t)
+	out, err = exec.Command("ip", "-n", l.SwitchNS(), "-d", "link", "show", "br0").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "mcast_snooping 0") {
+		t.Errorf("br0: %q %v", out, err)
+	}
+}
+
+// ourLinkRe matches the names of the interfaces a lab makes outside the
+// hosts (not "br-<hex>" of docker networks, say).
+var ourLinkRe = regexp.MustCompile(`^(vh|t|br)[0-9]+(@|$)`)
+
+// checkRootNamespace fails when the root namespace has an interface named
+// like ours.
+func checkRootNamespace(t *testing.T) {
+	t.Helper()
+	out, err := exec.Command("ip", "-br", "link").CombinedOutput()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(string(out), "\n") {
-		if f := strings.Fields(line); len(f) > 0 && (strings.HasPrefix(f[0], "vh") || strings.HasPrefix(f[0], "br")) {
+		if f := strings.Fields(line); len(f) > 0 && ourLinkRe.MatchString(f[0]) {
 			t.Errorf("root namespace has %q", line)
 		}
-	}
-	out, err = exec.Command("ip", "-n", l.SwitchNS(), "-d", "link", "show", "br0").CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "mcast_snooping 0") {
-		t.Errorf("br0: %q %v", out, err)
 	}
 }
 
@@ -182,7 +193,13 @@ func TestPing(t *testing.T) {
 func TestMulticast(t *testing.T) {
 	t.Parallel()
 	l := New(t, Options{Hosts: 3})
-	for _, group := range []string{"230.1.1.251", "ff02::4d41", "198.18.255.255"} {
+	testMulticast(t, l, "230.1.1.251", "ff02::4d41", "198.18.255.255")
+}
+
+// testMulticast sends to each group (or broadcast address) from host 0 and
+// checks that hosts 1 and 2 receive.
+func testMulticast(t *testing.T, l *Lab, groups ...string) {
+	for _, group := range groups {
 		t.Run(group, func(t *testing.T) {
 			recv := []*Proc{
 				helperStart(t, l.Hosts[1], "mcast-recv", group, "45892", "15s"),
@@ -243,7 +260,10 @@ func TestCutRestore(t *testing.T) {
 
 func TestPartitionHeal(t *testing.T) {
 	t.Parallel()
-	l := New(t, Options{Hosts: 4})
+	testPartitionHeal(t, New(t, Options{Hosts: 4}))
+}
+
+func testPartitionHeal(t *testing.T, l *Lab) {
 	h := l.Hosts
 	if err := l.Partition([]int{0}, []int{1, 2}); err != nil { // host 3: a group of its own
 		t.Fatal(err)
