@@ -35,6 +35,10 @@ func runHelper(args []string) int {
 		err = helperMcastRecv(args[1], args[2], args[3])
 	case "mcast-send": // mcast-send GROUP PORT COUNT
 		err = helperMcastSend(args[1], args[2], args[3])
+	case "udp-flood": // udp-flood ADDR PORT PPS DURATION: 100-byte frames, PPS 0 = as fast as possible
+		err = helperUDPFlood(args[1], args[2], args[3], args[4])
+	case "udp-sink": // udp-sink PORT DURATION: count datagrams
+		err = helperUDPSink(args[1], args[2])
 	case "json": // json: lines, then bye on SIGTERM
 		err = helperJSON(false)
 	case "stubborn": // like json but ignores SIGTERM
@@ -202,4 +206,72 @@ func helperJSON(stubborn bool) error {
 			return fmt.Errorf("no signal within 30s")
 		}
 	}
+}
+
+// helperUDPFlood sends UDP datagrams of 58 bytes (100-byte Ethernet
+// frames) to addr:port for the duration, at pps per second (0 = as fast as
+// it can), and prints how many it sent.
+func helperUDPFlood(addr, port, pps, duration string) error {
+	rate, _ := strconv.Atoi(pps)
+	d, err := time.ParseDuration(duration)
+	if err != nil {
+		return err
+	}
+	c, err := net.Dial("udp4", net.JoinHostPort(addr, port))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	payload := make([]byte, 100-14-20-8)
+	start := time.Now()
+	sent, errs := 0, 0
+	for {
+		el := time.Since(start)
+		if el >= d {
+			break
+		}
+		n := 256
+		if rate > 0 {
+			n = int(el.Seconds()*float64(rate)) - sent
+			if n <= 0 {
+				time.Sleep(100 * time.Microsecond)
+				continue
+			}
+		}
+		for range n {
+			if _, err := c.Write(payload); err != nil {
+				errs++ // ENOBUFS and the like: count and go on
+			}
+			sent++
+		}
+	}
+	emit(map[string]any{"event": "sent", "n": sent, "errors": errs, "secs": time.Since(start).Seconds()})
+	return nil
+}
+
+// helperUDPSink counts the datagrams that reach port for the duration.
+func helperUDPSink(port, duration string) error {
+	p, _ := strconv.Atoi(port)
+	d, err := time.ParseDuration(duration)
+	if err != nil {
+		return err
+	}
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{Port: p})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetReadBuffer(4 << 20)
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	emit(map[string]any{"event": "ready"})
+	buf := make([]byte, 2048)
+	n := 0
+	for {
+		if _, err := c.Read(buf); err != nil {
+			break
+		}
+		n++
+	}
+	emit(map[string]any{"event": "got", "n": n})
+	return nil
 }

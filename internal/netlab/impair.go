@@ -592,7 +592,7 @@ func (f *forwarder) write(d *direction, dst *os.File, b []byte) {
 // pending Read). The device exists as long as the file is open.
 func openTap(ns, name string) (*os.File, error) {
 	fd := -1
-	err := inNetns(ns, func() error {
+	err := InNetns(ns, func() error {
 		var err error
 		// Opened inside ns: the device is made in the namespace of the
 		// opener.

@@ -22,7 +22,7 @@ import (
 func nsUDP(t testing.TB, h *Host) *net.UDPConn {
 	t.Helper()
 	var c *net.UDPConn
-	err := inNetns(h.NS, func() error {
+	err := InNetns(h.NS, func() error {
 		var err error
 		c, err = net.ListenUDP("udp4", &net.UDPAddr{IP: h.IP.AsSlice()})
 		return err
@@ -712,4 +712,71 @@ func FuzzParseNetem(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkForward measures what one host can send to another through the
+// lab: 100-byte frames (UDP), flooded for 2 s by a helper process, counted
+// by another. It reports frames/s sent and received, the loss, and the CPU
+// this process used meanwhile (the forwarder's cost in an Impair lab:
+// cores = CPU seconds per second).
+//
+//	go test -run XXX -bench Forward -benchtime 1x ./internal/netlab/
+func BenchmarkForward(b *testing.B) {
+	for _, c := range []struct {
+		name   string
+		impair bool
+		pps    int
+		im     *Impairment
+	}{
+		{"veth/max", false, 0, nil},
+		{"impair/max", true, 0, nil},
+		{"veth/100k", false, 100000, nil},
+		{"impair/100k", true, 100000, nil},
+		{"impair/100k/loss20%-jitter50ms", true, 100000, &Impairment{Loss: 0.2, Jitter: 50 * time.Millisecond}},
+		{"impair/100k/delay50ms", true, 100000, &Impairment{Delay: 50 * time.Millisecond}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			Require(b)
+			l, err := NewLab(Options{Hosts: 2, Impair: c.impair})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close()
+			a, dst := l.Hosts[0], l.Hosts[1]
+			mustPing(b, a, dst.IP) // neighbours resolved before any loss
+			if c.im != nil {
+				for _, h := range l.Hosts {
+					if err := h.Impair(*c.im); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			const secs = 2
+			for b.Loop() {
+				sink := helperStart(b, dst, "udp-sink", "45000", fmt.Sprint(secs+3)+"s")
+				waitEvent(b, sink, "ready")
+				var ru0, ru1 unix.Rusage
+				_ = unix.Getrusage(unix.RUSAGE_SELF, &ru0)
+				t0 := time.Now()
+				flood := helperStart(b, a, "udp-flood", dst.IP.String(), "45000", fmt.Sprint(c.pps), fmt.Sprint(secs)+"s")
+				sent := waitEvent(b, flood, "sent")
+				wall := time.Since(t0)
+				got := waitEvent(b, sink, "got")
+				_ = unix.Getrusage(unix.RUSAGE_SELF, &ru1)
+				cpu := time.Duration(ru1.Utime.Nano()+ru1.Stime.Nano()-ru0.Utime.Nano()-ru0.Stime.Nano()) * time.Nanosecond
+				ns, _ := sent.Uint("n")
+				ng, _ := got.Uint("n")
+				el, _ := strconv.ParseFloat(sent.Str("secs"), 64)
+				b.ReportMetric(float64(ns)/el, "sent/s")
+				b.ReportMetric(float64(ng)/el, "recv/s")
+				b.ReportMetric(100*(1-float64(ng)/float64(max(ns, 1))), "loss%")
+				// The forwarder ran while the flood ran and while the delay
+				// queue drained.
+				b.ReportMetric(cpu.Seconds()/wall.Seconds(), "cores")
+				if c.impair {
+					b.Logf("stats host0 %+v host1 %+v", a.ImpairStats(), dst.ImpairStats())
+				}
+			}
+		})
+	}
 }

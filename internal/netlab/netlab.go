@@ -587,7 +587,7 @@ func output(ctx context.Context, name string, args ...string) ([]byte, error) {
 
 // setSysctls writes sysctls (name, value pairs) inside a namespace.
 func setSysctls(ns string, kv ...string) error {
-	return inNetns(ns, func() error {
+	return InNetns(ns, func() error {
 		var werr error
 		for i := 0; i+1 < len(kv); i += 2 {
 			path := "/proc/sys/" + strings.ReplaceAll(kv[i], ".", "/")
@@ -599,11 +599,13 @@ func setSysctls(ns string, kv ...string) error {
 	})
 }
 
-// inNetns runs fn on a locked OS thread that has entered namespace ns, then
-// leaves the namespace again. If leaving fails, the thread stays locked and
-// dies with its goroutine, so no other goroutine ever runs in ns by
-// accident. Files and sockets fn opens stay in ns.
-func inNetns(ns string, fn func() error) error {
+// InNetns runs fn on a locked OS thread that has entered the named network
+// namespace ns, then leaves the namespace again. If leaving fails, the
+// thread stays locked and dies with its goroutine, so no other goroutine
+// ever runs in ns by accident. Files and sockets fn opens stay in ns for
+// their whole life, whatever thread uses them later: this is how a test
+// gets a socket inside a host (for example Host.NS) without a process.
+func InNetns(ns string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()

@@ -1,0 +1,49 @@
+// Package scenario runs multi-host cluster scenarios in network namespaces
+// (package netlab) and measures what happens: one "macula run --json"
+// process per lab host, faults injected from outside (SIGKILL, cable cut,
+// partition, packet loss, restarts, hostile gossip), and the JSON event
+// lines of every process, timestamped by netlab when they are read, checked
+// against the invariants a cluster must keep.
+//
+// # Scenarios
+//
+//   - formation: N nodes started together form a full mesh; then the
+//     steady-state cost per node (CPU, bytes on eth0) over a window.
+//   - latejoin: a node added to a formed mesh is connected both ways.
+//   - crash: SIGKILL one node; every peer reports it down, reason closed.
+//   - silent: cut one host's cable; every peer reports it down, reason
+//     timeout, and no other link drops.
+//   - partition: split the lab 50/50, each side reports the other down
+//     (timeout); heal, and the full mesh comes back.
+//   - loss: packet loss (and jitter when netlab can impair) on every host
+//     for a while: no nodedown at all.
+//   - churn: random restarts by SIGTERM and SIGKILL: every peer reports
+//     exactly one nodedown and one nodeup per restart.
+//   - security: a node with a wrong gossip secret is never discovered, one
+//     with a wrong cookie is never connected; the others form their mesh.
+//   - flood: hostile gossip packets (unsigned, wrong HMAC, malformed, unique
+//     names) at a high rate into the lab's multicast group: membership does
+//     not change, memory stays bounded, the target keeps answering /healthz.
+//
+// Each runner makes its own lab (NewLab), returns a Result with measures
+// and violations (a violation is a broken invariant: a false nodedown, a
+// duplicate nodeup, a missing event, ...), and always closes the lab, also
+// when its context is cancelled. Speed goals are not violations; they are
+// compared by "macula bench".
+//
+// # Node names and flags
+//
+// Node i runs on lab host i as "n<i>@<host IP>" with
+//
+//	run --json --interface eth0 --listen <IP>:9100 --name n<i>@<IP>
+//	    --secret S --cookie C --link-timeout T --interval I
+//
+// # Network safety
+//
+// Every process runs inside a namespace of the lab. The flooder does not
+// need a process: a goroutine locked to its OS thread enters the flooder
+// host's namespace (setns), creates the UDP socket there, and goes back; a
+// socket stays in the namespace it was created in, so every packet leaves
+// through that host's eth0 onto the lab's bridge and nowhere else. The
+// /healthz probe dials the same way, inside the target's namespace.
+package scenario
