@@ -1,0 +1,536 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	cluster "github.com/macula-io/cluster"
+	"github.com/macula-io/cluster/internal/netlab"
+	"github.com/macula-io/cluster/internal/scenario"
+)
+
+// benchExtraHosts is how many hosts a scenario may add to its size (bad
+// nodes, a late joiner, a flooder).
+const benchExtraHosts = 2
+
+func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("bench", stderr)
+	sizesFlag := fs.String("sizes", "10,50", "cluster sizes (hosts), comma-separated")
+	scenFlag := fs.String("scenarios", "all", "scenarios, comma-separated, or all: "+strings.Join(scenario.Names(), ","))
+	jsonFile := fs.String("json", "", "also write the results as JSON to this file")
+	quick := fs.Bool("quick", false, "short runs: loss 15s, 5 restarts, flood 20k packets/s for 3s, steady window 3s")
+	linkTimeout := fs.String("link-timeout", "5s", "--link-timeout of every node (the product default is 5s)")
+	interval := fs.String("interval", "1500ms", "--interval (gossip heartbeat) of every node (the product default is 1500ms)")
+	floodRate := fs.Int("flood-rate", 0, "flood scenario: hostile packets per second (default 100000, 20000 with --quick)")
+	seed := fs.Uint64("seed", 0, "churn: random seed (default from the clock)")
+	neighLimit := fs.Bool("neigh-limit", true, "raise the kernel's IPv4 neighbour table limit (net.ipv4.neigh.default.gc_thresh2/3, shared by every\nnamespace; 1024 entries by default, enough for about 30 fully meshed hosts) for the run when\nthe largest size needs more, and restore it at the end")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `Usage: macula bench [flags]
+
+Runs cluster scenarios in network namespaces (one "macula run" process per
+namespace host, this very binary), at each size, and prints a Markdown table
+of the results next to the goals. Needs root (ip netns). Nothing leaves the
+namespaces it creates; Ctrl-C removes them.
+
+Scenarios:
+`)
+		for _, s := range scenario.All {
+			fmt.Fprintf(fs.Output(), "  %-10s %s\n", s.Name, s.Summary)
+		}
+		fmt.Fprintf(fs.Output(), "\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	sizes, err := parseSizes(*sizesFlag)
+	if err != nil {
+		return usageError{err}
+	}
+	scens, err := parseScenarios(*scenFlag)
+	if err != nil {
+		return usageError{err}
+	}
+	lt, err := cluster.ParseDuration(*linkTimeout)
+	if err != nil || lt < time.Second {
+		return usageError{fmt.Errorf("--link-timeout %q: want a duration of at least 1s", *linkTimeout)}
+	}
+	iv, err := cluster.ParseDuration(*interval)
+	if err != nil || iv <= 0 {
+		return usageError{fmt.Errorf("--interval %q: want a positive duration", *interval)}
+	}
+	if *floodRate < 0 {
+		return usageError{fmt.Errorf("--flood-rate %d: want >= 0", *floodRate)}
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("bench needs root: it creates network namespaces (ip netns); run it as root, e.g. sudo macula bench")
+	}
+	if err := netlab.Available(); err != nil {
+		return fmt.Errorf("bench cannot make network namespaces here: %w", err)
+	}
+	bin, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("bench: own executable: %w", err)
+	}
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+	}
+	if need := neighNeed(slices.Max(sizes) + benchExtraHosts); *neighLimit {
+		restore, err := raiseNeighLimit(need, logf)
+		if err != nil {
+			logf("warning: %v", err)
+		}
+		defer restore()
+	} else if cur, err := readSysctlInt(neighDir + "gc_thresh3"); err == nil && cur < need {
+		logf("warning: net.ipv4.neigh.default.gc_thresh3 is %d, the largest size needs about %d: expect lost packets", cur, need)
+	}
+
+	rep := benchReport{
+		Started: time.Now().UTC(), Binary: bin, Version: version(), GoVersion: runtime.Version(),
+		CPUs: runtime.NumCPU(), Sizes: sizes, Scenarios: scens, Quick: *quick,
+		LinkTimeoutMS: float64(lt.Milliseconds()), IntervalMS: float64(iv.Milliseconds()),
+	}
+	var interrupted error
+runs:
+	for _, size := range sizes {
+		for _, name := range scens {
+			s, _ := scenario.Lookup(name)
+			cfg := scenario.Config{
+				Bin: bin, Hosts: size, LinkTimeout: lt, Interval: iv, Short: *quick,
+				FloodRate: *floodRate, Seed: *seed, Logf: logf,
+			}
+			logf("%s/%d: start (bound %v)", name, size, s.Bound(cfg).Round(time.Second))
+			r, err := s.Run(ctx, cfg)
+			logf("%s/%d: %s in %.1fs", name, size, r.Outcome, r.ElapsedMS/1000)
+			if err != nil {
+				logf("%s/%d: %v", name, size, err)
+			}
+			for _, v := range firstN(r.Violations, 5) {
+				logf("%s/%d: violation: %s", name, size, v)
+			}
+			rep.Results = append(rep.Results, r)
+			if ctx.Err() != nil {
+				interrupted = fmt.Errorf("bench interrupted: %w", context.Cause(ctx))
+				break runs
+			}
+		}
+	}
+	rep.Goals = evalGoals(rep.Results, sizes, lt)
+	rep.ElapsedS = math.Round(time.Since(rep.Started).Seconds())
+	writeMarkdown(stdout, &rep)
+	if *jsonFile != "" {
+		b, err := json.MarshalIndent(&rep, "", "  ")
+		if err == nil {
+			err = os.WriteFile(*jsonFile, append(b, '\n'), 0o644)
+		}
+		if err != nil {
+			return errors.Join(interrupted, fmt.Errorf("bench: write %s: %w", *jsonFile, err))
+		}
+		logf("JSON written to %s", *jsonFile)
+	}
+	if interrupted != nil {
+		return interrupted
+	}
+	bad := 0
+	for _, r := range rep.Results {
+		if !r.OK() {
+			bad++
+		}
+	}
+	if bad > 0 {
+		fmt.Fprintf(stderr, "macula bench: %d of %d runs broke an invariant or failed\n", bad, len(rep.Results))
+		return checkFailed{fmt.Errorf("%d runs failed", bad)}
+	}
+	return nil
+}
+
+// neighDir holds the global IPv4 neighbour table limits. The table is
+// shared by every network namespace, and only the root namespace shows
+// these files.
+const neighDir = "/proc/sys/net/ipv4/neigh/default/"
+
+// neighNeed estimates the IPv4 neighbour entries a lab of n fully meshed
+// hosts needs: n-1 peers and a few multicast/broadcast entries per host,
+// plus room for the rest of the machine.
+func neighNeed(n int) int { return n*(n+4) + 1024 }
+
+// raiseNeighLimit makes gc_thresh2 >= need and gc_thresh3 >= 2*need, and
+// returns a function that puts the old values back.
+func raiseNeighLimit(need int, logf func(string, ...any)) (restore func(), err error) {
+	restore = func() {}
+	t2, err2 := readSysctlInt(neighDir + "gc_thresh2")
+	t3, err3 := readSysctlInt(neighDir + "gc_thresh3")
+	if err := errors.Join(err2, err3); err != nil {
+		return restore, fmt.Errorf("cannot read the neighbour table limits: %w", err)
+	}
+	if t3 >= 2*need && t2 >= need {
+		return restore, nil
+	}
+	n2, n3 := max(t2, need), max(t3, 2*need)
+	if err := writeSysctlInt(neighDir+"gc_thresh3", n3); err != nil {
+		return restore, fmt.Errorf("cannot raise net.ipv4.neigh.default.gc_thresh3 to %d: %w", n3, err)
+	}
+	if err := writeSysctlInt(neighDir+"gc_thresh2", n2); err != nil {
+		_ = writeSysctlInt(neighDir+"gc_thresh3", t3)
+		return restore, fmt.Errorf("cannot raise net.ipv4.neigh.default.gc_thresh2 to %d: %w", n2, err)
+	}
+	logf("raised net.ipv4.neigh.default.gc_thresh2/3 from %d/%d to %d/%d for the run (the kernel's neighbour table is shared by every namespace)", t2, t3, n2, n3)
+	return func() {
+		// gc_thresh2 must stay <= gc_thresh3 at every step.
+		err := errors.Join(writeSysctlInt(neighDir+"gc_thresh2", t2), writeSysctlInt(neighDir+"gc_thresh3", t3))
+		if err != nil {
+			logf("warning: could not restore the neighbour table limits %d/%d: %v", t2, t3, err)
+			return
+		}
+		logf("restored net.ipv4.neigh.default.gc_thresh2/3 to %d/%d", t2, t3)
+	}, nil
+}
+
+func readSysctlInt(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(b)))
+}
+
+func writeSysctlInt(path string, v int) error {
+	return os.WriteFile(path, []byte(strconv.Itoa(v)), 0o644)
+}
+
+func parseSizes(s string) ([]int, error) {
+	var out []int
+	for _, f := range splitComma(s) {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 2 || n > netlab.MaxHosts-benchExtraHosts {
+			return nil, fmt.Errorf("--sizes: %q: want a number of hosts from 2 to %d", f, netlab.MaxHosts-benchExtraHosts)
+		}
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("--sizes: empty")
+	}
+	return out, nil
+}
+
+func parseScenarios(s string) ([]string, error) {
+	if strings.TrimSpace(s) == "all" || strings.TrimSpace(s) == "" {
+		return scenario.Names(), nil
+	}
+	var out []string
+	for _, f := range splitComma(s) {
+		if _, ok := scenario.Lookup(f); !ok {
+			return nil, fmt.Errorf("--scenarios: unknown %q (want %s or all)", f, strings.Join(scenario.Names(), ","))
+		}
+		if !slices.Contains(out, f) {
+			out = append(out, f)
+		}
+	}
+	// Run them in the canonical order.
+	slices.SortFunc(out, func(a, b string) int {
+		return slices.Index(scenario.Names(), a) - slices.Index(scenario.Names(), b)
+	})
+	return out, nil
+}
+
+func firstN(s []string, n int) []string { return s[:min(n, len(s))] }
+
+// benchReport is the JSON of --json.
+type benchReport struct {
+	Started       time.Time          `json:"started"`
+	ElapsedS      float64            `json:"elapsed_s"`
+	Binary        string             `json:"binary"`
+	Version       string             `json:"version"`
+	GoVersion     string             `json:"go_version"`
+	CPUs          int                `json:"cpus"`
+	Sizes         []int              `json:"sizes"`
+	Scenarios     []string           `json:"scenarios"`
+	Quick         bool               `json:"quick"`
+	LinkTimeoutMS float64            `json:"link_timeout_ms"`
+	IntervalMS    float64            `json:"interval_ms"`
+	Goals         []goalResult       `json:"goals"`
+	Results       []*scenario.Result `json:"results"`
+}
+
+// goalResult is one row of the table at one size.
+type goalResult struct {
+	Row      string  `json:"row"`
+	Scenario string  `json:"scenario"`
+	Size     int     `json:"size"`
+	Goal     string  `json:"goal"`
+	Value    string  `json:"value"`
+	Met      *bool   `json:"met,omitempty"` // nil: no goal at this size, or no value
+	Limit    float64 `json:"limit,omitempty"`
+}
+
+// benchRow is one line of the table: how to show a scenario's result and
+// whether it meets its goal.
+type benchRow struct {
+	label, scenario, goal string
+	show                  func(r *scenario.Result) string
+	// check returns the limit and whether it is met; ok false = no goal
+	// at this size (or nothing to check).
+	check func(size int, r *scenario.Result, lt time.Duration) (limit float64, met, ok bool)
+}
+
+func benchRows() []benchRow {
+	v := func(r *scenario.Result, k string) float64 { return r.Value(k) }
+	atMost := func(key string, limit float64) func(int, *scenario.Result, time.Duration) (float64, bool, bool) {
+		return func(_ int, r *scenario.Result, _ time.Duration) (float64, bool, bool) {
+			x := r.Value(key)
+			return limit, x <= limit, !math.IsNaN(x)
+		}
+	}
+	return []benchRow{
+		{"time to full mesh after the last start, median / max (ms)", "formation",
+			"max <= 140 ms at 10 hosts, <= 2 s at 50",
+			func(r *scenario.Result) string { return pair(v(r, "mesh_median_ms"), v(r, "mesh_max_ms"), 1) },
+			func(size int, r *scenario.Result, _ time.Duration) (float64, bool, bool) {
+				x := r.Value("mesh_max_ms")
+				limit := 0.0
+				switch {
+				case size <= 10:
+					limit = 140
+				case size >= 50:
+					limit = 2000
+				default:
+					return 0, false, false
+				}
+				return limit, x <= limit, !math.IsNaN(x)
+			}},
+		{"  same, measured from the last ready line, max (ms)", "formation", "",
+			func(r *scenario.Result) string { return num(v(r, "mesh_after_ready_max_ms"), 1) }, nil},
+		{"late join: start to nodeup at all old nodes / at the joiner for all (ms)", "latejoin", "<= 50 ms both ways",
+			func(r *scenario.Result) string { return pair(v(r, "join_in_max_ms"), v(r, "join_out_ms"), 1) },
+			func(_ int, r *scenario.Result, _ time.Duration) (float64, bool, bool) {
+				a, b := r.Value("join_in_max_ms"), r.Value("join_out_ms")
+				return 50, a <= 50 && b <= 50, !math.IsNaN(a) && !math.IsNaN(b)
+			}},
+		{"  late joiner: process start to its ready line / ready to linked both ways (ms)", "latejoin", "",
+			func(r *scenario.Result) string { return pair(v(r, "join_startup_ms"), v(r, "join_after_ready_ms"), 1) }, nil},
+		{"crash (SIGKILL) detection, median / max (ms)", "crash", "<= 100 ms",
+			func(r *scenario.Result) string {
+				return pair(v(r, "crash_detect_median_ms"), v(r, "crash_detect_max_ms"), 1)
+			}, atMost("crash_detect_max_ms", 100)},
+		{"silent loss (cable cut) detection, median / max (ms); collateral drops", "silent", "<= link timeout + 1 s, 0 collateral",
+			func(r *scenario.Result) string {
+				return pair(v(r, "silent_detect_median_ms"), v(r, "silent_detect_max_ms"), 0) + "; " + num(v(r, "silent_collateral"), 0)
+			},
+			func(_ int, r *scenario.Result, lt time.Duration) (float64, bool, bool) {
+				x, c := r.Value("silent_detect_max_ms"), r.Value("silent_collateral")
+				limit := float64((lt + time.Second).Milliseconds())
+				return limit, x <= limit && c == 0, !math.IsNaN(x) && !math.IsNaN(c)
+			}},
+		{"partition: both sides report the other down, max (ms)", "partition", "",
+			func(r *scenario.Result) string { return num(v(r, "partition_detect_max_ms"), 0) }, nil},
+		{"heal time to full mesh, median / max (ms)", "partition", "<= 2 s",
+			func(r *scenario.Result) string { return pair(v(r, "heal_median_ms"), v(r, "heal_max_ms"), 0) },
+			atMost("heal_max_ms", 2000)},
+		{"loss: false nodedowns (gossip lost events)", "loss", "0 nodedowns",
+			func(r *scenario.Result) string {
+				return num(v(r, "loss_false_nodedowns"), 0) + " (" + num(v(r, "loss_gossip_lost"), 0) + ")" + lossSetting(r)
+			},
+			atMost("loss_false_nodedowns", 0)},
+		{"churn: peer observations with exactly one nodedown + one nodeup", "churn", "all",
+			func(r *scenario.Result) string {
+				return num(v(r, "churn_exact"), 0) + " / " + num(v(r, "churn_observations"), 0) +
+					" (" + num(v(r, "churn_restarts"), 0) + " restarts, " + num(v(r, "churn_kills"), 0) + " by SIGKILL)"
+			},
+			func(_ int, r *scenario.Result, _ time.Duration) (float64, bool, bool) {
+				a, b := r.Value("churn_exact"), r.Value("churn_observations")
+				return b, a == b && r.OK(), !math.IsNaN(a) && !math.IsNaN(b) && b > 0
+			}},
+		{"security: nodes that saw the wrong-secret node / links with the wrong-cookie node", "security", "0 / 0, rest meshed",
+			func(r *scenario.Result) string {
+				return num(v(r, "security_wrong_secret_seen_by"), 0) + " / " + num(v(r, "security_wrong_cookie_links"), 0)
+			},
+			func(_ int, r *scenario.Result, _ time.Duration) (float64, bool, bool) {
+				a, b := r.Value("security_wrong_secret_seen_by"), r.Value("security_wrong_cookie_links")
+				return 0, a == 0 && b == 0 && r.OK(), !math.IsNaN(a) && !math.IsNaN(b)
+			}},
+		{"flood: packets sent (rate/s); rejected at target; membership changes", "flood", "membership unchanged",
+			func(r *scenario.Result) string {
+				return num(v(r, "flood_sent"), 0) + " (" + num(v(r, "flood_rate_pps"), 0) + "/s); " +
+					num(v(r, "flood_rejected_at_target"), 0) + "; " + num(v(r, "flood_membership_changes"), 0)
+			},
+			atMost("flood_membership_changes", 0)},
+		{"flood: target RSS before -> after; peak RSS before -> after (MiB)", "flood", "bounded",
+			func(r *scenario.Result) string {
+				return mib(v(r, "flood_rss_before_B")) + " -> " + mib(v(r, "flood_rss_after_B")) + "; " +
+					mib(v(r, "flood_maxrss_before_B")) + " -> " + mib(v(r, "flood_maxrss_after_B"))
+			},
+			func(_ int, r *scenario.Result, _ time.Duration) (float64, bool, bool) {
+				a, b := r.Value("flood_maxrss_before_B"), r.Value("flood_maxrss_after_B")
+				return 64 << 20, b-a <= 64<<20, !math.IsNaN(a) && !math.IsNaN(b)
+			}},
+		{"flood: /healthz answered / failed; longest gap (ms)", "flood", "keeps answering",
+			func(r *scenario.Result) string {
+				return num(v(r, "flood_health_ok"), 0) + " / " + num(v(r, "flood_health_failed"), 0) + "; " + num(v(r, "flood_health_max_gap_ms"), 0)
+			},
+			func(_ int, r *scenario.Result, _ time.Duration) (float64, bool, bool) {
+				g := r.Value("flood_health_max_gap_ms")
+				return 3000, g <= 3000, !math.IsNaN(g)
+			}},
+		{"steady CPU per node, mean / max (% of a core)", "formation", "<= 0.2% (at 50 hosts)",
+			func(r *scenario.Result) string { return pair(v(r, "cpu_mean_pct"), v(r, "cpu_max_pct"), 3) },
+			atMost("cpu_mean_pct", 0.2)},
+		{"steady bytes per node per second sent, median / max; received, median (eth0)", "formation", "sent <= 2 KB/s (at 50 hosts)",
+			func(r *scenario.Result) string {
+				return pair(v(r, "tx_median_Bps"), v(r, "tx_max_Bps"), 0) + "; " + num(v(r, "rx_median_Bps"), 0)
+			},
+			atMost("tx_median_Bps", 2048)},
+	}
+}
+
+func lossSetting(r *scenario.Result) string {
+	l, j := r.Value("loss_pct"), r.Value("loss_jitter_ms")
+	if math.IsNaN(l) {
+		return ""
+	}
+	s := fmt.Sprintf(", %.0f%% loss", l)
+	if j > 0 {
+		s += fmt.Sprintf(" + %.0f ms jitter", j)
+	} else {
+		s += ", no jitter"
+	}
+	if d := r.Value("loss_duration_s"); !math.IsNaN(d) {
+		s += fmt.Sprintf(" for %.0fs", d)
+	}
+	return s + fmt.Sprintf(", link timeout %.0fs", r.LinkTimeoutMS/1000)
+}
+
+func num(x float64, digits int) string {
+	if math.IsNaN(x) {
+		return "-"
+	}
+	return strconv.FormatFloat(x, 'f', digits, 64)
+}
+
+func pair(a, b float64, digits int) string { return num(a, digits) + " / " + num(b, digits) }
+
+func mib(x float64) string { return num(x/(1<<20), 1) }
+
+func evalGoals(results []*scenario.Result, sizes []int, lt time.Duration) []goalResult {
+	var out []goalResult
+	for _, row := range benchRows() {
+		for _, size := range sizes {
+			r := findResult(results, row.scenario, size)
+			if r == nil {
+				continue
+			}
+			g := goalResult{Row: row.label, Scenario: row.scenario, Size: size, Goal: row.goal, Value: row.show(r)}
+			if row.check != nil {
+				if limit, met, ok := row.check(size, r, lt); ok {
+					g.Met, g.Limit = &met, limit
+				}
+			}
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+func findResult(results []*scenario.Result, name string, size int) *scenario.Result {
+	for _, r := range results {
+		if r.Scenario == name && r.Hosts == size {
+			return r
+		}
+	}
+	return nil
+}
+
+func writeMarkdown(w io.Writer, rep *benchReport) {
+	fmt.Fprintf(w, "## macula bench\n\n%s, %s, %d CPUs; link timeout %v, heartbeat interval %v",
+		rep.Version, rep.GoVersion, rep.CPUs, time.Duration(rep.LinkTimeoutMS)*time.Millisecond,
+		time.Duration(rep.IntervalMS)*time.Millisecond)
+	if rep.Quick {
+		fmt.Fprint(w, "; --quick")
+	}
+	fmt.Fprintf(w, "; %.0fs in all.\n\n", rep.ElapsedS)
+	fmt.Fprint(w, "| measure | goal |")
+	for _, s := range rep.Sizes {
+		fmt.Fprintf(w, " %d hosts |", s)
+	}
+	fmt.Fprint(w, "\n|---|---|")
+	for range rep.Sizes {
+		fmt.Fprint(w, "---|")
+	}
+	fmt.Fprintln(w)
+	for _, row := range benchRows() {
+		if !slices.Contains(rep.Scenarios, row.scenario) {
+			continue
+		}
+		fmt.Fprintf(w, "| %s | %s |", row.label, row.goal)
+		for _, size := range rep.Sizes {
+			cell := "-"
+			for _, g := range rep.Goals {
+				if g.Row == row.label && g.Size == size {
+					cell = g.Value
+					if g.Met != nil {
+						if *g.Met {
+							cell += " **met**"
+						} else {
+							cell += " **MISSED**"
+						}
+					}
+				}
+			}
+			fmt.Fprintf(w, " %s |", strings.ReplaceAll(cell, "|", "/"))
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprint(w, "\n| scenario |")
+	for _, s := range rep.Sizes {
+		fmt.Fprintf(w, " %d hosts |", s)
+	}
+	fmt.Fprint(w, "\n|---|")
+	for range rep.Sizes {
+		fmt.Fprint(w, "---|")
+	}
+	fmt.Fprintln(w)
+	for _, name := range rep.Scenarios {
+		fmt.Fprintf(w, "| %s |", name)
+		for _, size := range rep.Sizes {
+			if r := findResult(rep.Results, name, size); r != nil {
+				fmt.Fprintf(w, " %s (%.0fs) |", r.Outcome, r.ElapsedMS/1000)
+			} else {
+				fmt.Fprint(w, " not run |")
+			}
+		}
+		fmt.Fprintln(w)
+	}
+	var notes []string
+	for _, r := range rep.Results {
+		prefix := fmt.Sprintf("%s/%d: ", r.Scenario, r.Hosts)
+		if r.Err != "" {
+			notes = append(notes, prefix+"error: "+r.Err)
+		}
+		for _, v := range firstN(r.Violations, 10) {
+			notes = append(notes, prefix+"violation: "+v)
+		}
+		if len(r.Violations) > 10 {
+			notes = append(notes, fmt.Sprintf("%s... %d more violations (see --json)", prefix, len(r.Violations)-10))
+		}
+		for _, n := range r.Notes {
+			notes = append(notes, prefix+n)
+		}
+	}
+	if len(notes) > 0 {
+		fmt.Fprintln(w)
+		for _, n := range notes {
+			fmt.Fprintf(w, "- %s\n", n)
+		}
+	}
+}
