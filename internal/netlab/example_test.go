@@ -32,3 +32,33 @@ func ExampleNewLab() {
 	_ = lab.Heal()
 	_ = p.Stop()
 }
+
+// Loss and jitter on every host of a lab, on a kernel without netem: an
+// Impair lab links the hosts through a userspace forwarder.
+func ExampleHost_Impair() {
+	lab, err := netlab.NewLab(netlab.Options{Hosts: 3, Impair: true})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer lab.Close()
+
+	// Like "tc qdisc add dev eth0 root netem loss 20% delay 0ms 50ms" on
+	// every host: each frame is impaired once, by its sender.
+	for _, h := range lab.Hosts {
+		if err := h.Netem("loss 20% delay 0ms 50ms"); err != nil {
+			fmt.Println(err)
+			return
+		}
+	}
+	time.Sleep(60 * time.Second)
+	for _, h := range lab.Hosts {
+		st := h.ImpairStats()
+		fmt.Println(h.NS, st.Egress.Forwarded, st.Egress.DroppedLoss)
+		_ = h.ClearNetem()
+	}
+
+	// Both directions of one host: its round trips take 200 ms more.
+	_ = lab.Hosts[0].Impair(netlab.Impairment{Delay: 100 * time.Millisecond})
+	_ = lab.Hosts[0].ClearImpair()
+}

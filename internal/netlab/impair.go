@@ -103,6 +103,26 @@ type ImpairDirStats struct {
 // Host.Impair works and Host.Netem works without kernel netem.
 func (l *Lab) Impairable() bool { return l.impair }
 
+var (
+	tunOnce sync.Once
+	tunErr  error
+)
+
+// ImpairSupported reports whether Options.Impair can work here (nil when
+// it can): it opens /dev/net/tun once per process. New skips the test (or
+// fails it when CI=true) when an Impair lab is asked for and this fails.
+func ImpairSupported() error {
+	tunOnce.Do(func() {
+		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			tunErr = fmt.Errorf("netlab: Options.Impair needs TAP devices (/dev/net/tun, CONFIG_TUN): %w", err)
+			return
+		}
+		_ = unix.Close(fd)
+	})
+	return tunErr
+}
+
 // Impair sets the impairment of both directions of the host's link (what it
 // sends and what it receives), replacing any earlier one; frames already
 // queued keep their delivery time. A frame between two impaired hosts is
@@ -277,7 +297,7 @@ func parseTCTime(s string) (time.Duration, error) {
 	if !(v >= 0) || v*float64(unit) > float64(math.MaxInt64) {
 		return 0, fmt.Errorf("time %q: out of range", s)
 	}
-	return time.Duration(v * float64(unit)), nil
+	return time.Duration(math.Round(v * float64(unit))), nil
 }
 
 // The forwarder.
@@ -297,6 +317,11 @@ const (
 	// readBufSize holds the largest frame a TAP can give (max MTU 65521 +
 	// Ethernet and VLAN headers).
 	readBufSize = 1<<16 + 128
+	// tapQueueLen is the txqueuelen of the TAPs, which is the size of the
+	// ring of frames waiting for the forwarder to read them: the default,
+	// 1000, is 10 ms at 100k frames/s, which a scheduling hiccup of a
+	// loaded machine overflows; 4096 is 40 ms.
+	tapQueueLen = 4096
 	// poolBufSize holds a frame of the default MTU (1500); larger queued
 	// frames get a buffer of their own.
 	poolBufSize = 2048
@@ -310,8 +335,9 @@ type forwarder struct {
 	cut      atomic.Bool
 	cutGen   atomic.Uint32 // incremented by every Cut: frames queued before it are lost
 	wg       sync.WaitGroup
-	done     chan struct{} // closed when both goroutines returned
+	done     chan struct{} // closed by close once both goroutines returned
 	once     sync.Once
+	closeErr error
 }
 
 type direction struct {
@@ -355,20 +381,19 @@ func newForwarder(host, sw *os.File) *forwarder {
 	f.wg.Add(2)
 	go f.run(&f.dirs[egressDir], host, sw)
 	go f.run(&f.dirs[ingressDir], sw, host)
-	go func() {
-		f.wg.Wait()
-		close(f.done)
-	}()
 	return f
 }
 
 // close closes both devices, which stops the goroutines at once (queued
-// frames are dropped), and waits for them.
+// frames are dropped), and waits for them. Later calls return the first
+// result.
 func (f *forwarder) close() error {
-	var err error
-	f.once.Do(func() { err = errors.Join(f.host.Close(), f.sw.Close()) })
-	<-f.done
-	return err
+	f.once.Do(func() {
+		f.closeErr = errors.Join(f.host.Close(), f.sw.Close())
+		f.wg.Wait()
+		close(f.done)
+	})
+	return f.closeErr
 }
 
 // setCut starts or ends a cut: while cut, every frame is dropped, queued
@@ -493,9 +518,10 @@ func (f *forwarder) run(d *direction, src, dst *os.File) {
 			case errors.Is(err, os.ErrClosed):
 				return
 			default:
-				// Should not happen; do not spin on it.
+				// Should not happen (the device was deleted?); do not
+				// spin on it.
 				d.readErrors.Add(1)
-				time.Sleep(time.Millisecond)
+				time.Sleep(10 * time.Millisecond)
 			}
 			f.flush(d, &q, dst, int64(time.Since(base)))
 			continue

@@ -69,6 +69,20 @@ func udpRTT(a, b *net.UDPConn, timeout time.Duration) (time.Duration, error) {
 	}
 }
 
+// minRTT is the smallest of n round trips (the least disturbed by load).
+func minRTT(t testing.TB, a, b *net.UDPConn, n int) time.Duration {
+	t.Helper()
+	best := time.Duration(math.MaxInt64)
+	for range n {
+		rtt, err := udpRTT(a, b, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		best = min(best, rtt)
+	}
+	return best
+}
+
 // udpProbes sends n datagrams from a to b and returns how many arrived.
 func udpProbes(t testing.TB, a, b *net.UDPConn, n int) int {
 	t.Helper()
@@ -186,19 +200,16 @@ func TestImpairLossDelay(t *testing.T) {
 	if err := a.Impair(Impairment{Delay: 100 * time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
-	rtt, err := udpRTT(ua, ub, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rtt < 180*time.Millisecond || rtt > 2*time.Second {
+	if rtt := minRTT(t, ua, ub, 3); rtt < 180*time.Millisecond || rtt > 2*time.Second {
 		t.Errorf("RTT with delay 100ms both ways: %v, want about 200ms", rtt)
+	} else {
+		t.Logf("RTT with 100ms each way: %v", rtt)
 	}
-	t.Logf("RTT with 100ms each way: %v", rtt)
 	if err := a.ClearImpair(); err != nil {
 		t.Fatal(err)
 	}
-	if rtt, err := udpRTT(ua, ub, 5*time.Second); err != nil || rtt > 100*time.Millisecond {
-		t.Errorf("RTT after ClearImpair: %v %v", rtt, err)
+	if rtt := minRTT(t, ua, ub, 3); rtt > 150*time.Millisecond {
+		t.Errorf("RTT after ClearImpair: %v", rtt)
 	}
 
 	// Loss 0.5: about half of 400 one-way probes (a's egress only).
@@ -254,7 +265,7 @@ func TestImpairJitter(t *testing.T) {
 		}
 		lo, hi = min(lo, rtt), max(hi, rtt)
 	}
-	if hi-lo < 5*time.Millisecond || lo > 60*time.Millisecond || hi > time.Second {
+	if hi-lo < 5*time.Millisecond || lo > 60*time.Millisecond || hi > 5*time.Second {
 		t.Errorf("RTT with delay 30ms jitter 30ms: %v..%v", lo, hi)
 	}
 	t.Logf("RTT with delay 30ms jitter 30ms: %v..%v", lo, hi)
@@ -707,7 +718,9 @@ func FuzzParseNetem(f *testing.F) {
 		// What String prints parses back to the same impairment.
 		if s := im.String(); s != "none" {
 			back, err := ParseNetem(s)
-			if err != nil || back != im {
+			lossOK := math.Abs(back.Loss-im.Loss) <= 1e-12
+			back.Loss = im.Loss
+			if err != nil || back != im || !lossOK {
 				t.Fatalf("ParseNetem(%q) = %+v; String %q parses to %+v, %v", spec, im, s, back, err)
 			}
 		}
@@ -734,6 +747,7 @@ func BenchmarkForward(b *testing.B) {
 		{"impair/100k", true, 100000, nil},
 		{"impair/100k/loss20%-jitter50ms", true, 100000, &Impairment{Loss: 0.2, Jitter: 50 * time.Millisecond}},
 		{"impair/100k/delay50ms", true, 100000, &Impairment{Delay: 50 * time.Millisecond}},
+		{"impair/100k/delay50ms-limit50k", true, 100000, &Impairment{Delay: 50 * time.Millisecond, Limit: 50000}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			Require(b)
@@ -775,6 +789,13 @@ func BenchmarkForward(b *testing.B) {
 				b.ReportMetric(cpu.Seconds()/wall.Seconds(), "cores")
 				if c.impair {
 					b.Logf("stats host0 %+v host1 %+v", a.ImpairStats(), dst.ImpairStats())
+				}
+				if os.Getenv("NETLAB_BENCH_DEBUG") != "" {
+					c0, _ := a.Counters()
+					c1, _ := dst.Counters()
+					sw, _ := exec.Command("ip", "-n", l.SwitchNS(), "-s", "-br", "link").CombinedOutput()
+					swd, _ := exec.Command("ip", "-n", l.SwitchNS(), "-s", "link", "show", "dev", dst.port).CombinedOutput()
+					b.Logf("eth0 host0 %+v host1 %+v\n%s\n%s", c0, c1, sw, swd)
 				}
 			}
 		})

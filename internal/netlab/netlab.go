@@ -108,12 +108,18 @@ type Host struct {
 func (h *Host) String() string { return h.NS }
 
 // New makes a lab for a test: it calls Require (skip without root and
-// iproute2, fail when CI=true), builds the lab (t.Fatal on error) and
+// iproute2, fail when CI=true; with Options.Impair also ImpairSupported),
+// builds the lab (t.Fatal on error) and
 // registers Close with t.Cleanup. When the test failed, the cleanup logs the
 // stderr tail and last lines of every process started in the lab.
 func New(t testing.TB, opts Options) *Lab {
 	t.Helper()
 	Require(t)
+	if opts.Impair {
+		if err := ImpairSupported(); err != nil {
+			requireFail(t, err)
+		}
+	}
 	if opts.Name == "" {
 		opts.Name = t.Name()
 	}
@@ -229,7 +235,9 @@ func (l *Lab) build() error {
 	b.WriteString("link add name br0 type bridge mcast_snooping 0 stp_state 0\n")
 	b.WriteString("link set br0 up\n")
 	for _, h := range l.Hosts {
-		if !l.impair {
+		if l.impair {
+			fmt.Fprintf(&b, "link set %s txqueuelen %d\n", h.port, tapQueueLen)
+		} else {
 			fmt.Fprintf(&b, "link add name %s type veth peer name eth0 netns %s\n", h.port, h.NS)
 		}
 		fmt.Fprintf(&b, "link set %s master br0\n", h.port)
@@ -248,7 +256,11 @@ func (l *Lab) build() error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			script := fmt.Sprintf("link set lo up\n"+
+			script := ""
+			if l.impair {
+				script = fmt.Sprintf("link set eth0 txqueuelen %d\n", tapQueueLen)
+			}
+			script += fmt.Sprintf("link set lo up\n"+
 				"link set eth0 multicast on\n"+
 				"addr add %s/16 brd + dev eth0\n"+
 				"addr add %s/64 dev eth0 nodad\n"+
