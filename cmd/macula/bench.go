@@ -73,7 +73,7 @@ Scenarios:
 		return usageError{fmt.Errorf("--flood-rate %d: want >= 0", *floodRate)}
 	}
 	if os.Geteuid() != 0 {
-		return errors.New("bench needs root: it creates network namespaces (ip netns); run it as root, e.g. sudo macula bench")
+		return errors.New("needs root: it creates network namespaces (ip netns); run it as root, e.g. sudo macula bench")
 	}
 	if err := netlab.Available(); err != nil {
 		return fmt.Errorf("bench cannot make network namespaces here: %w", err)
@@ -162,10 +162,11 @@ const neighDir = "/proc/sys/net/ipv4/neigh/default/"
 // neighNeed estimates the IPv4 neighbour entries a lab of n fully meshed
 // hosts needs: n-1 peers and a few multicast/broadcast entries per host,
 // plus room for the rest of the machine.
-func neighNeed(n int) int { return n*(n+4) + 1024 }
+func neighNeed(n int) int { return n*(n+4) + 512 }
 
-// raiseNeighLimit makes gc_thresh2 >= need and gc_thresh3 >= 2*need, and
-// returns a function that puts the old values back.
+// raiseNeighLimit, when gc_thresh3 < need, makes gc_thresh2 >= need and
+// gc_thresh3 >= 2*need, and returns a function that puts the old values
+// back.
 func raiseNeighLimit(need int, logf func(string, ...any)) (restore func(), err error) {
 	restore = func() {}
 	t2, err2 := readSysctlInt(neighDir + "gc_thresh2")
@@ -173,7 +174,7 @@ func raiseNeighLimit(need int, logf func(string, ...any)) (restore func(), err e
 	if err := errors.Join(err2, err3); err != nil {
 		return restore, fmt.Errorf("cannot read the neighbour table limits: %w", err)
 	}
-	if t3 >= 2*need && t2 >= need {
+	if t3 >= need {
 		return restore, nil
 	}
 	n2, n3 := max(t2, need), max(t3, 2*need)

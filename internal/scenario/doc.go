@@ -41,9 +41,19 @@
 // # Network safety
 //
 // Every process runs inside a namespace of the lab. The flooder does not
-// need a process: a goroutine locked to its OS thread enters the flooder
-// host's namespace (setns), creates the UDP socket there, and goes back; a
-// socket stays in the namespace it was created in, so every packet leaves
-// through that host's eth0 onto the lab's bridge and nowhere else. The
-// /healthz probe dials the same way, inside the target's namespace.
+// need a process: netlab.InNetns runs a goroutine locked to its OS thread
+// that enters the flooder host's namespace (setns), creates the UDP socket
+// there, and goes back; a socket stays in the namespace it was created in,
+// so every packet leaves through that host's eth0 onto the lab's bridge and
+// nowhere else. The /healthz probe dials the same way, inside the target's
+// namespace.
+//
+// # Limits of the machine
+//
+// The kernel's IPv4 neighbour table is shared by every namespace and holds
+// net.ipv4.neigh.default.gc_thresh3 entries (1024 by default): a fully
+// meshed lab of n hosts needs about n*n, so above about 30 hosts new ARP
+// entries and multicast sends fail with ENOBUFS and the mesh cannot form.
+// "macula bench" raises the limit for its run; Scenario.Run notes overflows
+// (NeighTableFulls) and input backlog drops (BacklogDrops) in the result.
 package scenario
