@@ -65,7 +65,9 @@ type Config struct {
 
 	// OnEvent, when non-nil, is called for every event, in order, from one
 	// goroutine. It is lossless: a slow OnEvent delays later events (and
-	// the reconciliation that produces them), it never drops any.
+	// the reconciliation that produces them), it never drops any. It must
+	// not call Close, which waits for that goroutine; hand the event to
+	// another goroutine if it should stop the cluster.
 	OnEvent func(Event)
 	// EventQueue is the buffer of the Events channel. Zero means 1024;
 	// negative disables the channel. When a reader falls that far behind,
