@@ -2,10 +2,10 @@ package cluster
 
 import (
 	"fmt"
+	"github.com/macula-io/cluster/internal/envx"
 	"log/slog"
 	"net"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -106,7 +106,7 @@ func FromEnvFunc(base Config, getenv func(string) string) (Config, error) {
 	}
 	if len(cfg.Nodes) == 0 {
 		if v := getenv("CLUSTER_NODES"); v != "" {
-			cfg.Nodes = splitList(v)
+			cfg.Nodes, _ = envx.SplitList(v) // empty entries are skipped
 			for _, n := range cfg.Nodes {
 				if _, err := discovery.ParseNode(n); err != nil {
 					return cfg, fmt.Errorf("CLUSTER_NODES=%q: %w", v, err)
@@ -155,7 +155,7 @@ func FromEnvFunc(base Config, getenv func(string) string) (Config, error) {
 	}
 	if cfg.Mesh.LinkTimeout == 0 {
 		if v := getenv("MACULA_LINK_TIMEOUT"); v != "" {
-			d, err := ParseDuration(v)
+			d, err := envx.ParseDuration(v)
 			if err != nil || d < time.Second {
 				return cfg, fmt.Errorf("MACULA_LINK_TIMEOUT=%q: want milliseconds or a Go duration of at least 1s", v)
 			}
@@ -163,36 +163,6 @@ func FromEnvFunc(base Config, getenv func(string) string) (Config, error) {
 		}
 	}
 	return cfg, nil
-}
-
-// ParseDuration reads a duration as Macula's environment writes it: a plain
-// integer is milliseconds ("1500"); anything else is a Go duration ("1.5s").
-func ParseDuration(s string) (time.Duration, error) {
-	s = strings.TrimSpace(s)
-	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-		if n <= 0 {
-			return 0, fmt.Errorf("duration %q must be positive", s)
-		}
-		return time.Duration(n) * time.Millisecond, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, err
-	}
-	if d <= 0 {
-		return 0, fmt.Errorf("duration %q must be positive", s)
-	}
-	return d, nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
 }
 
 func checkStrategy(s string) error {

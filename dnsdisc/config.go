@@ -3,6 +3,7 @@ package dnsdisc
 import (
 	"errors"
 	"fmt"
+	"github.com/macula-io/cluster/internal/envx"
 	"log/slog"
 	"net"
 	"os"
@@ -108,7 +109,7 @@ func ConfigFromEnv(base Config, getenv func(string) string) (Config, error) {
 	}
 	if cfg.Interval == 0 {
 		if v := strings.TrimSpace(getenv("CLUSTER_DNS_INTERVAL")); v != "" {
-			d, err := parseInterval(v)
+			d, err := envx.ParseDuration(v)
 			if err != nil {
 				return base, bad("CLUSTER_DNS_INTERVAL", v, err.Error())
 			}
@@ -133,21 +134,6 @@ func ConfigFromEnv(base Config, getenv func(string) string) (Config, error) {
 		}
 	}
 	return cfg, nil
-}
-
-// parseInterval accepts a positive number of milliseconds or a Go duration.
-func parseInterval(v string) (time.Duration, error) {
-	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if n <= 0 || n > int64(24*time.Hour/time.Millisecond) {
-			return 0, errors.New("want a positive number of milliseconds or a Go duration")
-		}
-		return time.Duration(n) * time.Millisecond, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		return 0, errors.New("want a positive number of milliseconds or a Go duration")
-	}
-	return d, nil
 }
 
 func normalizeServer(v string) (string, error) {

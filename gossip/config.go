@@ -3,6 +3,7 @@ package gossip
 import (
 	"errors"
 	"fmt"
+	"github.com/macula-io/cluster/internal/envx"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -221,7 +222,7 @@ func ConfigFromEnv(base Config, getenv func(string) string) (Config, error) {
 			name, v = EnvClusterSecret, getenv(EnvClusterSecret)
 		}
 		if v != "" {
-			list, ok := splitList(v)
+			list, ok := envx.SplitList(v)
 			if !ok {
 				return base, fmt.Errorf("%w: %s: empty entry in comma-separated secret list", ErrInvalidConfig, name)
 			}
@@ -229,7 +230,7 @@ func ConfigFromEnv(base Config, getenv func(string) string) (Config, error) {
 		}
 	}
 	if v := getenv(EnvInterface); v != "" && len(cfg.Interfaces) == 0 {
-		list, ok := splitList(v)
+		list, ok := envx.SplitList(v)
 		if !ok {
 			return base, bad(EnvInterface, v, "empty interface name in list")
 		}
@@ -259,32 +260,15 @@ func ConfigFromEnv(base Config, getenv func(string) string) (Config, error) {
 	return cfg, nil
 }
 
-// parseInterval accepts whole milliseconds ("1500") or a Go duration ("1.5s").
+// parseInterval reads MACULA_GOSSIP_INTERVAL: milliseconds or a Go
+// duration (envx.ParseDuration), at least MinInterval.
 func parseInterval(v string) (time.Duration, error) {
-	var d time.Duration
-	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if n > int64(time.Duration(1<<63-1)/time.Millisecond) {
-			return 0, errors.New("too large")
-		}
-		d = time.Duration(n) * time.Millisecond
-	} else if d, err = time.ParseDuration(v); err != nil {
-		return 0, errors.New("want milliseconds (1500) or a Go duration (1.5s)")
+	d, err := envx.ParseDuration(v)
+	if err != nil {
+		return 0, err
 	}
 	if d < MinInterval {
 		return 0, fmt.Errorf("below %v", MinInterval)
 	}
 	return d, nil
-}
-
-// splitList splits a comma-separated list, trimming spaces; ok is false when
-// an entry is empty.
-func splitList(v string) ([]string, bool) {
-	parts := strings.Split(v, ",")
-	for i, p := range parts {
-		parts[i] = strings.TrimSpace(p)
-		if parts[i] == "" {
-			return nil, false
-		}
-	}
-	return parts, true
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/macula-io/cluster/internal/envx"
 	"io"
 	"math"
 	"os"
@@ -14,7 +15,6 @@ import (
 	"strings"
 	"time"
 
-	cluster "github.com/macula-io/cluster"
 	"github.com/macula-io/cluster/internal/netlab"
 	"github.com/macula-io/cluster/internal/scenario"
 )
@@ -61,11 +61,11 @@ Scenarios:
 	if err != nil {
 		return usageError{err}
 	}
-	lt, err := cluster.ParseDuration(*linkTimeout)
+	lt, err := envx.ParseDuration(*linkTimeout)
 	if err != nil || lt < time.Second {
 		return usageError{fmt.Errorf("--link-timeout %q: want a duration of at least 1s", *linkTimeout)}
 	}
-	iv, err := cluster.ParseDuration(*interval)
+	iv, err := envx.ParseDuration(*interval)
 	if err != nil || iv <= 0 {
 		return usageError{fmt.Errorf("--interval %q: want a positive duration", *interval)}
 	}

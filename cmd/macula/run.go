@@ -8,10 +8,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/macula-io/cluster/internal/envx"
 	"io"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -78,12 +78,12 @@ func (f *runFlags) config() (cluster.Config, error) {
 	g.Group, g.Port, g.TTL, g.Broadcast = f.groupAddr, f.port, f.ttl, f.broadcast
 	g.Interfaces, g.Secrets = splitComma(f.ifaces), splitComma(f.secret)
 	if f.interval != "" {
-		if g.Interval, err = cluster.ParseDuration(f.interval); err != nil {
+		if g.Interval, err = envx.ParseDuration(f.interval); err != nil {
 			return cfg, usageError{fmt.Errorf("--interval %q: %w", f.interval, err)}
 		}
 	}
 	if f.expiry != "" {
-		if g.Expiry, err = cluster.ParseDuration(f.expiry); err != nil {
+		if g.Expiry, err = envx.ParseDuration(f.expiry); err != nil {
 			return cfg, usageError{fmt.Errorf("--expiry %q: %w", f.expiry, err)}
 		}
 	}
@@ -92,7 +92,7 @@ func (f *runFlags) config() (cluster.Config, error) {
 	m := &cfg.Mesh
 	m.Name, m.Cookie, m.Listen, m.NoTransitive = f.name, f.cookie, f.listen, f.noTransitive
 	if f.linkTimeout != "" {
-		if m.LinkTimeout, err = cluster.ParseDuration(f.linkTimeout); err != nil || m.LinkTimeout < time.Second {
+		if m.LinkTimeout, err = envx.ParseDuration(f.linkTimeout); err != nil || m.LinkTimeout < time.Second {
 			return cfg, usageError{fmt.Errorf("--link-timeout %q: want milliseconds or a Go duration of at least 1s", f.linkTimeout)}
 		}
 	}
@@ -265,12 +265,9 @@ func (p *printer) write(event string, t time.Time, fields map[string]any) {
 	fmt.Fprintln(p.w, line)
 }
 
+// splitComma splits a comma-separated flag value; empty entries are
+// skipped.
 func splitComma(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
+	list, _ := envx.SplitList(s)
+	return list
 }
