@@ -12,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -83,7 +84,7 @@ type report struct{ peers []discovery.Peer }
 // Start validates cfg, starts the mesh listener and the strategy, and
 // returns the running cluster. ctx bounds the start only.
 func Start(ctx context.Context, cfg Config) (*Cluster, error) {
-	if err := checkStrategy(cfg.Strategy); err != nil {
+	if err := CheckStrategy(cfg.Strategy); err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	log := cfg.Logger
@@ -259,7 +260,7 @@ func (c *Cluster) reconcile(peers []discovery.Peer) {
 		}
 	}
 	c.mu.Unlock()
-	slices.SortFunc(gone, func(a, b Peer) int { return cmpString(a.Node, b.Node) })
+	slices.SortFunc(gone, func(a, b Peer) int { return strings.Compare(a.Node, b.Node) })
 	for _, p := range gone {
 		c.drop(p, now)
 	}
@@ -330,7 +331,7 @@ func (c *Cluster) Discovered() []Peer {
 		out = append(out, p)
 	}
 	c.mu.Unlock()
-	slices.SortFunc(out, func(a, b Peer) int { return cmpString(a.Node, b.Node) })
+	slices.SortFunc(out, func(a, b Peer) int { return strings.Compare(a.Node, b.Node) })
 	return out
 }
 
@@ -341,7 +342,7 @@ func (c *Cluster) Connected() []Member {
 	for _, l := range links {
 		out = append(out, Member{Node: l.Node, Addr: l.Addr, Incarnation: l.Incarnation, Since: l.Since, Outbound: l.Outbound})
 	}
-	slices.SortFunc(out, func(a, b Member) int { return cmpString(a.Node, b.Node) })
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Node, b.Node) })
 	return out
 }
 
@@ -419,16 +420,6 @@ func (c *Cluster) Close() error {
 	}
 	c.log.Info("cluster closed", "node", c.self.Name)
 	return err
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func randomHex(n int) string {

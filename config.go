@@ -99,7 +99,7 @@ func FromEnvFunc(base Config, getenv func(string) string) (Config, error) {
 	if cfg.Strategy == "" {
 		if v := getenv("CLUSTER_STRATEGY"); v != "" {
 			cfg.Strategy = strings.ToLower(strings.TrimSpace(v))
-			if err := checkStrategy(cfg.Strategy); err != nil {
+			if err := CheckStrategy(cfg.Strategy); err != nil {
 				return cfg, fmt.Errorf("CLUSTER_STRATEGY=%q: %w", v, err)
 			}
 		}
@@ -165,7 +165,10 @@ func FromEnvFunc(base Config, getenv func(string) string) (Config, error) {
 	return cfg, nil
 }
 
-func checkStrategy(s string) error {
+// CheckStrategy reports whether s names a strategy ("" means auto); the
+// error lists the valid names. For callers that build a Config from their
+// own flags.
+func CheckStrategy(s string) error {
 	switch s {
 	case "", StrategyAuto, StrategyGossip, StrategyStatic, StrategyDNS, StrategyMDNS:
 		return nil

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -129,15 +130,7 @@ func (s *Strategy) setLocked() []discovery.Peer {
 			set = append(set, p)
 		}
 	}
-	slices.SortFunc(set, func(a, b discovery.Peer) int {
-		if a.Name < b.Name {
-			return -1
-		}
-		if a.Name > b.Name {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(set, func(a, b discovery.Peer) int { return strings.Compare(a.Name, b.Name) })
 	return set
 }
 

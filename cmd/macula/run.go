@@ -67,12 +67,10 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 func (f *runFlags) config() (cluster.Config, error) {
 	var cfg cluster.Config
 	var err error
-	switch f.strategy {
-	case "", cluster.StrategyAuto, cluster.StrategyGossip, cluster.StrategyStatic, cluster.StrategyDNS, cluster.StrategyMDNS:
-		cfg.Strategy = f.strategy
-	default:
-		return cfg, usageError{fmt.Errorf("--strategy %q: want auto, gossip, static, dns or mdns", f.strategy)}
+	if err := cluster.CheckStrategy(f.strategy); err != nil {
+		return cfg, usageError{fmt.Errorf("--strategy: %w", err)}
 	}
+	cfg.Strategy = f.strategy
 	cfg.Nodes = splitComma(f.nodes)
 	g := &cfg.Gossip
 	g.Group, g.Port, g.TTL, g.Broadcast = f.groupAddr, f.port, f.ttl, f.broadcast
