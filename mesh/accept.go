@@ -1,0 +1,143 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// listen binds addr, or the first free port of 9100-9200 on all addresses.
+func listen(ctx context.Context, addr string) (net.Listener, error) {
+	if addr != "" {
+		var lc net.ListenConfig
+		ln, err := lc.Listen(ctx, "tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("mesh: listen %s: %w", addr, err)
+		}
+		return ln, nil
+	}
+	return listenRange(ctx, "", DefaultPortFirst, DefaultPortLast)
+}
+
+// listenRange binds the first free port of first..last on host.
+func listenRange(ctx context.Context, host string, first, last int) (net.Listener, error) {
+	var lc net.ListenConfig
+	var err error
+	for p := first; p <= last; p++ {
+		var ln net.Listener
+		ln, err = lc.Listen(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(p)))
+		if err == nil {
+			return ln, nil
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			break
+		}
+	}
+	return nil, fmt.Errorf("mesh: listen: no free port in %d-%d: %w", first, last, err)
+}
+
+// --- accepting ---
+
+func (m *Mesh) acceptLoop() {
+	defer m.wg.Done()
+	var delay time.Duration
+	for {
+		c, err := m.ln.Accept()
+		if err != nil {
+			if m.isClosed.Load() || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: back off, bounded.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			m.log.Warn("mesh: accept", "err", err)
+			select {
+			case <-time.After(delay):
+			case <-m.ctx.Done():
+				return
+			}
+			continue
+		}
+		delay = 0
+		if m.pending.Load() >= int64(m.cfg.MaxPendingHandshakes) {
+			m.failHandshake(c.RemoteAddr(), false, "too_many_pending", nil)
+			c.Close()
+			continue
+		}
+		m.pending.Add(1)
+		m.wg.Add(1)
+		go m.serveInbound(c)
+	}
+}
+
+// failHandshake counts a failed handshake and logs it: a rate-limited
+// warning for hostile-looking inbound traffic, Debug otherwise.
+func (m *Mesh) failHandshake(remote net.Addr, outbound bool, reason string, err error) {
+	m.st.count(&m.st.hsFail, reason)
+	ra := ""
+	if remote != nil {
+		ra = remote.String()
+	}
+	hostile := false
+	switch reason {
+	case "bad_cookie", "bad_magic", "bad_version", "malformed", "frame_too_large",
+		"unexpected_frame", "too_many_pending", "name_conflict", "tls":
+		hostile = true
+	}
+	if outbound {
+		// Worth a warning from our own dials: a peer with another cookie,
+		// protocol or certificate, or another live incarnation of our name.
+		switch reason {
+		case "bad_cookie", "bad_version", "tls", "stale", "name_conflict", "self", "wrong_node":
+			hostile = true
+		default:
+			hostile = false
+		}
+	}
+	if hostile {
+		key := ra
+		if ap, perr := netipAddrOf(remote); perr == nil {
+			key = ap
+		}
+		if ok, suppressed := m.warns.Allow(key); ok {
+			m.log.Warn("mesh: rejected connection", "remote", ra, "reason", reason, "err", err,
+				"suppressed", suppressed)
+		}
+		return
+	}
+	m.log.Debug("mesh: handshake failed", "remote", ra, "outbound", outbound, "reason", reason, "err", err)
+}
+
+func netipAddrOf(a net.Addr) (string, error) {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.IP.String(), nil
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	return host, err
+}
+
+func (m *Mesh) serveInbound(raw net.Conn) {
+	defer m.wg.Done()
+	pendingDone := false
+	donePending := func() {
+		if !pendingDone {
+			pendingDone = true
+			m.pending.Add(-1)
+		}
+	}
+	defer donePending()
+	raw.SetDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
+	stop := m.watchShutdown(raw)
+	l, err := m.acceptHandshake(raw)
+	stop()
+	donePending()
+	if err != nil {
+		m.failHandshake(raw.RemoteAddr(), false, reasonOf(m.ctx, err), err)
+		raw.Close()
+		return
+	}
+	l.start()
+}

@@ -1,0 +1,177 @@
+package mesh
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/macula-io/cluster/discovery"
+)
+
+// Defaults for zero Config fields.
+const (
+	DefaultLinkTimeout          = 5 * time.Second
+	MinLinkTimeout              = time.Second
+	DefaultHandshakeTimeout     = 5 * time.Second
+	DefaultMaxPendingHandshakes = 64
+	DefaultMaxMessageSize       = 1 << 20
+	DefaultSendQueue            = 1024
+	// DefaultPortFirst and DefaultPortLast bound the port search when
+	// Config.Listen is empty.
+	DefaultPortFirst = 9100
+	DefaultPortLast  = 9200
+	// MaxMessageSizeLimit is the largest Config.MaxMessageSize accepted.
+	MaxMessageSizeLimit = 1 << 30
+)
+
+const (
+	transitiveTries = 3           // dial attempts for a peer learned from a peer
+	maxPeerStates   = 4096        // bound on remembered peers (wanted + transitive)
+	closeGrace      = time.Second // Close: bound on goodbye write and on the wait for the peer's close
+	backoffBase     = 100 * time.Millisecond
+	backoffCap      = 5 * time.Second
+	warnPeriod      = 10 * time.Second // hostile-traffic warnings: one per remote address per period
+)
+
+// Sentinel errors, for errors.Is.
+var (
+	ErrClosed        = errors.New("mesh: closed")
+	ErrNoCookie      = errors.New("mesh: no cookie")
+	ErrInvalidName   = errors.New("mesh: invalid node name")
+	ErrInvalidAddr   = errors.New("mesh: invalid address")
+	ErrInvalidConfig = errors.New("mesh: invalid config")
+	ErrNotConnected  = errors.New("mesh: not connected")
+	ErrTooLarge      = errors.New("mesh: message too large")
+)
+
+// Config configures a Mesh. The zero value of every field but Name and
+// Cookie works.
+type Config struct {
+	// Name is this node, "name@host" (required). host is an IP address or a
+	// host name, no port; an IPv6 address is written without brackets.
+	Name string
+	// Cookie is the shared secret every node of the cluster holds
+	// (required; "" -> ErrNoCookie). It never crosses the wire. See
+	// ResolveCookie.
+	Cookie string
+	// Listen is the TCP address to accept links on, "host:port". "" = the
+	// first free port in 9100-9200 on all addresses; port 0 = any free port.
+	Listen string
+	// Advertise is the "host:port" peers dial to reach this node; "" =
+	// Name's host and the bound port.
+	Advertise string
+	// LinkTimeout: a link from which nothing arrives, or to which nothing
+	// can be written, for this long is closed with reason timeout. Ticks
+	// are sent on idle links every LinkTimeout/4. 0 = 5 s; values below
+	// 1 s are raised to 1 s.
+	LinkTimeout time.Duration
+	// HandshakeTimeout bounds the TCP connect, TLS handshake and mesh
+	// handshake of one connection. 0 = 5 s.
+	HandshakeTimeout time.Duration
+	// MaxPendingHandshakes bounds inbound connections still in their
+	// handshake; beyond it a new connection is accepted and closed at
+	// once (counted as "too_many_pending"). 0 = 64.
+	MaxPendingHandshakes int
+	// TLS, when set, wraps every connection in TLS before the mesh
+	// handshake: tls.Server with this config to accept, tls.Client to dial
+	// (ServerName defaults to the dialled host). Set ClientAuth and
+	// ClientCAs for mutual TLS. The cookie proof is required on top.
+	// nil = plain TCP.
+	TLS *tls.Config
+	// NoTransitive: do not tell peers about our links and do not connect
+	// to the peers our peers tell us about. false = full mesh.
+	NoTransitive bool
+	// MaxMessageSize is the largest payload Send accepts and the largest
+	// this node receives (the smaller of the two nodes' values applies on
+	// a link). 0 = 1 MiB; at most 1 GiB.
+	MaxMessageSize int
+	// SendQueue is the per-link outbound queue, in messages. 0 = 1024.
+	SendQueue int
+	// Logger receives membership changes at Info, per-connection detail
+	// at Debug and rate-limited warnings about hostile traffic. nil =
+	// discard.
+	Logger *slog.Logger
+	// OnEvent receives NodeUp/NodeDown events from one goroutine, in
+	// order, exactly once each. A slow OnEvent delays later events but
+	// never the links. It must not call Close. nil = no callback.
+	OnEvent func(Event)
+	// OnMessage receives each inbound message with the sender's name,
+	// from the link's reader goroutine: in order per sender, concurrently
+	// across senders. payload belongs to the callee. While it runs the
+	// link reads nothing more; it should return quickly, and must not
+	// call Close. nil = drop.
+	OnMessage func(from string, payload []byte)
+}
+
+func normalize(cfg *Config) error {
+	bad := func(field string, v any) error {
+		return fmt.Errorf("%w: %s %v", ErrInvalidConfig, field, v)
+	}
+	switch {
+	case cfg.LinkTimeout < 0:
+		return bad("LinkTimeout", cfg.LinkTimeout)
+	case cfg.LinkTimeout == 0:
+		cfg.LinkTimeout = DefaultLinkTimeout
+	case cfg.LinkTimeout < MinLinkTimeout:
+		cfg.LinkTimeout = MinLinkTimeout
+	}
+	switch {
+	case cfg.HandshakeTimeout < 0:
+		return bad("HandshakeTimeout", cfg.HandshakeTimeout)
+	case cfg.HandshakeTimeout == 0:
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	switch {
+	case cfg.MaxPendingHandshakes < 0:
+		return bad("MaxPendingHandshakes", cfg.MaxPendingHandshakes)
+	case cfg.MaxPendingHandshakes == 0:
+		cfg.MaxPendingHandshakes = DefaultMaxPendingHandshakes
+	}
+	switch {
+	case cfg.MaxMessageSize < 0 || cfg.MaxMessageSize > MaxMessageSizeLimit:
+		return bad("MaxMessageSize", cfg.MaxMessageSize)
+	case cfg.MaxMessageSize == 0:
+		cfg.MaxMessageSize = DefaultMaxMessageSize
+	}
+	switch {
+	case cfg.SendQueue < 0:
+		return bad("SendQueue", cfg.SendQueue)
+	case cfg.SendQueue == 0:
+		cfg.SendQueue = DefaultSendQueue
+	}
+	if cfg.Listen != "" {
+		if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
+			return fmt.Errorf("%w: Listen %q: %w", ErrInvalidConfig, cfg.Listen, err)
+		}
+	}
+	if cfg.Advertise != "" {
+		if err := validateAddr(cfg.Advertise); err != nil {
+			return fmt.Errorf("%w: Advertise: %w", ErrInvalidConfig, err)
+		}
+	}
+	return nil
+}
+
+// validateName checks "name@host": a valid discovery field with no port.
+func validateName(s string) error {
+	p, err := discovery.ParseNode(s)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidName, err)
+	}
+	if p.Addr != "" || p.Name != s {
+		return fmt.Errorf("%w %q: want name@host without a port", ErrInvalidName, s)
+	}
+	return nil
+}
+
+func cutName(s string) (name, host string, ok bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '@' {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
