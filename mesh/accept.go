@@ -63,7 +63,7 @@ func (m *Mesh) acceptLoop() {
 		}
 		delay = 0
 		if m.pending.Load() >= int64(m.cfg.MaxPendingHandshakes) {
-			m.failHandshake(c.RemoteAddr(), false, "too_many_pending", nil)
+			m.failHandshake(c.RemoteAddr(), false, HSTooManyPending, nil)
 			c.Close()
 			continue
 		}
@@ -75,23 +75,23 @@ func (m *Mesh) acceptLoop() {
 
 // failHandshake counts a failed handshake and logs it: a rate-limited
 // warning for hostile-looking inbound traffic, Debug otherwise.
-func (m *Mesh) failHandshake(remote net.Addr, outbound bool, reason string, err error) {
-	m.st.count(&m.st.hsFail, reason)
+func (m *Mesh) failHandshake(remote net.Addr, outbound bool, reason HandshakeReason, err error) {
+	m.st.count(&m.st.hsFail, string(reason))
 	ra := ""
 	if remote != nil {
 		ra = remote.String()
 	}
 	hostile := false
 	switch reason {
-	case "bad_cookie", "bad_magic", "bad_version", "malformed", "frame_too_large",
-		"unexpected_frame", "too_many_pending", "name_conflict", "tls":
+	case HSBadCookie, HSBadMagic, HSBadVersion, HSMalformed, HSFrameTooLarge,
+		HSUnexpectedFrame, HSTooManyPending, HSNameConflict, HSTLS:
 		hostile = true
 	}
 	if outbound {
 		// Worth a warning from our own dials: a peer with another cookie,
 		// protocol or certificate, or another live incarnation of our name.
 		switch reason {
-		case "bad_cookie", "bad_version", "tls", "stale", "name_conflict", "self", "wrong_node":
+		case HSBadCookie, HSBadVersion, HSTLS, HSStale, HSNameConflict, HSSelf, HSWrongNode:
 			hostile = true
 		default:
 			hostile = false

@@ -127,7 +127,7 @@ func BenchmarkRawTCP(b *testing.B) {
 			payload := make([]byte, size)
 			var hdr [frameHeaderLen]byte
 			binary.BigEndian.PutUint32(hdr[:4], uint32(1+size))
-			hdr[4] = frameMessage
+			hdr[4] = byte(frameMessage)
 			b.SetBytes(int64(size))
 			b.ResetTimer()
 			for range n {

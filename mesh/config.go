@@ -73,7 +73,7 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// MaxPendingHandshakes bounds inbound connections still in their
 	// handshake; beyond it a new connection is accepted and closed at
-	// once (counted as "too_many_pending"). 0 = 64.
+	// once (counted as HSTooManyPending). 0 = 64.
 	MaxPendingHandshakes int
 	// TLS, when set, wraps every connection in TLS before the mesh
 	// handshake: tls.Server with this config to accept, tls.Client to dial

@@ -103,7 +103,7 @@ func (m *Mesh) dialOnce(name, addr string, ps *peerState, gen uint64) error {
 		m.mu.Unlock()
 		raw.Close()
 		reason := reasonOf(m.ctx, err)
-		if reason == "duplicate" {
+		if reason == HSDuplicate {
 			if linked {
 				return nil
 			}
@@ -137,7 +137,7 @@ func (m *Mesh) dialHandshake(raw net.Conn, name, addr string, ps *peerState, gen
 	}
 	self, err := m.selfHello()
 	if err != nil {
-		return nil, nil, hsErr("io", err)
+		return nil, nil, hsErr(HSIO, err)
 	}
 	peer, err := clientHandshake(conn, m.cookie, self, name)
 	if err != nil {

@@ -141,11 +141,34 @@
 //
 // # Stats
 //
-// HandshakeFailures reasons: bad_magic, bad_version, malformed,
-// frame_too_large, unexpected_frame, bad_cookie (the proof or welcome did not
-// verify: wrong cookie or a replay), wrong_node (the dialled address answered
-// with another name), timeout, closed (connection ended mid-handshake),
-// too_many_pending, tls, stale, self, name_conflict, forgotten, shutdown, io.
+// Stats.HandshakeFailures counts failed handshakes, in both directions, by
+// HandshakeReason:
+//
+//	reason            constant           meaning
+//	bad_magic         HSBadMagic         the peer's preamble did not start with "MCLA"
+//	bad_version       HSBadVersion       the peer speaks another protocol version
+//	malformed         HSMalformed        a frame or its body did not parse, or the peer echoed our nonce
+//	frame_too_large   HSFrameTooLarge    a frame claimed a length over the 1024-byte handshake limit
+//	unexpected_frame  HSUnexpectedFrame  a frame of a type not allowed at this step
+//	bad_cookie        HSBadCookie        the proof or welcome did not verify: wrong cookie or a replay
+//	wrong_node        HSWrongNode        the dialled address answered with another name
+//	timeout           HSTimeout          HandshakeTimeout passed (connect, TLS or mesh handshake)
+//	closed            HSClosed           the connection ended or was reset mid-handshake
+//	too_many_pending  HSTooManyPending   MaxPendingHandshakes inbound handshakes were already running
+//	tls               HSTLS              the TLS handshake failed
+//	stale             HSStale            an older incarnation than the linked one
+//	self              HSSelf             a node reached itself
+//	name_conflict     HSNameConflict     another live node has the same name
+//	forgotten         HSForgotten        Forget or Disconnect ran while we dialled
+//	shutdown          HSShutdown         this node or the peer is closing
+//	io                HSIO               any other I/O error
+//	refused           HSRefused          the peer refused with a code this node does not know
+//	duplicate         HSDuplicate        the pair already has a link or a winning dial (see below)
+//
 // Refusals of duplicate connections (simultaneous dials) are normal and are
 // counted in DuplicateLinks instead.
+//
+// Stats.ProtocolErrors counts links closed for a bad frame after the
+// handshake, by frame_too_large, malformed or unexpected_frame, with the
+// meanings above. Stats.LinksDown counts NodeDown events by Reason.
 package mesh

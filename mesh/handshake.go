@@ -13,57 +13,88 @@ import (
 	"time"
 )
 
+// HandshakeReason says why a handshake failed. Its string is the key of
+// Stats.HandshakeFailures (and, for the three frame reasons, of
+// Stats.ProtocolErrors) and the "reason" label of the CLI's metrics; doc.go
+// lists them all.
+type HandshakeReason string
+
+// Handshake failure reasons.
+const (
+	HSBadMagic        HandshakeReason = "bad_magic"        // the peer's preamble did not start with "MCLA"
+	HSBadVersion      HandshakeReason = "bad_version"      // the peer speaks another protocol version
+	HSMalformed       HandshakeReason = "malformed"        // a frame or its body did not parse (also: the peer echoed our nonce)
+	HSFrameTooLarge   HandshakeReason = "frame_too_large"  // a frame claimed a length over the limit
+	HSUnexpectedFrame HandshakeReason = "unexpected_frame" // a frame of a type not allowed at this step
+	HSBadCookie       HandshakeReason = "bad_cookie"       // the proof or welcome did not verify: wrong cookie or a replay
+	HSWrongNode       HandshakeReason = "wrong_node"       // the dialled address answered with another name
+	HSTimeout         HandshakeReason = "timeout"          // HandshakeTimeout passed (connect, TLS or mesh handshake)
+	HSClosed          HandshakeReason = "closed"           // the connection ended or was reset mid-handshake
+	HSTooManyPending  HandshakeReason = "too_many_pending" // MaxPendingHandshakes inbound handshakes were already running
+	HSTLS             HandshakeReason = "tls"              // the TLS handshake failed
+	HSStale           HandshakeReason = "stale"            // an older incarnation than the linked one
+	HSSelf            HandshakeReason = "self"             // a node reached itself
+	HSNameConflict    HandshakeReason = "name_conflict"    // another live node has the same name
+	HSForgotten       HandshakeReason = "forgotten"        // Forget or Disconnect ran while we dialled
+	HSShutdown        HandshakeReason = "shutdown"         // this node or the peer is closing
+	HSIO              HandshakeReason = "io"               // any other I/O error
+	HSRefused         HandshakeReason = "refused"          // the peer refused with a code this node does not know
+	// HSDuplicate: the pair already has a link, or a dial that wins (both
+	// nodes dialled at once). Normal; see Stats.DuplicateLinks.
+	HSDuplicate HandshakeReason = "duplicate"
+)
+
 // handshakeError carries the reason counted in Stats.HandshakeFailures.
 type handshakeError struct {
-	reason string
+	reason HandshakeReason
 	err    error
 }
 
 func (e *handshakeError) Error() string {
 	if e.err == nil {
-		return "mesh handshake: " + e.reason
+		return "mesh handshake: " + string(e.reason)
 	}
-	return "mesh handshake: " + e.reason + ": " + e.err.Error()
+	return "mesh handshake: " + string(e.reason) + ": " + e.err.Error()
 }
 
 func (e *handshakeError) Unwrap() error { return e.err }
 
-func hsErr(reason string, err error) error { return &handshakeError{reason: reason, err: err} }
+func hsErr(reason HandshakeReason, err error) error { return &handshakeError{reason: reason, err: err} }
 
 // tlsErr classifies a failed TLS handshake: a deadline is a timeout like any
 // other silent handshake.
 func tlsErr(err error) error {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		return hsErr("timeout", err)
+		return hsErr(HSTimeout, err)
 	}
-	return hsErr("tls", err)
+	return hsErr(HSTLS, err)
 }
 
 // ioReason classifies a read or write error during the handshake.
-func ioReason(ctx context.Context, err error) string {
+func ioReason(ctx context.Context, err error) HandshakeReason {
 	var ne net.Error
 	switch {
 	case ctx.Err() != nil:
-		return "shutdown"
+		return HSShutdown
 	case errors.Is(err, errFrameTooLarge):
-		return "frame_too_large"
+		return HSFrameTooLarge
 	case errors.Is(err, errMalformed):
-		return "malformed"
+		return HSMalformed
 	case errors.As(err, &ne) && ne.Timeout():
-		return "timeout"
+		return HSTimeout
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET),
 		errors.Is(err, net.ErrClosed), errors.Is(err, syscall.EPIPE):
-		return "closed"
+		return HSClosed
 	}
-	return "io"
+	return HSIO
 }
 
 // reasonOf is the Stats.HandshakeFailures reason of a handshake error.
-func reasonOf(ctx context.Context, err error) string {
+func reasonOf(ctx context.Context, err error) HandshakeReason {
 	var he *handshakeError
 	if ctx.Err() != nil {
-		return "shutdown"
+		return HSShutdown
 	}
 	if errors.As(err, &he) {
 		return he.reason
@@ -102,11 +133,11 @@ func (m *Mesh) acceptHandshake(raw net.Conn) (*link, error) {
 		return nil, hsErr(ioReason(m.ctx, err), err)
 	}
 	if [4]byte(pre[:4]) != magic {
-		return nil, hsErr("bad_magic", fmt.Errorf("got % x", pre[:4]))
+		return nil, hsErr(HSBadMagic, fmt.Errorf("got % x", pre[:4]))
 	}
 	if pre[4] != protoVersion {
 		conn.Write(appendFrame(appendPreamble(nil), frameRefuse, []byte{refuseBadVersion}))
-		return nil, hsErr("bad_version", fmt.Errorf("version %d", pre[4]))
+		return nil, hsErr(HSBadVersion, fmt.Errorf("version %d", pre[4]))
 	}
 	fr := frameReader{r: conn, limit: handshakeFrameLimit}
 	typ, hbody, err := fr.next()
@@ -114,23 +145,23 @@ func (m *Mesh) acceptHandshake(raw net.Conn) (*link, error) {
 		return nil, hsErr(ioReason(m.ctx, err), err)
 	}
 	if typ != frameHello {
-		return nil, hsErr("unexpected_frame", fmt.Errorf("frame type 0x%02x, want hello", typ))
+		return nil, hsErr(HSUnexpectedFrame, fmt.Errorf("frame %v, want %v", typ, frameHello))
 	}
 	peer, err := parseHello(hbody)
 	if err != nil {
-		return nil, hsErr("malformed", err)
+		return nil, hsErr(HSMalformed, err)
 	}
 	if peer.Name == m.name {
-		code, reason := refuseSelf, "self"
+		code, reason := refuseSelf, HSSelf
 		if peer.Incarnation != m.inc {
-			code, reason = refuseNameConflict, "name_conflict"
+			code, reason = refuseNameConflict, HSNameConflict
 		}
 		conn.Write(appendFrame(appendPreamble(nil), frameRefuse, []byte{code}))
 		return nil, hsErr(reason, fmt.Errorf("peer %s incarnation %d", peer.Name, peer.Incarnation))
 	}
 	self, err := m.selfHello()
 	if err != nil {
-		return nil, hsErr("io", err)
+		return nil, hsErr(HSIO, err)
 	}
 	cbody := appendHello(nil, &self)
 	if _, err := conn.Write(appendFrame(appendPreamble(nil), frameChallenge, cbody)); err != nil {
@@ -141,15 +172,15 @@ func (m *Mesh) acceptHandshake(raw net.Conn) (*link, error) {
 		return nil, hsErr(ioReason(m.ctx, err), err)
 	}
 	if typ != frameProof {
-		return nil, hsErr("unexpected_frame", fmt.Errorf("frame type 0x%02x, want proof", typ))
+		return nil, hsErr(HSUnexpectedFrame, fmt.Errorf("frame %v, want %v", typ, frameProof))
 	}
 	proof, err := parseMAC(pbody)
 	if err != nil {
-		return nil, hsErr("malformed", err)
+		return nil, hsErr(HSMalformed, err)
 	}
 	if !hmac.Equal(proof, handshakeMAC(m.cookie, labelDialer, hbody, cbody)) {
 		conn.Write(appendFrame(nil, frameRefuse, []byte{refuseBadCookie}))
-		return nil, hsErr("bad_cookie", fmt.Errorf("proof from %s did not verify", peer.Name))
+		return nil, hsErr(HSBadCookie, fmt.Errorf("proof from %s did not verify", peer.Name))
 	}
 	l, old, code := m.admit(peer, conn, raw, false, nil, 0)
 	if l == nil {
@@ -181,10 +212,10 @@ func clientHandshake(conn net.Conn, cookie []byte, self hello, expect string) (h
 		return hello{}, err
 	}
 	if [4]byte(pre[:4]) != magic {
-		return hello{}, hsErr("bad_magic", fmt.Errorf("got % x", pre[:4]))
+		return hello{}, hsErr(HSBadMagic, fmt.Errorf("got % x", pre[:4]))
 	}
 	if pre[4] != protoVersion {
-		return hello{}, hsErr("bad_version", fmt.Errorf("version %d", pre[4]))
+		return hello{}, hsErr(HSBadVersion, fmt.Errorf("version %d", pre[4]))
 	}
 	fr := frameReader{r: conn, limit: handshakeFrameLimit}
 	typ, cbody, err := fr.next()
@@ -196,24 +227,24 @@ func clientHandshake(conn net.Conn, cookie []byte, self hello, expect string) (h
 	case frameRefuse:
 		code, err := parseRefuse(cbody)
 		if err != nil {
-			return hello{}, hsErr("malformed", err)
+			return hello{}, hsErr(HSMalformed, err)
 		}
 		return hello{}, hsErr(refuseReason(code), errors.New("refused by peer"))
 	default:
-		return hello{}, hsErr("unexpected_frame", fmt.Errorf("frame type 0x%02x, want challenge", typ))
+		return hello{}, hsErr(HSUnexpectedFrame, fmt.Errorf("frame %v, want %v", typ, frameChallenge))
 	}
 	peer, err := parseHello(cbody)
 	if err != nil {
-		return hello{}, hsErr("malformed", err)
+		return hello{}, hsErr(HSMalformed, err)
 	}
 	if expect != "" && peer.Name != expect {
-		return hello{}, hsErr("wrong_node", fmt.Errorf("reached %s, want %s", peer.Name, expect))
+		return hello{}, hsErr(HSWrongNode, fmt.Errorf("reached %s, want %s", peer.Name, expect))
 	}
 	if peer.Name == self.Name {
-		return hello{}, hsErr("self", errors.New("reached a node with our own name"))
+		return hello{}, hsErr(HSSelf, errors.New("reached a node with our own name"))
 	}
 	if peer.Nonce == self.Nonce {
-		return hello{}, hsErr("malformed", errors.New("peer echoed our nonce"))
+		return hello{}, hsErr(HSMalformed, errors.New("peer echoed our nonce"))
 	}
 	proof := appendFrame(nil, frameProof, handshakeMAC(cookie, labelDialer, hbody, cbody))
 	if _, err := conn.Write(proof); err != nil {
@@ -228,18 +259,18 @@ func clientHandshake(conn net.Conn, cookie []byte, self hello, expect string) (h
 	case frameRefuse:
 		code, err := parseRefuse(body)
 		if err != nil {
-			return hello{}, hsErr("malformed", err)
+			return hello{}, hsErr(HSMalformed, err)
 		}
 		return hello{}, hsErr(refuseReason(code), errors.New("refused by peer"))
 	default:
-		return hello{}, hsErr("unexpected_frame", fmt.Errorf("frame type 0x%02x, want welcome", typ))
+		return hello{}, hsErr(HSUnexpectedFrame, fmt.Errorf("frame %v, want %v", typ, frameWelcome))
 	}
 	mac, err := parseMAC(body)
 	if err != nil {
-		return hello{}, hsErr("malformed", err)
+		return hello{}, hsErr(HSMalformed, err)
 	}
 	if !hmac.Equal(mac, handshakeMAC(cookie, labelAcceptor, hbody, cbody)) {
-		return hello{}, hsErr("bad_cookie", fmt.Errorf("welcome from %s did not verify", peer.Name))
+		return hello{}, hsErr(HSBadCookie, fmt.Errorf("welcome from %s did not verify", peer.Name))
 	}
 	return peer, nil
 }

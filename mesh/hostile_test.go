@@ -100,7 +100,7 @@ func TestHostileInput(t *testing.T) {
 		{"huge length", huge, false, "frame_too_large"},
 		{"over handshake limit", binary.BigEndian.AppendUint32(appendPreamble(nil), handshakeFrameLimit+1), false, "frame_too_large"},
 		{"zero length", append(appendPreamble(nil), 0, 0, 0, 0, 1), false, "malformed"},
-		{"truncated frame", append(appendPreamble(nil), 0, 0, 0, 100, frameHello, 1, 2, 3), true, "closed"},
+		{"truncated frame", append(appendPreamble(nil), 0, 0, 0, 100, byte(frameHello), 1, 2, 3), true, "closed"},
 		{"truncated preamble", []byte("MC"), true, "closed"},
 		{"wrong first frame", appendFrame(appendPreamble(nil), frameTick, nil), false, "unexpected_frame"},
 		{"garbage hello", appendFrame(appendPreamble(nil), frameHello, random[:100]), false, "malformed"},

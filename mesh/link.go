@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -146,9 +147,9 @@ func (l *link) readLoop() {
 		if err != nil {
 			switch {
 			case errors.Is(err, errFrameTooLarge):
-				l.protocolError("frame_too_large", err)
+				l.protocolError(HSFrameTooLarge, err)
 			case errors.Is(err, errMalformed):
-				l.protocolError("malformed", err)
+				l.protocolError(HSMalformed, err)
 			default:
 				l.fail(linkReason(err))
 			}
@@ -168,7 +169,7 @@ func (l *link) readLoop() {
 		case framePeers:
 			ps, err := parsePeers(body)
 			if err != nil {
-				l.protocolError("malformed", err)
+				l.protocolError(HSMalformed, err)
 				return
 			}
 			m.learnPeers(l, ps)
@@ -176,21 +177,21 @@ func (l *link) readLoop() {
 			l.fail(ReasonLeft)
 			return
 		default:
-			l.protocolError("unexpected_frame", errors.New("unknown frame type"))
+			l.protocolError(HSUnexpectedFrame, fmt.Errorf("unknown frame type %v", typ))
 			return
 		}
 	}
 }
 
 // protocolError closes the link after a bad frame from an authenticated peer.
-func (l *link) protocolError(reason string, err error) {
+func (l *link) protocolError(reason HandshakeReason, err error) {
 	select {
 	case <-l.done:
 		return // we closed it ourselves
 	default:
 	}
 	m := l.m
-	m.st.count(&m.st.proto, reason)
+	m.st.count(&m.st.proto, string(reason))
 	if ok, suppressed := m.warns.Allow("link:" + l.peer.Name); ok {
 		m.log.Warn("mesh: protocol error, closing link", "node", l.peer.Name, "reason", reason,
 			"err", err, "suppressed", suppressed)
@@ -240,16 +241,16 @@ func (l *link) writeLoop() {
 	l.fail(linkReason(err))
 }
 
-func writeEmpty(bw *bufio.Writer, hdr *[frameHeaderLen]byte, typ byte) error {
+func writeEmpty(bw *bufio.Writer, hdr *[frameHeaderLen]byte, typ frameType) error {
 	binary.BigEndian.PutUint32(hdr[:4], 1)
-	hdr[4] = typ
+	hdr[4] = byte(typ)
 	_, err := bw.Write(hdr[:])
 	return err
 }
 
 func (l *link) writeMessage(bw *bufio.Writer, hdr *[frameHeaderLen]byte, p []byte) error {
 	binary.BigEndian.PutUint32(hdr[:4], uint32(1+len(p)))
-	hdr[4] = frameMessage
+	hdr[4] = byte(frameMessage)
 	if _, err := bw.Write(hdr[:]); err != nil {
 		return err
 	}

@@ -31,18 +31,50 @@ const (
 // magic opens every mesh connection, in both directions.
 var magic = [4]byte{'M', 'C', 'L', 'A'}
 
+// frameType is the type byte of a frame.
+type frameType byte
+
 // Frame types.
 const (
-	frameHello     byte = 0x01 // dialer -> acceptor: hello
-	frameChallenge byte = 0x02 // acceptor -> dialer: hello of the acceptor
-	frameProof     byte = 0x03 // dialer -> acceptor: dialer's HMAC
-	frameWelcome   byte = 0x04 // acceptor -> dialer: acceptor's HMAC, link is up
-	frameRefuse    byte = 0x05 // either way during the handshake: 1-byte reason code
-	frameTick      byte = 0x10 // keepalive, empty body
-	frameMessage   byte = 0x11 // user payload
-	framePeers     byte = 0x12 // the sender's links: (name, addr) list
-	frameGoodbye   byte = 0x13 // the sender is shutting down, empty body
+	frameHello     frameType = 0x01 // dialer -> acceptor: hello
+	frameChallenge frameType = 0x02 // acceptor -> dialer: hello of the acceptor
+	frameProof     frameType = 0x03 // dialer -> acceptor: dialer's HMAC
+	frameWelcome   frameType = 0x04 // acceptor -> dialer: acceptor's HMAC, link is up
+	frameRefuse    frameType = 0x05 // either way during the handshake: 1-byte reason code
+	frameTick      frameType = 0x10 // keepalive, empty body
+	frameMessage   frameType = 0x11 // user payload
+	framePeers     frameType = 0x12 // the sender's links: (name, addr) list
+	frameGoodbye   frameType = 0x13 // the sender is shutting down, empty body
 )
+
+// String names a frame type for error messages and logs: "hello (0x01)",
+// or "0x7f" for an unknown type.
+func (t frameType) String() string {
+	name := ""
+	switch t {
+	case frameHello:
+		name = "hello"
+	case frameChallenge:
+		name = "challenge"
+	case frameProof:
+		name = "proof"
+	case frameWelcome:
+		name = "welcome"
+	case frameRefuse:
+		name = "refuse"
+	case frameTick:
+		name = "tick"
+	case frameMessage:
+		name = "message"
+	case framePeers:
+		name = "peers"
+	case frameGoodbye:
+		name = "goodbye"
+	default:
+		return fmt.Sprintf("0x%02x", byte(t))
+	}
+	return fmt.Sprintf("%s (0x%02x)", name, byte(t))
+}
 
 // Refuse codes carried by a refuse frame.
 const (
@@ -58,28 +90,27 @@ const (
 	refuseForgotten byte = 0x80
 )
 
-// refuseReason maps a refuse code to the handshake failure reason counted in
-// Stats.HandshakeFailures.
-func refuseReason(code byte) string {
+// refuseReason maps a refuse code to the handshake failure reason.
+func refuseReason(code byte) HandshakeReason {
 	switch code {
 	case refuseDuplicate:
-		return "duplicate"
+		return HSDuplicate
 	case refuseStale:
-		return "stale"
+		return HSStale
 	case refuseSelf:
-		return "self"
+		return HSSelf
 	case refuseNameConflict:
-		return "name_conflict"
+		return HSNameConflict
 	case refuseShutdown:
-		return "shutdown"
+		return HSShutdown
 	case refuseBadVersion:
-		return "bad_version"
+		return HSBadVersion
 	case refuseBadCookie:
-		return "bad_cookie"
+		return HSBadCookie
 	case refuseForgotten:
-		return "forgotten"
+		return HSForgotten
 	}
-	return "refused"
+	return HSRefused
 }
 
 // HMAC labels: the direction is part of the MAC input so that a proof made
@@ -101,9 +132,9 @@ func appendPreamble(dst []byte) []byte {
 }
 
 // appendFrame appends one frame: length (1 + len(body)), type, body.
-func appendFrame(dst []byte, typ byte, body []byte) []byte {
+func appendFrame(dst []byte, typ frameType, body []byte) []byte {
 	dst = binary.BigEndian.AppendUint32(dst, uint32(1+len(body)))
-	dst = append(dst, typ)
+	dst = append(dst, byte(typ))
 	return append(dst, body...)
 }
 
@@ -119,7 +150,7 @@ type frameReader struct {
 // next reads one frame. The body is freshly allocated (nil when empty) and
 // owned by the caller. io.EOF means the stream ended cleanly between frames;
 // io.ErrUnexpectedEOF means it ended inside one.
-func (fr *frameReader) next() (typ byte, body []byte, err error) {
+func (fr *frameReader) next() (typ frameType, body []byte, err error) {
 	if _, err := io.ReadFull(fr.r, fr.hdr[:4]); err != nil {
 		return 0, nil, err
 	}
@@ -133,7 +164,7 @@ func (fr *frameReader) next() (typ byte, body []byte, err error) {
 	if _, err := io.ReadFull(fr.r, fr.hdr[4:5]); err != nil {
 		return 0, nil, unexpected(err)
 	}
-	typ = fr.hdr[4]
+	typ = frameType(fr.hdr[4])
 	if n == 1 {
 		return typ, nil, nil
 	}

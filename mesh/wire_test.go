@@ -64,7 +64,7 @@ func TestHelloGolden(t *testing.T) {
 
 func TestFrameGolden(t *testing.T) {
 	for _, tc := range []struct {
-		typ  byte
+		typ  frameType
 		body []byte
 		hex  string
 	}{
@@ -76,12 +76,12 @@ func TestFrameGolden(t *testing.T) {
 	} {
 		want := unhex(t, tc.hex)
 		if got := appendFrame(nil, tc.typ, tc.body); !bytes.Equal(got, want) {
-			t.Errorf("appendFrame(0x%02x)\n got %x\nwant %x", tc.typ, got, want)
+			t.Errorf("appendFrame(%v)\n got %x\nwant %x", tc.typ, got, want)
 		}
 		fr := frameReader{r: bytes.NewReader(want), limit: 1024}
 		typ, body, err := fr.next()
 		if err != nil || typ != tc.typ || !bytes.Equal(body, tc.body) {
-			t.Errorf("next(%x) = 0x%02x %x %v", want, typ, body, err)
+			t.Errorf("next(%x) = %v %x %v", want, typ, body, err)
 		}
 		if _, _, err := fr.next(); err != io.EOF {
 			t.Errorf("after one frame: %v, want EOF", err)
@@ -301,4 +301,17 @@ func FuzzHandshake(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestFrameTypeString(t *testing.T) {
+	for typ, want := range map[frameType]string{
+		frameHello:   "hello (0x01)",
+		frameWelcome: "welcome (0x04)",
+		frameGoodbye: "goodbye (0x13)",
+		0x7f:         "0x7f",
+	} {
+		if got := typ.String(); got != want {
+			t.Errorf("frameType(0x%02x).String() = %q, want %q", byte(typ), got, want)
+		}
+	}
 }
