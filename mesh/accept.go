@@ -75,12 +75,20 @@ func (m *Mesh) acceptLoop() {
 
 // failHandshake counts a failed handshake and logs it: a rate-limited
 // warning for hostile-looking inbound traffic, Debug otherwise.
+//
+// A duplicate connection (a crossed dial: both nodes dialled each other at
+// once) is normal, not a failure: admit counts it in Stats.DuplicateLinks on
+// the node that refuses it, and neither side counts it here.
 func (m *Mesh) failHandshake(remote net.Addr, outbound bool, reason HandshakeReason, err error) {
-	m.st.count(&m.st.hsFail, string(reason))
 	ra := ""
 	if remote != nil {
 		ra = remote.String()
 	}
+	if reason == HSDuplicate {
+		m.log.Debug("mesh: duplicate connection refused", "remote", ra, "outbound", outbound, "err", err)
+		return
+	}
+	m.st.count(&m.st.hsFail, string(reason))
 	hostile := false
 	switch reason {
 	case HSBadCookie, HSBadMagic, HSBadVersion, HSMalformed, HSFrameTooLarge,
@@ -134,6 +142,11 @@ func (m *Mesh) serveInbound(raw net.Conn) {
 	l, err := m.acceptHandshake(raw)
 	stop()
 	donePending()
+	if errors.Is(err, errEmptyConn) {
+		m.log.Debug("mesh: connection closed before its handshake", "remote", raw.RemoteAddr().String())
+		raw.Close()
+		return
+	}
 	if err != nil {
 		m.failHandshake(raw.RemoteAddr(), false, reasonOf(m.ctx, err), err)
 		raw.Close()

@@ -85,6 +85,12 @@ func (m *Mesh) dialOnce(name, addr string, ps *peerState, gen uint64) error {
 	}
 	m.mu.Lock()
 	if m.closed || m.links[name] != nil {
+		if !m.closed {
+			// A crossed dial: the peer's connection won while we
+			// connected. We drop ours before its handshake (the peer does
+			// not count it), so we count it here.
+			m.st.duplicates.Add(1)
+		}
 		m.mu.Unlock()
 		raw.Close()
 		return nil

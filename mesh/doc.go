@@ -165,8 +165,13 @@
 //	refused           HSRefused          the peer refused with a code this node does not know
 //	duplicate         HSDuplicate        the pair already has a link or a winning dial (see below)
 //
-// Refusals of duplicate connections (simultaneous dials) are normal and are
-// counted in DuplicateLinks instead.
+// Duplicate connections (crossed dials: both nodes dialled each other at
+// once, and one connection loses) are normal and are counted only in
+// Stats.DuplicateLinks, by the node that drops the connection, never in
+// HandshakeFailures on either side. A dialler that finds a link already up
+// once its TCP connection is established closes it without a byte; an
+// inbound connection that closes before its first byte (also a port probe)
+// is not a handshake attempt and is not counted.
 //
 // Stats.ProtocolErrors counts links closed for a bad frame after the
 // handshake, by frame_too_large, malformed or unexpected_frame, with the

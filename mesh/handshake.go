@@ -40,9 +40,16 @@ const (
 	HSIO              HandshakeReason = "io"               // any other I/O error
 	HSRefused         HandshakeReason = "refused"          // the peer refused with a code this node does not know
 	// HSDuplicate: the pair already has a link, or a dial that wins (both
-	// nodes dialled at once). Normal; see Stats.DuplicateLinks.
+	// nodes dialled at once). Normal: counted in Stats.DuplicateLinks, never
+	// in Stats.HandshakeFailures.
 	HSDuplicate HandshakeReason = "duplicate"
 )
+
+// errEmptyConn: an inbound connection closed before sending its first byte.
+// That is a dial the peer abandoned because a link came up meanwhile (the
+// other half of a crossed dial), or a port probe: not a handshake attempt,
+// so it is not counted as a failure.
+var errEmptyConn = errors.New("mesh: connection closed before its first byte")
 
 // handshakeError carries the reason counted in Stats.HandshakeFailures.
 type handshakeError struct {
@@ -124,12 +131,20 @@ func (m *Mesh) acceptHandshake(raw net.Conn) (*link, error) {
 	if m.cfg.TLS != nil {
 		tc := tls.Server(raw, m.cfg.TLS)
 		if err := tc.HandshakeContext(m.ctx); err != nil {
+			if m.ctx.Err() == nil && errors.Is(err, io.EOF) {
+				// crypto/tls reports io.EOF only when no byte arrived.
+				return nil, errEmptyConn
+			}
 			return nil, tlsErr(err)
 		}
 		conn = tc
 	}
 	var pre [preambleLen]byte
 	if _, err := io.ReadFull(conn, pre[:]); err != nil {
+		if m.cfg.TLS == nil && m.ctx.Err() == nil && err == io.EOF {
+			// io.ReadFull returns io.EOF only when no byte arrived.
+			return nil, errEmptyConn
+		}
 		return nil, hsErr(ioReason(m.ctx, err), err)
 	}
 	if [4]byte(pre[:4]) != magic {

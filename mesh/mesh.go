@@ -33,7 +33,7 @@ type Stats struct {
 	LinksDown         map[string]uint64 // NodeDown events by reason
 	HandshakeFailures map[string]uint64 // failed handshakes (both directions) by reason; see doc.go
 	ProtocolErrors    map[string]uint64 // links closed for a bad frame after the handshake, by reason
-	DuplicateLinks    uint64            // connections refused because the pair already had a link or a winning dial
+	DuplicateLinks    uint64            // connections dropped because the pair already had a link or a winning dial (crossed dials: normal; counted by the node that drops them, never in HandshakeFailures)
 	PendingHandshakes uint64            // inbound handshakes in progress now
 	Dials             uint64            // outbound TCP connection attempts
 	DialFailures      uint64            // outbound TCP connection attempts that failed

@@ -630,3 +630,86 @@ func TestIPv6(t *testing.T) {
 		t.Fatalf("links %+v", ls)
 	}
 }
+
+// TestCrossedDialsAreNotFailures: when every node dials every other at once,
+// the losing connections of crossed dials are counted in DuplicateLinks and
+// never in HandshakeFailures, on either side, so an alert on
+// HandshakeFailures does not fire on a healthy cluster forming.
+func TestCrossedDialsAreNotFailures(t *testing.T) {
+	p := newPKI(t)
+	for _, useTLS := range []bool{false, true} {
+		t.Run("TLS="+strconv.FormatBool(useTLS), func(t *testing.T) {
+			const n, rounds = 5, 6
+			var dups uint64
+			for round := range rounds {
+				ns := names(n)
+				nodes := make([]*Mesh, n)
+				for i := range n {
+					nodes[i], _ = startNode(t, ns[i], func(c *Config) {
+						if useTLS {
+							c.TLS = p.mtls(p.leaf(t, ns[i]))
+						}
+					})
+				}
+				start := make(chan struct{})
+				var wg sync.WaitGroup
+				for i := range n {
+					for j := range n {
+						if i != j {
+							wg.Go(func() { <-start; nodes[i].Connect(ns[j], nodes[j].Addr()) })
+						}
+					}
+				}
+				close(start)
+				wg.Wait()
+				for i := range n {
+					eventually(t, 10*time.Second, "full mesh", func() bool { return linkedTo(nodes[i], without(ns, i)...) })
+				}
+				for i := range n {
+					eventually(t, 10*time.Second, "quiet", nodes[i].quiet)
+				}
+				// Stop redialling, then close: Close waits for every
+				// goroutine, so the counters read afterwards are final.
+				for i := range n {
+					for j := range n {
+						nodes[i].Forget(ns[j])
+					}
+				}
+				for i := range n {
+					nodes[i].Close()
+				}
+				for i := range n {
+					st := nodes[i].Stats()
+					for reason, c := range st.HandshakeFailures {
+						if c != 0 {
+							t.Errorf("round %d: %s: HandshakeFailures[%s] = %d, want 0 (all: %v)", round, ns[i], reason, c, st.HandshakeFailures)
+						}
+					}
+					dups += st.DuplicateLinks
+				}
+				if t.Failed() {
+					return
+				}
+			}
+			t.Logf("%d duplicate connections over %d rounds of %d nodes", dups, rounds, n)
+		})
+	}
+}
+
+// TestEmptyConnNotCounted: a connection closed before its first byte (an
+// abandoned crossed dial, a port probe) is not a handshake failure; one
+// closed after a byte still is.
+func TestEmptyConnNotCounted(t *testing.T) {
+	a, _ := startNode(t, "a@127.0.0.1", nil)
+	c := dial(t, a.Addr())
+	c.Close()
+	c = dial(t, a.Addr())
+	c.Write([]byte("M"))
+	c.Close()
+	eventually(t, 5*time.Second, "closed counted", func() bool { return a.Stats().HandshakeFailures["closed"] == 1 })
+	eventually(t, 5*time.Second, "no pending", func() bool { return a.Stats().PendingHandshakes == 0 })
+	a.Close()
+	if st := a.Stats(); st.HandshakeFailures["closed"] != 1 {
+		t.Fatalf("HandshakeFailures %v, want closed:1 only", st.HandshakeFailures)
+	}
+}
