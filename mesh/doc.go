@@ -175,5 +175,7 @@
 //
 // Stats.ProtocolErrors counts links closed for a bad frame after the
 // handshake, by frame_too_large, malformed or unexpected_frame, with the
-// meanings above. Stats.LinksDown counts NodeDown events by Reason.
+// meanings above. Stats.LinksDown counts NodeDown events by Reason. These
+// three maps hold every reason listed here (all but duplicate) from Start,
+// at 0 until it first happens, so each metrics series exists from the start.
 package mesh

@@ -40,6 +40,11 @@ const (
 	ReasonShutdown     Reason = "shutdown"     // local Close
 )
 
+// linkDownReasons are the keys of Stats.LinksDown, present (at 0) from Start.
+var linkDownReasons = []Reason{
+	ReasonClosed, ReasonTimeout, ReasonLeft, ReasonRestarted, ReasonDisconnected, ReasonShutdown,
+}
+
 // Event is a link change. For one Mesh, events are delivered to
 // Config.OnEvent from a single goroutine in the order the link table
 // changed: every NodeUp for a node is followed by exactly one NodeDown

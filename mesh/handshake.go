@@ -45,6 +45,19 @@ const (
 	HSDuplicate HandshakeReason = "duplicate"
 )
 
+// handshakeFailureReasons are the keys of Stats.HandshakeFailures, present
+// (at 0) from Start so that metrics show every series before its first
+// event. HSDuplicate is not one: it is counted in Stats.DuplicateLinks.
+var handshakeFailureReasons = []HandshakeReason{
+	HSBadMagic, HSBadVersion, HSMalformed, HSFrameTooLarge, HSUnexpectedFrame,
+	HSBadCookie, HSWrongNode, HSTimeout, HSClosed, HSTooManyPending, HSTLS,
+	HSStale, HSSelf, HSNameConflict, HSForgotten, HSShutdown, HSIO, HSRefused,
+}
+
+// protocolErrorReasons are the keys of Stats.ProtocolErrors, present from
+// Start: the reasons link.readLoop passes to protocolError.
+var protocolErrorReasons = []HandshakeReason{HSFrameTooLarge, HSMalformed, HSUnexpectedFrame}
+
 // errEmptyConn: an inbound connection closed before sending its first byte.
 // That is a dial the peer abandoned because a link came up meanwhile (the
 // other half of a crossed dial), or a port probe: not a handshake attempt,

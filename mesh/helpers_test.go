@@ -418,3 +418,14 @@ func (p *pki) mtls(cert tls.Certificate) *tls.Config {
 		MinVersion:   tls.VersionTLS13,
 	}
 }
+
+// nonZero returns the entries of m that are not 0.
+func nonZero(m map[string]uint64) map[string]uint64 {
+	out := make(map[string]uint64)
+	for k, v := range m {
+		if v != 0 {
+			out[k] = v
+		}
+	}
+	return out
+}

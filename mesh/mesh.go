@@ -26,7 +26,10 @@ type Link struct {
 	Outbound    bool      // this node dialled the connection
 }
 
-// Stats are counters since Start, for metrics. Maps are copies.
+// Stats are counters since Start, for metrics. Maps are copies. LinksDown,
+// HandshakeFailures and ProtocolErrors hold every known reason from Start
+// (at 0 until it first happens), so each metrics series exists before its
+// first event.
 type Stats struct {
 	Links             uint64            // links up now
 	LinksUp           uint64            // NodeUp events
@@ -97,6 +100,7 @@ func Start(ctx context.Context, cfg Config) (*Mesh, error) {
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
 	}
+	m.st.init()
 	for m.inc == 0 {
 		var b [8]byte
 		if _, err := rand.Read(b[:]); err != nil {

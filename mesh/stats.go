@@ -13,6 +13,26 @@ type counters struct {
 	linksDown, hsFail, proto                 map[string]uint64
 }
 
+// init puts every known key of the labelled counters at 0, so that Stats
+// (and the CLI's /metrics) show each series from Start, before its first
+// event.
+func (c *counters) init() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.linksDown = make(map[string]uint64, len(linkDownReasons))
+	for _, r := range linkDownReasons {
+		c.linksDown[string(r)] = 0
+	}
+	c.hsFail = make(map[string]uint64, len(handshakeFailureReasons))
+	for _, r := range handshakeFailureReasons {
+		c.hsFail[string(r)] = 0
+	}
+	c.proto = make(map[string]uint64, len(protocolErrorReasons))
+	for _, r := range protocolErrorReasons {
+		c.proto[string(r)] = 0
+	}
+}
+
 func (c *counters) count(m *map[string]uint64, key string) {
 	c.mu.Lock()
 	if *m == nil {
