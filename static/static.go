@@ -1,81 +1,78 @@
 // Package static is the static-list discovery strategy: a fixed set of
-// "name@host:port" nodes, changeable at run time with AddNode and RemoveNode.
+// nodes, changeable at run time with AddNode and RemoveNode.
 //
-// It reports the configured nodes (minus this node) at start, on Refresh, on
-// every change, and again every ReconnectInterval, so that the cluster keeps
-// dialling nodes that are down. Liveness is the mesh's business: a listed node
-// that is not reachable stays "discovered" (it is configured, after all) and is
-// simply not connected.
+// An entry is "name@host:port", "host:port" (the name is learned in the mesh
+// handshake) or "name@host" (known, not dialable). The list is reported at
+// Start and on every change. Liveness is the mesh's business: a listed node
+// that is not reachable stays "discovered" (it is configured, after all) and
+// is redialled by the mesh with backoff until it answers.
 package static
 
 import (
-	"errors"
+	"context"
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/macula-io/cluster/discovery"
 )
 
-// DefaultReconnectInterval is used when Config.ReconnectInterval is zero.
+// DefaultReconnectInterval is kept for compatibility; see
+// Config.ReconnectInterval.
 const DefaultReconnectInterval = 5 * time.Second
 
-// ErrClosed is returned by calls after Close.
-var ErrClosed = errors.New("static: closed")
+// ErrClosed is returned by calls after Close (the module's one ErrClosed).
+var ErrClosed = discovery.ErrClosed
 
 // Config configures the static strategy. The zero value is an empty list.
 type Config struct {
-	// Nodes is the list of peers, each "name@host:port" (a node without a
-	// port is accepted but cannot be dialled).
+	// Nodes is the list of peers: "name@host:port", "host:port" or
+	// "name@host" (not dialable).
 	Nodes []string
-	// ReconnectInterval is how often the list is re-reported so that the
-	// cluster redials nodes that are not connected. Zero means 5 s.
+	// ReconnectInterval is ignored: the mesh redials listed nodes with
+	// exponential backoff (100 ms to 5 s) for as long as they are listed.
+	//
+	// Deprecated: kept so that existing configurations compile.
 	ReconnectInterval time.Duration
-	// Logger receives membership changes; nil discards.
+	// Logger receives list changes at Debug (the facade logs membership);
+	// nil discards.
 	Logger *slog.Logger
 }
 
 // Strategy is the static strategy; it implements discovery.Strategy.
 type Strategy struct {
-	interval time.Duration
-	log      *slog.Logger
+	log  *slog.Logger
+	life discovery.Lifecycle
 
-	mu      sync.Mutex
-	nodes   map[string]discovery.Peer // by Name
-	self    discovery.Peer
-	report  func([]discovery.Peer)
-	started bool
-	closed  bool
-
-	kick chan struct{}
-	done chan struct{}
-	wg   sync.WaitGroup
+	mu     sync.Mutex
+	nodes  map[string]entry // by Peer.Key
+	self   discovery.Peer
+	set    *discovery.Set // nil before Start
+	adds   uint64
+	closed bool // Close was called: report nothing more
 }
+
+type entry struct {
+	field string // as configured
+	peer  discovery.Peer
+}
+
+var _ discovery.Strategy = (*Strategy)(nil)
 
 // New validates the configured nodes.
 func New(cfg Config) (*Strategy, error) {
-	s := &Strategy{
-		interval: cfg.ReconnectInterval,
-		log:      cfg.Logger,
-		nodes:    make(map[string]discovery.Peer),
-		kick:     make(chan struct{}, 1),
-		done:     make(chan struct{}),
-	}
-	if s.interval <= 0 {
-		s.interval = DefaultReconnectInterval
-	}
+	s := &Strategy{log: cfg.Logger, nodes: make(map[string]entry)}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	for _, n := range cfg.Nodes {
-		p, err := discovery.ParseNode(n)
+		p, err := discovery.ParseEntry(n)
 		if err != nil {
 			return nil, fmt.Errorf("static: node %q: %w", n, err)
 		}
-		s.nodes[p.Name] = p
+		s.nodes[p.Key()] = entry{field: n, peer: p}
 	}
 	return s, nil
 }
@@ -83,125 +80,102 @@ func New(cfg Config) (*Strategy, error) {
 // Name returns "static".
 func (s *Strategy) Name() string { return "static" }
 
-// Start begins reporting the list.
-func (s *Strategy) Start(self discovery.Peer, report func([]discovery.Peer)) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return ErrClosed
-	}
-	if s.started {
-		return errors.New("static: already started")
-	}
-	s.started, s.self, s.report = true, self, report
-	s.wg.Add(1)
-	go s.loop()
-	s.Refresh()
-	return nil
-}
-
-func (s *Strategy) loop() {
-	defer s.wg.Done()
-	t := time.NewTicker(s.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.done:
-			return
-		case <-t.C:
-		case <-s.kick:
-		}
+// Start reports the list to sink.
+func (s *Strategy) Start(_ context.Context, self discovery.Peer, sink discovery.Sink) error {
+	return s.life.Start(func() error {
 		s.mu.Lock()
-		report, set := s.report, s.setLocked()
-		s.mu.Unlock()
-		select {
-		case <-s.done:
-			return
-		default:
-			report(set)
-		}
-	}
+		defer s.mu.Unlock()
+		s.self, s.set = self, discovery.NewSet(sink)
+		s.reportLocked()
+		return nil
+	})
 }
 
-func (s *Strategy) setLocked() []discovery.Peer {
+// reportLocked hands the current list (minus this node) to the Set, which
+// tells the sink what changed.
+func (s *Strategy) reportLocked() {
+	if s.set == nil || s.closed {
+		return
+	}
 	set := make([]discovery.Peer, 0, len(s.nodes))
-	for _, p := range s.nodes {
-		if p.Name != s.self.Name {
-			set = append(set, p)
+	for _, e := range s.nodes {
+		p := e.peer
+		if (p.Name != "" && p.Name == s.self.Name) || (p.Name == "" && p.Addr == s.self.Addr) {
+			continue
 		}
+		set = append(set, p)
 	}
-	slices.SortFunc(set, func(a, b discovery.Peer) int { return strings.Compare(a.Name, b.Name) })
-	return set
+	s.set.Report(set)
 }
 
-// Refresh re-reports the list now.
-func (s *Strategy) Refresh() {
-	select {
-	case s.kick <- struct{}{}:
-	default:
-	}
-}
+// Refresh does nothing: the list changes only through AddNode and
+// RemoveNode, which report at once.
+func (s *Strategy) Refresh() {}
 
-// AddNode adds a "name@host:port" node (replacing the address of a node
-// with the same name) and reports the new list.
+// AddNode adds a node (replacing the address of a node with the same name)
+// and reports the change.
 func (s *Strategy) AddNode(node string) error {
-	p, err := discovery.ParseNode(node)
+	p, err := discovery.ParseEntry(node)
 	if err != nil {
 		return fmt.Errorf("static: add %q: %w", node, err)
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.closed {
-		s.mu.Unlock()
 		return ErrClosed
 	}
-	s.nodes[p.Name] = p
-	s.mu.Unlock()
-	s.log.Info("static node added", "node", node)
-	s.Refresh()
+	s.nodes[p.Key()] = entry{field: node, peer: p}
+	s.adds++
+	s.log.Debug("static: node added", "node", node)
+	s.reportLocked()
 	return nil
 }
 
-// RemoveNode removes a node, given as "name@host" or "name@host:port", and
-// reports the new list. It reports whether the node was listed. The cluster
-// facade also disconnects a removed node.
-func (s *Strategy) RemoveNode(node string) (string, bool) {
-	p, err := discovery.ParseNode(node)
+// RemoveNode removes a node, given as configured or as "name@host" for a
+// "name@host:port" entry, and reports the change. It returns the removed
+// peer and whether the node was listed.
+func (s *Strategy) RemoveNode(node string) (discovery.Peer, bool) {
+	p, err := discovery.ParseEntry(node)
 	if err != nil {
-		return "", false
+		return discovery.Peer{}, false
 	}
 	s.mu.Lock()
-	_, ok := s.nodes[p.Name]
-	delete(s.nodes, p.Name)
-	s.mu.Unlock()
-	if ok {
-		s.log.Info("static node removed", "node", node)
-		s.Refresh()
+	defer s.mu.Unlock()
+	e, ok := s.nodes[p.Key()]
+	if !ok {
+		return discovery.Peer{}, false
 	}
-	return p.Name, ok
+	delete(s.nodes, p.Key())
+	s.log.Debug("static: node removed", "node", node)
+	s.reportLocked()
+	return e.peer, true
 }
 
-// Nodes returns the configured list as node fields, sorted.
+// Nodes returns the configured list as written, sorted.
 func (s *Strategy) Nodes() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]string, 0, len(s.nodes))
-	for _, p := range s.nodes {
-		out = append(out, p.Node)
+	for _, e := range s.nodes {
+		out = append(out, e.field)
 	}
 	slices.Sort(out)
 	return out
 }
 
-// Close stops reporting and waits for the strategy's goroutine.
-func (s *Strategy) Close() error {
+// DiscoveryStats implements discovery.StatsSource.
+func (s *Strategy) DiscoveryStats() discovery.Stats {
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
-	}
+	defer s.mu.Unlock()
+	return discovery.Stats{Peers: uint64(len(s.nodes)),
+		Counters: map[string]uint64{"nodes_added": s.adds}, Rejected: map[string]uint64{}}
+}
+
+// Close stops reporting. It is idempotent.
+func (s *Strategy) Close() error {
+	s.life.Close()
+	s.mu.Lock()
 	s.closed = true
-	close(s.done)
 	s.mu.Unlock()
-	s.wg.Wait()
 	return nil
 }

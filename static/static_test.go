@@ -1,62 +1,49 @@
 package static
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/macula-io/cluster/discovery"
+	"github.com/macula-io/cluster/internal/disctest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func names(ps []discovery.Peer) []string {
-	var out []string
-	for _, p := range ps {
-		out = append(out, p.Node)
-	}
-	return out
-}
-
-func next(t *testing.T, ch <-chan []discovery.Peer) []string {
-	t.Helper()
-	select {
-	case s := <-ch:
-		return names(s)
-	case <-time.After(5 * time.Second):
-		t.Fatal("no report within 5s")
-		return nil
-	}
-}
-
 func TestStaticReports(t *testing.T) {
-	s, err := New(Config{Nodes: []string{"b@127.0.0.1:2", "a@127.0.0.1:1", "self@127.0.0.1:3"}, ReconnectInterval: time.Hour})
+	s, err := New(Config{Nodes: []string{"b@127.0.0.1:2", "a@127.0.0.1:1", "self@127.0.0.1:3", "127.0.0.1:7"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch := make(chan []discovery.Peer, 16)
+	rec := disctest.New()
 	self, _ := discovery.ParseNode("self@127.0.0.1:3")
-	if err := s.Start(self, func(p []discovery.Peer) { ch <- p }); err != nil {
+	if err := s.Start(context.Background(), self, rec); err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if got := next(t, ch); !slices.Equal(got, []string{"a@127.0.0.1:1", "b@127.0.0.1:2"}) {
-		t.Fatalf("first report %v", got)
+	want := []string{"127.0.0.1:7", "a@127.0.0.1 at 127.0.0.1:1", "b@127.0.0.1 at 127.0.0.1:2"}
+	if got := rec.Keys(); !slices.Equal(got, want) {
+		t.Fatalf("first report %v, want %v", got, want)
 	}
 	if err := s.AddNode("c@127.0.0.1:4"); err != nil {
 		t.Fatal(err)
 	}
-	if got := next(t, ch); !slices.Equal(got, []string{"a@127.0.0.1:1", "b@127.0.0.1:2", "c@127.0.0.1:4"}) {
+	if got := rec.Keys(); !slices.Contains(got, "c@127.0.0.1 at 127.0.0.1:4") || len(got) != 4 {
 		t.Fatalf("after add %v", got)
 	}
-	if name, ok := s.RemoveNode("a@127.0.0.1"); !ok || name != "a@127.0.0.1" {
-		t.Fatalf("RemoveNode = %q %v", name, ok)
+	if p, ok := s.RemoveNode("a@127.0.0.1"); !ok || p.Name != "a@127.0.0.1" || p.Addr != "127.0.0.1:1" {
+		t.Fatalf("RemoveNode = %+v %v", p, ok)
 	}
-	if got := next(t, ch); !slices.Equal(got, []string{"b@127.0.0.1:2", "c@127.0.0.1:4"}) {
-		t.Fatalf("after remove %v", got)
+	if p, ok := s.RemoveNode("127.0.0.1:7"); !ok || p.Addr != "127.0.0.1:7" {
+		t.Fatalf("RemoveNode(addr) = %+v %v", p, ok)
+	}
+	want = []string{"b@127.0.0.1 at 127.0.0.1:2", "c@127.0.0.1 at 127.0.0.1:4"}
+	if got := rec.Keys(); !slices.Equal(got, want) {
+		t.Fatalf("after remove %v, want %v", got, want)
 	}
 	if _, ok := s.RemoveNode("zz@127.0.0.1"); ok {
 		t.Fatal("removing unknown node reported true")
@@ -64,19 +51,23 @@ func TestStaticReports(t *testing.T) {
 	if err := s.AddNode("bad node"); !errors.Is(err, discovery.ErrInvalidNode) {
 		t.Fatalf("AddNode(bad) = %v, want ErrInvalidNode", err)
 	}
+	// Each change is reported once: no repeat of unchanged entries.
+	if n := len(rec.Calls()); n != 3+1+2 {
+		t.Fatalf("calls %q", rec.Calls())
+	}
 }
 
-func TestStaticReconnectInterval(t *testing.T) {
-	s, err := New(Config{Nodes: []string{"a@127.0.0.1:1"}, ReconnectInterval: 20 * time.Millisecond})
+func TestStaticLifecycle(t *testing.T) {
+	s, err := New(Config{Nodes: []string{"a@127.0.0.1:1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch := make(chan []discovery.Peer, 16)
-	if err := s.Start(discovery.Peer{}, func(p []discovery.Peer) { ch <- p }); err != nil {
+	rec := disctest.New()
+	if err := s.Start(context.Background(), discovery.Peer{}, rec); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 3; i++ { // initial report plus two periodic ones
-		next(t, ch)
+	if err := s.Start(context.Background(), discovery.Peer{}, rec); !errors.Is(err, discovery.ErrStarted) {
+		t.Fatalf("second Start = %v, want ErrStarted", err)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -87,10 +78,15 @@ func TestStaticReconnectInterval(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal("second Close:", err)
 	}
+	if err := s.Start(context.Background(), discovery.Peer{}, rec); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Start after Close = %v, want ErrClosed", err)
+	}
 }
 
 func TestStaticInvalid(t *testing.T) {
-	if _, err := New(Config{Nodes: []string{"nohost"}}); !errors.Is(err, discovery.ErrInvalidNode) {
-		t.Fatalf("New(invalid) = %v", err)
+	for _, n := range []string{"nohost", "h:0", "a b@h:1"} {
+		if _, err := New(Config{Nodes: []string{n}}); !errors.Is(err, discovery.ErrInvalidNode) {
+			t.Errorf("New(%q) = %v", n, err)
+		}
 	}
 }
