@@ -19,6 +19,7 @@ const (
 	DefaultMaxPendingHandshakes = 64
 	DefaultMaxMessageSize       = 1 << 20
 	DefaultSendQueue            = 1024
+	DefaultMaxDials             = 16
 	// DefaultPortFirst and DefaultPortLast bound the port search when
 	// Config.Listen is empty.
 	DefaultPortFirst = 9100
@@ -29,7 +30,8 @@ const (
 
 const (
 	transitiveTries = 3           // dial attempts for a peer learned from a peer
-	maxPeerStates   = 4096        // bound on remembered peers (wanted + transitive)
+	maxPeerStates   = 4096        // bound on remembered peers (wanted + transitive), and on goodbyes
+	leftMemory      = time.Minute // how long a goodbye keeps its incarnation (and name, for transitive dials) away
 	closeGrace      = time.Second // Close: bound on goodbye write and on the wait for the peer's close
 	backoffBase     = 100 * time.Millisecond
 	backoffCap      = 5 * time.Second
@@ -38,7 +40,7 @@ const (
 
 // Sentinel errors, for errors.Is.
 var (
-	ErrClosed        = errors.New("mesh: closed")
+	ErrClosed        = discovery.ErrClosed // the module's one ErrClosed
 	ErrNoCookie      = errors.New("mesh: no cookie")
 	ErrInvalidName   = errors.New("mesh: invalid node name")
 	ErrInvalidAddr   = errors.New("mesh: invalid address")
@@ -90,13 +92,18 @@ type Config struct {
 	MaxMessageSize int
 	// SendQueue is the per-link outbound queue, in messages. 0 = 1024.
 	SendQueue int
-	// Logger receives membership changes at Info, per-connection detail
-	// at Debug and rate-limited warnings about hostile traffic. nil =
-	// discard.
+	// MaxDials bounds the outbound connection attempts in flight; further
+	// peers wait in a fair queue (first attempts before retries). 0 = 16.
+	MaxDials int
+	// Logger receives link changes and per-connection detail at Debug and
+	// rate-limited warnings about hostile traffic (membership changes are
+	// logged at Info by the cluster facade). nil = discard.
 	Logger *slog.Logger
-	// OnEvent receives NodeUp/NodeDown events from one goroutine, in
-	// order, exactly once each. A slow OnEvent delays later events but
-	// never the links. It must not call Close. nil = no callback.
+	// OnEvent is the sink for NodeUp/NodeDown events. It is called
+	// synchronously, in the order the link table changed, exactly once per
+	// change, while the mesh holds its table lock: it must not block and
+	// must not call the Mesh (hand the event to a queue; the cluster
+	// facade does). nil = no callback.
 	OnEvent func(Event)
 	// OnMessage receives each inbound message with the sender's name,
 	// from the link's reader goroutine: in order per sender, concurrently
@@ -141,6 +148,12 @@ func normalize(cfg *Config) error {
 		return bad("SendQueue", cfg.SendQueue)
 	case cfg.SendQueue == 0:
 		cfg.SendQueue = DefaultSendQueue
+	}
+	switch {
+	case cfg.MaxDials < 0:
+		return bad("MaxDials", cfg.MaxDials)
+	case cfg.MaxDials == 0:
+		cfg.MaxDials = DefaultMaxDials
 	}
 	if cfg.Listen != "" {
 		if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {

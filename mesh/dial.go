@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"container/heap"
 	"crypto/tls"
 	"fmt"
 	"math/rand/v2"
@@ -23,68 +24,189 @@ func (b *backoff) next() time.Duration {
 
 func (b *backoff) reset() { b.n = 0 }
 
-// startDialerLocked starts the dial goroutine of a peer. Callers are either
-// counted in m.wg or hold m.mu with m.closed false, so the Add never races
-// with Close's Wait.
-func (m *Mesh) startDialerLocked(name string, ps *peerState) {
-	ps.dialing = true
-	m.wg.Add(1)
-	go m.dialLoop(name, ps)
+// The dial scheduler: every peer the mesh should dial waits in one queue
+// (a heap under m.mu); one goroutine starts at most MaxDials dials at a
+// time. Goroutines and memory are bounded by MaxDials and by the peer table
+// (maxPeerStates), however many peers a strategy reports.
+//
+// Fairness: a first attempt (or the re-link of a peer that was linked)
+// goes before retries of peers that failed, so a flood of unreachable
+// addresses, after one attempt each, cannot keep a real newcomer waiting;
+// within a class the queue is first come, first served by due time.
+
+// dialQueue orders peer states by (retry class, due time, arrival).
+type dialQueue []*peerState
+
+func (q dialQueue) Len() int { return len(q) }
+func (q dialQueue) Less(i, j int) bool {
+	a, b := q[i], q[j]
+	if ra, rb := a.failures > 0, b.failures > 0; ra != rb {
+		return !ra
+	}
+	if !a.due.Equal(b.due) {
+		return a.due.Before(b.due)
+	}
+	return a.seq < b.seq
+}
+func (q dialQueue) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].qidx, q[j].qidx = i, j
+}
+func (q *dialQueue) Push(x any) {
+	ps := x.(*peerState)
+	ps.qidx = len(*q)
+	*q = append(*q, ps)
+}
+func (q *dialQueue) Pop() any {
+	old := *q
+	ps := old[len(old)-1]
+	old[len(old)-1] = nil
+	*q = old[:len(old)-1]
+	ps.qidx = -1
+	return ps
 }
 
-// dialLoop dials name until it is linked, no longer wanted (and out of
-// transitive attempts), or the mesh closes.
-func (m *Mesh) dialLoop(name string, ps *peerState) {
+// scheduleLocked queues ps for a dial at due (now when zero), or moves it
+// earlier if it is already queued. A peer being dialled is left alone: the
+// dial's end reschedules it if still needed.
+func (m *Mesh) scheduleLocked(ps *peerState, due time.Time) {
+	if m.closed || ps.dialing {
+		return
+	}
+	if due.IsZero() {
+		due = time.Now()
+	}
+	if ps.qidx >= 0 {
+		if due.Before(ps.due) {
+			ps.due = due
+			heap.Fix(&m.dq, ps.qidx)
+			m.wakeDialer()
+		}
+		return
+	}
+	m.dialSeq++
+	ps.due, ps.seq = due, m.dialSeq
+	heap.Push(&m.dq, ps)
+	m.wakeDialer()
+}
+
+// unscheduleLocked takes ps out of the queue.
+func (m *Mesh) unscheduleLocked(ps *peerState) {
+	if ps.qidx >= 0 {
+		heap.Remove(&m.dq, ps.qidx)
+	}
+}
+
+func (m *Mesh) wakeDialer() {
+	select {
+	case m.dialWake <- struct{}{}:
+	default:
+	}
+}
+
+// needDialLocked reports whether ps still wants a dial.
+func (m *Mesh) needDialLocked(ps *peerState) bool {
+	return !m.closed && (ps.wanted || ps.transitive > 0) && !m.linkedLocked(ps)
+}
+
+// linkedLocked reports whether ps has a live link: by name, or for an
+// address-only peer, a link dialled at or advertising that address.
+func (m *Mesh) linkedLocked(ps *peerState) bool {
+	if ps.name != "" {
+		return m.links[ps.name] != nil
+	}
+	return m.addrLinks[ps.addr] != nil
+}
+
+// dialScheduler starts due dials, at most MaxDials at once.
+func (m *Mesh) dialScheduler() {
 	defer m.wg.Done()
-	var bo backoff
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for {
 		m.mu.Lock()
-		if m.closed || m.links[name] != nil || (!ps.wanted && ps.transitive <= 0) {
-			ps.dialing = false
-			m.gcPeerLocked(name, ps)
-			m.mu.Unlock()
+		wait := time.Hour
+		now := time.Now()
+		for m.dq.Len() > 0 && m.dialsInFlight < m.cfg.MaxDials && !m.closed {
+			ps := m.dq[0]
+			if d := ps.due.Sub(now); d > 0 {
+				wait = d
+				break
+			}
+			heap.Pop(&m.dq)
+			if !m.needDialLocked(ps) {
+				m.gcPeerLocked(ps)
+				continue
+			}
+			if !ps.wanted {
+				ps.transitive--
+			}
+			ps.dialing = true
+			m.dialsInFlight++
+			m.wg.Add(1)
+			go m.dial(ps, ps.addr, ps.gen)
+		}
+		closed := m.closed
+		m.mu.Unlock()
+		if closed {
 			return
 		}
-		if !ps.wanted {
-			ps.transitive--
-		}
-		addr, gen := ps.addr, ps.gen
-		m.mu.Unlock()
-
-		err := m.dialOnce(name, addr, ps, gen)
-		if err == nil {
-			bo.reset()
-			continue
-		}
-		m.log.Debug("mesh: dial failed", "node", name, "addr", addr, "err", err)
-		m.mu.Lock()
-		last := !ps.wanted && ps.transitive <= 0
-		m.mu.Unlock()
-		if last {
-			continue // the check at the top ends the loop
-		}
-		t := time.NewTimer(bo.next())
+		timer.Reset(wait)
 		select {
-		case <-t.C:
-		case <-ps.kick:
+		case <-timer.C:
+		case <-m.dialWake:
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
+			}
 		case <-m.ctx.Done():
+			return
 		}
-		t.Stop()
 	}
+}
+
+// dial runs one attempt for ps and reschedules it if it is still needed.
+func (m *Mesh) dial(ps *peerState, addr string, gen uint64) {
+	defer m.wg.Done()
+	err := m.dialOnce(ps, addr, gen)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.dialsInFlight--
+	ps.dialing = false
+	m.wakeDialer()
+	if err == nil {
+		ps.failures = 0
+		ps.bo.reset()
+	} else {
+		ps.failures++
+		m.log.Debug("mesh: dial failed", "peer", ps.key, "addr", addr, "err", err)
+	}
+	if !m.needDialLocked(ps) {
+		m.gcPeerLocked(ps)
+		return
+	}
+	due := time.Time{}
+	if err != nil {
+		due = time.Now().Add(ps.bo.next())
+	}
+	m.scheduleLocked(ps, due)
 }
 
 // dialOnce makes one connection attempt. nil means linked, or that a link
 // appeared meanwhile.
-func (m *Mesh) dialOnce(name, addr string, ps *peerState, gen uint64) error {
+func (m *Mesh) dialOnce(ps *peerState, addr string, gen uint64) error {
+	label := ps.key
 	m.st.dials.Add(1)
 	d := net.Dialer{Timeout: m.cfg.HandshakeTimeout}
 	raw, err := d.DialContext(m.ctx, "tcp", addr)
 	if err != nil {
 		m.st.dialFailures.Add(1)
-		return fmt.Errorf("mesh: dial %s at %s: %w", name, addr, err)
+		return fmt.Errorf("mesh: dial %s at %s: %w", label, addr, err)
 	}
 	m.mu.Lock()
-	if m.closed || m.links[name] != nil {
+	if m.closed || m.linkedLocked(ps) {
 		if !m.closed {
 			// A crossed dial: the peer's connection won while we
 			// connected. We drop ours before its handshake (the peer does
@@ -100,12 +222,12 @@ func (m *Mesh) dialOnce(name, addr string, ps *peerState, gen uint64) error {
 
 	raw.SetDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
 	stop := m.watchShutdown(raw)
-	l, old, err := m.dialHandshake(raw, name, addr, ps, gen)
+	l, old, err := m.dialHandshake(raw, addr, ps, gen)
 	stop()
 	if err != nil {
 		m.mu.Lock()
 		ps.pendingOut = false
-		linked := m.links[name] != nil
+		linked := m.linkedLocked(ps)
 		m.mu.Unlock()
 		raw.Close()
 		reason := reasonOf(m.ctx, err)
@@ -116,17 +238,17 @@ func (m *Mesh) dialOnce(name, addr string, ps *peerState, gen uint64) error {
 		} else {
 			m.failHandshake(raw.RemoteAddr(), true, reason, err)
 		}
-		return fmt.Errorf("mesh: handshake with %s at %s: %w", name, addr, err)
+		return fmt.Errorf("mesh: handshake with %s at %s: %w", label, addr, err)
 	}
 	if old != nil {
 		old.fail(ReasonRestarted)
 	}
-	m.log.Debug("mesh: dialled", "node", name, "addr", addr)
+	m.log.Debug("mesh: dialled", "node", l.peer.Name, "addr", addr)
 	l.start()
 	return nil
 }
 
-func (m *Mesh) dialHandshake(raw net.Conn, name, addr string, ps *peerState, gen uint64) (l, old *link, err error) {
+func (m *Mesh) dialHandshake(raw net.Conn, addr string, ps *peerState, gen uint64) (l, old *link, err error) {
 	conn := raw
 	if m.cfg.TLS != nil {
 		cfg := m.cfg.TLS
@@ -145,11 +267,11 @@ func (m *Mesh) dialHandshake(raw net.Conn, name, addr string, ps *peerState, gen
 	if err != nil {
 		return nil, nil, hsErr(HSIO, err)
 	}
-	peer, err := clientHandshake(conn, m.cookie, self, name)
+	peer, err := clientHandshake(conn, m.cookie, self, ps.name)
 	if err != nil {
 		return nil, nil, err
 	}
-	l, old, code := m.admit(peer, conn, raw, true, ps, gen)
+	l, old, code := m.admit(peer, conn, raw, addr, ps, gen)
 	if l == nil {
 		return nil, nil, hsErr(refuseReason(code), fmt.Errorf("not admitted %s", peer.Name))
 	}

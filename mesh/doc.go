@@ -160,6 +160,7 @@
 //	self              HSSelf             a node reached itself
 //	name_conflict     HSNameConflict     another live node has the same name
 //	forgotten         HSForgotten        Forget or Disconnect ran while we dialled
+//	left              HSLeft             this incarnation of the peer said goodbye; a late connection of it is refused
 //	shutdown          HSShutdown         this node or the peer is closing
 //	io                HSIO               any other I/O error
 //	refused           HSRefused          the peer refused with a code this node does not know

@@ -36,6 +36,7 @@ const (
 	HSSelf            HandshakeReason = "self"             // a node reached itself
 	HSNameConflict    HandshakeReason = "name_conflict"    // another live node has the same name
 	HSForgotten       HandshakeReason = "forgotten"        // Forget or Disconnect ran while we dialled
+	HSLeft            HandshakeReason = "left"             // this incarnation of the peer said goodbye (a late connection of a leaving node)
 	HSShutdown        HandshakeReason = "shutdown"         // this node or the peer is closing
 	HSIO              HandshakeReason = "io"               // any other I/O error
 	HSRefused         HandshakeReason = "refused"          // the peer refused with a code this node does not know
@@ -51,7 +52,7 @@ const (
 var handshakeFailureReasons = []HandshakeReason{
 	HSBadMagic, HSBadVersion, HSMalformed, HSFrameTooLarge, HSUnexpectedFrame,
 	HSBadCookie, HSWrongNode, HSTimeout, HSClosed, HSTooManyPending, HSTLS,
-	HSStale, HSSelf, HSNameConflict, HSForgotten, HSShutdown, HSIO, HSRefused,
+	HSStale, HSSelf, HSNameConflict, HSForgotten, HSLeft, HSShutdown, HSIO, HSRefused,
 }
 
 // protocolErrorReasons are the keys of Stats.ProtocolErrors, present from
@@ -210,7 +211,7 @@ func (m *Mesh) acceptHandshake(raw net.Conn) (*link, error) {
 		conn.Write(appendFrame(nil, frameRefuse, []byte{refuseBadCookie}))
 		return nil, hsErr(HSBadCookie, fmt.Errorf("proof from %s did not verify", peer.Name))
 	}
-	l, old, code := m.admit(peer, conn, raw, false, nil, 0)
+	l, old, code := m.admit(peer, conn, raw, "", nil, 0)
 	if l == nil {
 		conn.Write(appendFrame(nil, frameRefuse, []byte{code}))
 		return nil, hsErr(refuseReason(code), fmt.Errorf("refused %s", peer.Name))

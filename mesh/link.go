@@ -37,7 +37,8 @@ type link struct {
 	failOnce   sync.Once
 	readerDone chan struct{}
 
-	removed bool // guarded by m.mu: out of the table, NodeDown reported
+	removed bool   // guarded by m.mu: out of the table, NodeDown reported
+	dialled string // the address we dialled; "" inbound (set by admit)
 }
 
 func newLink(m *Mesh, peer hello, conn, raw net.Conn, outbound bool) *link {

@@ -60,12 +60,20 @@ type Mesh struct {
 	ln     net.Listener
 	ctx    context.Context // cancelled by Close: ends dials, handshakes, backoffs
 	cancel context.CancelFunc
-	events *dispatcher
 
-	mu     sync.RWMutex
-	closed bool
-	links  map[string]*link
-	peers  map[string]*peerState
+	mu        sync.RWMutex
+	closed    bool
+	links     map[string]*link      // by peer name
+	addrLinks map[string]*link      // by advertised and by dialled address
+	peers     map[string]*peerState // dial targets, by name or (address-only) by address
+	left      map[leftEntry]time.Time
+	leftNames map[string]time.Time
+
+	// dial scheduler (dial.go), guarded by mu
+	dq            dialQueue
+	dialSeq       uint64
+	dialsInFlight int
+	dialWake      chan struct{}
 
 	isClosed  atomic.Bool
 	pending   atomic.Int64
@@ -92,10 +100,13 @@ func Start(ctx context.Context, cfg Config) (*Mesh, error) {
 		cookie: []byte(cfg.Cookie),
 		log:    cfg.Logger,
 		warns:  ratelimit.New(warnPeriod, 0),
-		events: newDispatcher(),
-		links:  make(map[string]*link),
-		peers:  make(map[string]*peerState),
-		start:  time.Now().UnixNano(),
+		links:     make(map[string]*link),
+		addrLinks: make(map[string]*link),
+		peers:     make(map[string]*peerState),
+		left:      make(map[leftEntry]time.Time),
+		leftNames: make(map[string]time.Time),
+		dialWake:  make(chan struct{}, 1),
+		start:     time.Now().UnixNano(),
 	}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
@@ -124,9 +135,9 @@ func Start(ctx context.Context, cfg Config) (*Mesh, error) {
 		}
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
-	go m.events.run(cfg.OnEvent, m.log)
-	m.wg.Add(1)
+	m.wg.Add(2)
 	go m.acceptLoop()
+	go m.dialScheduler()
 	m.log.Info("mesh: listening", "node", m.name, "addr", m.addr, "listen", ln.Addr().String(),
 		"incarnation", m.inc, "tls", cfg.TLS != nil)
 	return m, nil
@@ -147,60 +158,78 @@ func (m *Mesh) ListenAddr() net.Addr { return m.ln.Addr() }
 // Connect asks for a link to name at addr ("host:port"). It returns at once;
 // the mesh dials with exponential backoff and jitter (100 ms to 5 s) until
 // linked, and again after the link drops, until Forget or Disconnect.
-// Calling it again is harmless; a new addr replaces the old one. Invalid
-// arguments are logged and ignored; Connect to this node is ignored.
+// Calling it again is harmless; a new addr replaces the old one.
+//
+// name may be "": the mesh dials addr and links with whichever node answers
+// there (its name is in the NodeUp event, Dialled is addr); a live link
+// that was dialled at addr or that advertises addr satisfies it. Use this
+// for peers known only by address (DNS records, "host:port" lists).
+//
+// Invalid arguments are logged and ignored; Connect to this node is
+// ignored.
 func (m *Mesh) Connect(name, addr string) {
-	if err := validateName(name); err != nil {
-		m.log.Warn("mesh: connect: ignored", "node", name, "err", err)
-		return
+	if name != "" {
+		if err := validateName(name); err != nil {
+			m.log.Warn("mesh: connect: ignored", "node", name, "err", err)
+			return
+		}
 	}
 	if err := validateAddr(addr); err != nil {
 		m.log.Warn("mesh: connect: ignored", "node", name, "addr", addr, "err", err)
 		return
 	}
-	if name == m.name {
+	if name == m.name || (name == "" && addr == m.addr) {
 		return
+	}
+	key := name
+	if key == "" {
+		key = addr
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		return
 	}
-	ps := m.peers[name]
+	ps := m.peers[key]
 	if ps == nil {
-		ps = &peerState{kick: make(chan struct{}, 1)}
-		m.peers[name] = ps
+		if len(m.peers) >= maxPeerStates {
+			m.log.Warn("mesh: connect: peer table full, ignored", "peer", key, "limit", maxPeerStates)
+			return
+		}
+		ps = newPeerState(key, name)
+		m.peers[key] = ps
 	}
 	changed := ps.addr != addr
 	ps.addr = addr
 	ps.wanted = true
-	if m.links[name] != nil {
-		return
+	if changed && !ps.dialing {
+		// A new address: the first attempt at it goes first.
+		ps.failures = 0
+		ps.bo.reset()
+		m.unscheduleLocked(ps)
 	}
-	if !ps.dialing {
-		m.startDialerLocked(name, ps)
-	} else if changed {
-		ps.kickDialer()
+	if m.needDialLocked(ps) {
+		m.scheduleLocked(ps, time.Time{})
 	}
 }
 
-// Forget stops (re)dialling name. A live link stays up.
-func (m *Mesh) Forget(name string) {
+// Forget stops (re)dialling key: a name given to Connect, or the address of
+// an address-only Connect. A live link stays up.
+func (m *Mesh) Forget(key string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.forgetLocked(name)
+	m.forgetLocked(key)
 }
 
-func (m *Mesh) forgetLocked(name string) {
-	ps := m.peers[name]
+func (m *Mesh) forgetLocked(key string) {
+	ps := m.peers[key]
 	if ps == nil {
 		return
 	}
 	ps.wanted = false
 	ps.transitive = 0
 	ps.gen++
-	ps.kickDialer()
-	m.gcPeerLocked(name, ps)
+	m.gcPeerLocked(ps)
 }
 
 // Disconnect is Forget plus closing the link, if any: NodeDown with reason
@@ -295,7 +324,7 @@ func (m *Mesh) Stats() Stats {
 // Close leaves the mesh: it stops accepting and dialling, sends goodbye on
 // every link (peers report NodeDown reason "left" at once), reports NodeDown
 // reason "shutdown" for each link, and returns once every goroutine has
-// ended and every event has been delivered. It is idempotent.
+// ended and every event has been delivered to OnEvent. It is idempotent.
 func (m *Mesh) Close() error {
 	m.closeOnce.Do(func() {
 		m.mu.Lock()
@@ -307,10 +336,9 @@ func (m *Mesh) Close() error {
 			ls = append(ls, l)
 		}
 		clear(m.links)
-		for _, ps := range m.peers {
-			ps.kickDialer()
-		}
+		clear(m.addrLinks)
 		m.mu.Unlock()
+		m.wakeDialer()
 		slices.SortFunc(ls, func(a, b *link) int { return cmp.Compare(a.peer.Name, b.peer.Name) })
 
 		m.cancel()
@@ -325,8 +353,6 @@ func (m *Mesh) Close() error {
 			m.emitDownLocked(l, ReasonShutdown)
 			m.mu.Unlock()
 		}
-		m.events.close()
-		<-m.events.done
 		m.log.Info("mesh: closed", "node", m.name)
 	})
 	return nil

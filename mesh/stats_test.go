@@ -41,8 +41,8 @@ func TestStatsZeroSeries(t *testing.T) {
 	check("HandshakeFailures", st.HandshakeFailures, documented)
 	check("ProtocolErrors", st.ProtocolErrors, []string{"frame_too_large", "malformed", "unexpected_frame"})
 	check("LinksDown", st.LinksDown, []string{"closed", "timeout", "left", "restarted", "disconnected", "shutdown"})
-	if len(documented) != 18 {
-		t.Errorf("doc.go table lists %d failure reasons, want 18: %v", len(documented), documented)
+	if len(documented) != len(handshakeFailureReasons) {
+		t.Errorf("doc.go table lists %d failure reasons, want %d: %v", len(documented), len(handshakeFailureReasons), documented)
 	}
 	if _, ok := st.HandshakeFailures[string(HSDuplicate)]; ok {
 		t.Error("HandshakeFailures has a duplicate series; duplicates belong to DuplicateLinks")

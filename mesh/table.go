@@ -7,28 +7,55 @@ import (
 	"time"
 )
 
-// peerState is what the mesh knows about a peer it dials. Guarded by Mesh.mu.
+// peerState is what the mesh knows about a peer it dials. Guarded by
+// Mesh.mu. It is keyed in Mesh.peers by name, or by address for an
+// address-only Connect (the name is learned in the handshake).
 type peerState struct {
+	key        string // Mesh.peers key: name, or addr when name is ""
+	name       string // the name the handshake must show; "" = any
 	addr       string
 	wanted     bool // Connect: redial until linked and after a drop
 	transitive int  // dial attempts left for a peer learned from a peer
-	dialing    bool // a dial goroutine runs
 	pendingOut bool // our outbound connection is connected and in its handshake
 	gen        uint64
-	kick       chan struct{}
+
+	// dial scheduler (see dial.go)
+	dialing  bool      // a dial goroutine runs for it
+	qidx     int       // index in Mesh.dq, -1 when not queued
+	due      time.Time // when the next dial may start
+	seq      uint64    // arrival order in the queue
+	failures int       // failed attempts since the last success
+	bo       backoff
+}
+
+func newPeerState(key, name string) *peerState {
+	return &peerState{key: key, name: name, qidx: -1}
 }
 
 // --- link table (all *Locked methods need m.mu held) ---
 
+// emitLocked hands e to the sink, in table order. The sink must not block
+// (Config.OnEvent).
+func (m *Mesh) emitLocked(e Event) {
+	if e.Kind == NodeUp {
+		m.log.Debug("mesh: link up", "node", e.Node, "addr", e.Addr, "incarnation", e.Incarnation)
+	} else {
+		m.log.Debug("mesh: link down", "node", e.Node, "incarnation", e.Incarnation, "reason", string(e.Reason))
+	}
+	if m.cfg.OnEvent != nil {
+		m.cfg.OnEvent(e)
+	}
+}
+
 func (m *Mesh) emitUpLocked(l *link) {
 	m.st.linksUp.Add(1)
-	m.events.push(Event{Kind: NodeUp, Node: l.peer.Name, Addr: l.peer.Addr,
+	m.emitLocked(Event{Kind: NodeUp, Node: l.peer.Name, Addr: l.peer.Addr, Dialled: l.dialled,
 		Incarnation: l.peer.Incarnation, Time: time.Now()})
 }
 
 func (m *Mesh) emitDownLocked(l *link, r Reason) {
 	m.st.count(&m.st.linksDown, string(r))
-	m.events.push(Event{Kind: NodeDown, Node: l.peer.Name, Addr: l.peer.Addr,
+	m.emitLocked(Event{Kind: NodeDown, Node: l.peer.Name, Addr: l.peer.Addr, Dialled: l.dialled,
 		Incarnation: l.peer.Incarnation, Reason: r, Time: time.Now()})
 }
 
@@ -42,11 +69,20 @@ func (m *Mesh) removeLocked(l *link, r Reason) {
 	if m.links[l.peer.Name] == l {
 		delete(m.links, l.peer.Name)
 	}
+	for _, a := range [2]string{l.peer.Addr, l.dialled} {
+		if a != "" && m.addrLinks[a] == l {
+			delete(m.addrLinks, a)
+		}
+	}
+	if r == ReasonLeft {
+		m.rememberLeftLocked(l.peer)
+	}
 	m.emitDownLocked(l, r)
 }
 
 // linkDown is called once per link when it fails. If the link is still in
-// the table it is removed with NodeDown(r), and a wanted peer is redialled.
+// the table it is removed with NodeDown(r), and the peers that wanted it
+// (by name, or by one of its addresses) are redialled.
 func (m *Mesh) linkDown(l *link, r Reason) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -54,9 +90,52 @@ func (m *Mesh) linkDown(l *link, r Reason) {
 		return
 	}
 	m.removeLocked(l, r)
-	if ps := m.peers[l.peer.Name]; ps != nil && ps.wanted && !m.closed && !ps.dialing {
-		m.startDialerLocked(l.peer.Name, ps)
+	if m.closed {
+		return
 	}
+	for _, key := range [3]string{l.peer.Name, l.peer.Addr, l.dialled} {
+		if ps := m.peers[key]; key != "" && ps != nil && ps.wanted && m.needDialLocked(ps) {
+			m.scheduleLocked(ps, time.Time{})
+		}
+	}
+}
+
+// leftEntry is a node incarnation that said goodbye.
+type leftEntry struct {
+	name string
+	inc  uint64
+}
+
+// rememberLeftLocked records that the incarnation of peer said goodbye, so
+// a connection from it that was already in flight (or a transitive dial to
+// it from a peer list older than the goodbye) does not bring it back as a
+// ghost. Bounded: at most maxPeerStates entries, each kept for leftMemory.
+func (m *Mesh) rememberLeftLocked(peer hello) {
+	now := time.Now()
+	pruneOld(m.left, now)
+	pruneOld(m.leftNames, now)
+	m.left[leftEntry{peer.Name, peer.Incarnation}] = now
+	m.leftNames[peer.Name] = now
+}
+
+// pruneOld keeps a goodbye table below maxPeerStates: expired entries go
+// first, then arbitrary ones.
+func pruneOld[K comparable](tab map[K]time.Time, now time.Time) {
+	if len(tab) < maxPeerStates {
+		return
+	}
+	for k, t := range tab {
+		if now.Sub(t) > leftMemory || len(tab) >= maxPeerStates {
+			delete(tab, k)
+		}
+	}
+}
+
+// hasLeftLocked reports whether this incarnation of peer said goodbye
+// recently.
+func (m *Mesh) hasLeftLocked(name string, inc uint64) bool {
+	t, ok := m.left[leftEntry{name, inc}]
+	return ok && time.Since(t) <= leftMemory
 }
 
 // admit decides, under m.mu, whether an authenticated connection to peer
@@ -74,18 +153,27 @@ func (m *Mesh) linkDown(l *link, r Reason) {
 //     it counts as a connection dialled by us.
 //   - dialer side: the acceptor has already committed to the connection, so
 //     it replaces any link of the same incarnation.
-func (m *Mesh) admit(peer hello, conn, raw net.Conn, outbound bool, ps *peerState, gen uint64) (l, old *link, refuse byte) {
+//
+// dialled is the address we dialled (outbound), "" for an inbound
+// connection; ps and gen are the dialled peer's state (nil inbound).
+func (m *Mesh) admit(peer hello, conn, raw net.Conn, dialled string, ps *peerState, gen uint64) (l, old *link, refuse byte) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if outbound && ps != nil {
+	outbound := ps != nil
+	if outbound {
 		ps.pendingOut = false
 	}
 	if m.closed {
 		return nil, nil, refuseShutdown
 	}
-	if outbound && ps != nil && ps.gen != gen {
+	if outbound && ps.gen != gen {
 		// Forgotten or disconnected while we dialled.
 		return nil, nil, refuseForgotten
+	}
+	if m.hasLeftLocked(peer.Name, peer.Incarnation) {
+		// This process said goodbye; a connection of it that was in
+		// flight must not bring it back.
+		return nil, nil, refuseLeft
 	}
 	reason := Reason("")
 	if cur := m.links[peer.Name]; cur != nil {
@@ -105,20 +193,33 @@ func (m *Mesh) admit(peer hello, conn, raw net.Conn, outbound bool, ps *peerStat
 			reason = ReasonClosed
 		}
 		old = cur
-	} else if !outbound {
-		if p := m.peers[peer.Name]; p != nil && p.pendingOut && m.name < peer.Name {
-			m.st.duplicates.Add(1)
-			return nil, nil, refuseDuplicate
-		}
+	} else if !outbound && m.name < peer.Name && m.dialingLocked(peer) {
+		m.st.duplicates.Add(1)
+		return nil, nil, refuseDuplicate
 	}
 	if old != nil {
 		m.removeLocked(old, reason)
 	}
 	l = newLink(m, peer, conn, raw, outbound)
+	l.dialled = dialled
 	m.links[peer.Name] = l
+	m.addrLinks[peer.Addr] = l
+	if dialled != "" {
+		m.addrLinks[dialled] = l
+	}
 	m.emitUpLocked(l)
 	m.peersChangedLocked()
 	return l, old, 0
+}
+
+// dialingLocked reports whether our own outbound handshake to peer is in
+// progress: dialled by name, or by the address the peer advertises.
+func (m *Mesh) dialingLocked(peer hello) bool {
+	if p := m.peers[peer.Name]; p != nil && p.pendingOut {
+		return true
+	}
+	p := m.peers[peer.Addr]
+	return p != nil && p.name == "" && p.pendingOut
 }
 
 // compareIncarnation orders two incarnations of one name: by start time,
@@ -159,7 +260,8 @@ func (m *Mesh) peerList(exclude string) []peerInfo {
 }
 
 // learnPeers handles a peers frame from l: dial the ones we lack, a bounded
-// number of times, without making them wanted.
+// number of times, without making them wanted. A name that said goodbye
+// recently is skipped: the list may predate the goodbye.
 func (m *Mesh) learnPeers(from *link, ps []peerInfo) {
 	if m.cfg.NoTransitive {
 		return
@@ -173,15 +275,21 @@ func (m *Mesh) learnPeers(from *link, ps []peerInfo) {
 		if p.Name == m.name || m.links[p.Name] != nil {
 			continue
 		}
+		if t, ok := m.leftNames[p.Name]; ok {
+			if time.Since(t) <= leftMemory {
+				continue
+			}
+			delete(m.leftNames, p.Name)
+		}
 		st := m.peers[p.Name]
 		if st == nil {
 			if len(m.peers) >= maxPeerStates {
 				continue
 			}
-			st = &peerState{kick: make(chan struct{}, 1)}
+			st = newPeerState(p.Name, p.Name)
 			m.peers[p.Name] = st
 		}
-		if st.dialing {
+		if st.dialing || st.qidx >= 0 {
 			continue
 		}
 		if !st.wanted {
@@ -189,20 +297,14 @@ func (m *Mesh) learnPeers(from *link, ps []peerInfo) {
 			st.transitive = transitiveTries
 		}
 		m.log.Debug("mesh: learned peer", "node", p.Name, "addr", p.Addr, "from", from.peer.Name)
-		m.startDialerLocked(p.Name, st)
+		m.scheduleLocked(st, time.Time{})
 	}
 }
 
 // gcPeerLocked forgets a peer state nobody needs.
-func (m *Mesh) gcPeerLocked(name string, ps *peerState) {
-	if !ps.wanted && !ps.dialing && ps.transitive <= 0 && m.peers[name] == ps {
-		delete(m.peers, name)
-	}
-}
-
-func (ps *peerState) kickDialer() {
-	select {
-	case ps.kick <- struct{}{}:
-	default:
+func (m *Mesh) gcPeerLocked(ps *peerState) {
+	if !ps.wanted && !ps.dialing && ps.transitive <= 0 && m.peers[ps.key] == ps {
+		m.unscheduleLocked(ps)
+		delete(m.peers, ps.key)
 	}
 }

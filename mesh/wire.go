@@ -85,6 +85,7 @@ const (
 	refuseShutdown     byte = 5 // the acceptor is closing
 	refuseBadVersion   byte = 6 // protocol version not supported
 	refuseBadCookie    byte = 7 // the dialer's proof did not verify
+	refuseLeft         byte = 8 // this incarnation of the dialer said goodbye
 	// refuseForgotten is local only (never on the wire): the dialer was
 	// told to Forget the peer while the handshake ran.
 	refuseForgotten byte = 0x80
@@ -107,6 +108,8 @@ func refuseReason(code byte) HandshakeReason {
 		return HSBadVersion
 	case refuseBadCookie:
 		return HSBadCookie
+	case refuseLeft:
+		return HSLeft
 	case refuseForgotten:
 		return HSForgotten
 	}
