@@ -3,6 +3,8 @@ package dnsdisc
 import (
 	"errors"
 	"fmt"
+
+	"github.com/macula-io/cluster/discovery"
 	"github.com/macula-io/cluster/internal/envx"
 	"log/slog"
 	"net"
@@ -33,9 +35,9 @@ var (
 	// ErrInvalidConfig is wrapped by every other configuration error.
 	ErrInvalidConfig = errors.New("dnsdisc: invalid config")
 	// ErrClosed: the strategy was closed.
-	ErrClosed = errors.New("dnsdisc: closed")
+	ErrClosed = discovery.ErrClosed
 	// ErrStarted: Start was called twice.
-	ErrStarted = errors.New("dnsdisc: already started")
+	ErrStarted = discovery.ErrStarted
 )
 
 // Config configures the DNS strategy. Only Name is required.
@@ -58,12 +60,14 @@ type Config struct {
 	// Server is the DNS server "host:port" to ask ("host" alone means port
 	// 53); "" = the system resolver configuration.
 	Server string
-	// Basename is the node name part shared by every node found by DNS:
-	// a peer at address IP is "<Basename>@<IP>" ("" = "macula"). See the
-	// package documentation for the convention.
+	// Basename is validated and otherwise ignored: peers are reported by
+	// address and the mesh learns each node's name in its handshake, so
+	// nodes need not be named "<Basename>@<IP>" (they still may be).
+	//
+	// Deprecated: kept so that existing configurations compile.
 	Basename string
-	// Logger receives membership changes (Info) and lookup failures
-	// (Warn, once per change of state); nil = discard.
+	// Logger receives answer changes (Debug) and lookup failures (Warn,
+	// once per change of state); nil = discard.
 	Logger *slog.Logger
 }
 

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,8 +35,7 @@ type Stats struct {
 type Strategy struct {
 	cfg Config
 
-	mu      sync.Mutex
-	state   int // 0 new, 1 started, 2 closed
+	life    discovery.Lifecycle
 	cancel  context.CancelFunc
 	done    chan struct{}
 	refresh chan struct{}
@@ -47,7 +45,10 @@ type Strategy struct {
 	peers                              atomic.Pointer[[]discovery.Peer]
 }
 
-var _ discovery.Strategy = (*Strategy)(nil)
+var (
+	_ discovery.Strategy    = (*Strategy)(nil)
+	_ discovery.StatsSource = (*Strategy)(nil)
+)
 
 // NewStrategy returns a strategy for cfg; Start validates cfg.
 func NewStrategy(cfg Config) *Strategy {
@@ -60,34 +61,26 @@ func NewStrategy(cfg Config) *Strategy {
 func (s *Strategy) Name() string { return "dns" }
 
 // Start validates the configuration and starts polling; the first lookup
-// runs at once in the background. report receives the full peer set
-// whenever it changes, from one goroutine, never after Close returns.
-func (s *Strategy) Start(self discovery.Peer, report func([]discovery.Peer)) error {
+// runs at once in the background. The peers are reported by address only
+// (the mesh learns each name in its handshake), so nodes may be named as
+// their operators like. sink hears of every change, from one goroutine,
+// never after Close returns.
+func (s *Strategy) Start(_ context.Context, self discovery.Peer, sink discovery.Sink) error {
 	st, err := s.cfg.settings()
 	if err != nil {
 		return err
 	}
-	if report == nil {
-		report = func([]discovery.Peer) {}
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch s.state {
-	case 1:
-		return ErrStarted
-	case 2:
-		return ErrClosed
-	}
-	s.state = 1
-	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	s.done = make(chan struct{})
-	l := &looper{s: s, st: st, self: self, report: report, res: newResolver(st.server, s.conns)}
-	l.selfAddr, _ = netip.ParseAddrPort(self.Addr)
-	l.selfAddr = netip.AddrPortFrom(l.selfAddr.Addr().Unmap().WithZone(""), l.selfAddr.Port())
-	st.log.Debug("dns discovery started", "name", st.fqdn, "srv", st.srv, "server", st.server, "interval", st.interval)
-	go l.run(ctx)
-	return nil
+	return s.life.Start(func() error {
+		ctx, cancel := context.WithCancel(context.Background())
+		s.cancel = cancel
+		s.done = make(chan struct{})
+		l := &looper{s: s, st: st, self: self, set: discovery.NewSet(sink), res: newResolver(st.server, s.conns)}
+		l.selfAddr, _ = netip.ParseAddrPort(self.Addr)
+		l.selfAddr = netip.AddrPortFrom(l.selfAddr.Addr().Unmap().WithZone(""), l.selfAddr.Port())
+		st.log.Debug("dns discovery started", "name", st.fqdn, "srv", st.srv, "server", st.server, "interval", st.interval)
+		go l.run(ctx)
+		return nil
+	})
 }
 
 // Refresh asks for a lookup now; it does not block.
@@ -101,11 +94,7 @@ func (s *Strategy) Refresh() {
 // Close stops polling and waits for the polling goroutine. It is
 // idempotent.
 func (s *Strategy) Close() error {
-	s.mu.Lock()
-	prev := s.state
-	s.state = 2
-	s.mu.Unlock()
-	if prev == 1 {
+	if s.life.Close() {
 		s.cancel()
 		<-s.done
 		s.conns.closeAndWait()
@@ -113,7 +102,7 @@ func (s *Strategy) Close() error {
 	return nil
 }
 
-// Peers returns a copy of the current peer set, sorted by Node.
+// Peers returns a copy of the current peer set, sorted by address.
 func (s *Strategy) Peers() []discovery.Peer {
 	if p := s.peers.Load(); p != nil {
 		return slices.Clone(*p)
@@ -129,6 +118,14 @@ func (s *Strategy) Stats() Stats {
 	}
 	return Stats{Rounds: s.rounds.Load(), Lookups: s.lookups.Load(), Failures: s.failures.Load(),
 		Reports: s.reports.Load(), Peers: n}
+}
+
+// DiscoveryStats implements discovery.StatsSource.
+func (s *Strategy) DiscoveryStats() discovery.Stats {
+	st := s.Stats()
+	return discovery.Stats{Peers: st.Peers, Counters: map[string]uint64{
+		"rounds": st.Rounds, "lookups": st.Lookups, "lookup_failures": st.Failures, "reports": st.Reports,
+	}, Rejected: map[string]uint64{}}
 }
 
 // connTracker counts the resolver's open connections so that Close can
@@ -223,7 +220,7 @@ type looper struct {
 	st       settings
 	self     discovery.Peer
 	selfAddr netip.AddrPort
-	report   func([]discovery.Peer)
+	set      *discovery.Set
 	res      *net.Resolver
 
 	last    []discovery.Peer
@@ -274,31 +271,14 @@ func (l *looper) poll(ctx context.Context) {
 	if slices.Equal(peers, l.last) {
 		return
 	}
-	for _, p := range peers {
-		if _, found := slices.BinarySearchFunc(l.last, p.Node, cmpNode); !found {
-			l.st.log.Info("dns peer discovered", "node", p.Node, "addr", p.Addr)
-		}
-	}
-	for _, p := range l.last {
-		if _, found := slices.BinarySearchFunc(peers, p.Node, cmpNode); !found {
-			l.st.log.Info("dns peer lost", "node", p.Node)
-		}
-	}
 	l.last = peers
 	l.s.peers.Store(&peers)
 	l.s.reports.Add(1)
-	l.report(slices.Clone(peers))
+	found, gone := l.set.Report(peers)
+	l.st.log.Debug("dns discovery: answer changed", "name", l.st.fqdn, "found", found, "gone", gone)
 }
 
-func cmpNode(p discovery.Peer, node string) int {
-	switch {
-	case p.Node < node:
-		return -1
-	case p.Node > node:
-		return 1
-	}
-	return 0
-}
+func cmpAddr(a, b discovery.Peer) int { return strings.Compare(a.Addr, b.Addr) }
 
 // lookup does one round and returns the sorted peer set, or an error when
 // the answer cannot be trusted (the caller keeps the last one).
@@ -321,7 +301,7 @@ func (l *looper) lookup(ctx context.Context) ([]discovery.Peer, error) {
 	for _, p := range set {
 		peers = append(peers, p)
 	}
-	slices.SortFunc(peers, func(a, b discovery.Peer) int { return cmpNode(a, b.Node) })
+	slices.SortFunc(peers, cmpAddr)
 	return peers, nil
 }
 
@@ -401,23 +381,16 @@ func (l *looper) lookupSRV(ctx context.Context, set map[string]discovery.Peer) e
 	return nil
 }
 
-// add puts the peer for ip:port into set unless it is this node.
+// add puts the peer at ip:port into set unless it is this node.
 func (l *looper) add(set map[string]discovery.Peer, ip netip.Addr, port int) {
 	ip = ip.Unmap().WithZone("")
 	if !ip.IsValid() || ip.IsUnspecified() || len(set) >= maxPeers {
 		return
 	}
 	ap := netip.AddrPortFrom(ip, uint16(port))
-	if ap == l.selfAddr || net.JoinHostPort(ip.String(), strconv.Itoa(port)) == l.self.Addr {
+	addr := ap.String()
+	if ap == l.selfAddr || addr == l.self.Addr {
 		return
 	}
-	name := l.st.basename + "@" + ip.String()
-	if name == l.self.Name {
-		return
-	}
-	p, err := discovery.ParseNode(discovery.FormatNode(name, port))
-	if err != nil {
-		return
-	}
-	set[p.Node] = p
+	set[addr] = discovery.Peer{Addr: addr}
 }

@@ -160,17 +160,17 @@ func AppendHeartbeat(dst []byte, node string, k *Keyring) []byte {
 // (ErrBadNode: discovery.ValidateField and discovery.ParseNode). With no
 // secret any "|..." suffix is ignored.
 func ParseHeartbeat(pkt []byte, k *Keyring) (node string, err error) {
-	p, err := parseHeartbeat(pkt, k)
-	return p.Node, err
+	node, _, err = parseHeartbeat(pkt, k)
+	return node, err
 }
 
-// parseHeartbeat is ParseHeartbeat returning the parsed peer.
-func parseHeartbeat(pkt []byte, k *Keyring) (discovery.Peer, error) {
+// parseHeartbeat is ParseHeartbeat also returning the parsed peer.
+func parseHeartbeat(pkt []byte, k *Keyring) (string, discovery.Peer, error) {
 	if len(pkt) > MaxPacketSize {
-		return discovery.Peer{}, ErrTooLong
+		return "", discovery.Peer{}, ErrTooLong
 	}
 	if !bytes.HasPrefix(pkt, []byte(Prefix)) {
-		return discovery.Peer{}, ErrMalformed
+		return "", discovery.Peer{}, ErrMalformed
 	}
 	signed := pkt
 	field := pkt[len(Prefix):]
@@ -184,24 +184,24 @@ func parseHeartbeat(pkt []byte, k *Keyring) (discovery.Peer, error) {
 	}
 	if k.Len() > 0 {
 		if !hasSig {
-			return discovery.Peer{}, ErrUnsigned
+			return "", discovery.Peer{}, ErrUnsigned
 		}
 		if !k.verify(signed, sig) {
-			return discovery.Peer{}, ErrBadSignature
+			return "", discovery.Peer{}, ErrBadSignature
 		}
 	}
 	if len(field) == 0 || len(field) > discovery.MaxNodeLen {
-		return discovery.Peer{}, ErrBadNode
+		return "", discovery.Peer{}, ErrBadNode
 	}
 	node := string(field)
 	if err := discovery.ValidateField(node); err != nil {
-		return discovery.Peer{}, fmt.Errorf("%w: %w", ErrBadNode, err)
+		return "", discovery.Peer{}, fmt.Errorf("%w: %w", ErrBadNode, err)
 	}
 	p, err := discovery.ParseNode(node)
 	if err != nil {
-		return discovery.Peer{}, fmt.Errorf("%w: %w", ErrBadNode, err)
+		return "", discovery.Peer{}, fmt.Errorf("%w: %w", ErrBadNode, err)
 	}
-	return p, nil
+	return node, p, nil
 }
 
 // verify reports whether sig is the hex HMAC of msg under any secret.

@@ -65,13 +65,15 @@ type Config struct {
 	// Node is our node field, "name@host:port" (port = mesh TCP port), or
 	// "name@host" for a node that cannot be dialled. Required by Start.
 	Node string
-	// Logger receives Info for membership changes, Debug per packet and
-	// rate-limited warnings about hostile traffic. nil = discard.
+	// Logger receives Debug for table changes and per packet, and
+	// rate-limited warnings about hostile traffic (the cluster facade logs
+	// membership changes at Info). nil = discard.
 	Logger *slog.Logger
-	// OnEvent, when not nil, receives Discovered and Lost events from one
-	// goroutine, in order. It must not block long (it holds up the table)
-	// and must not call Close.
-	OnEvent func(Event)
+	// Sink, when not nil, is told of every change of the discovered table:
+	// Found when a node is heard for the first time (or with a new port),
+	// Gone when it was not heard for Expiry. It is called from the table
+	// goroutine and must not block (discovery.Sink).
+	Sink discovery.Sink
 }
 
 // settings is a validated Config with defaults applied.
@@ -86,8 +88,9 @@ type settings struct {
 	expiry    time.Duration
 	maxPeers  int
 	self      discovery.Peer
+	selfNode  string // our node field on the wire
 	log       *slog.Logger
-	onEvent   func(Event)
+	sink      discovery.Sink
 }
 
 func invalid(format string, args ...any) error {
@@ -98,7 +101,7 @@ func invalid(format string, args ...any) error {
 func (cfg Config) resolve() (settings, error) {
 	s := settings{
 		port: cfg.Port, interval: cfg.Interval, ttl: cfg.TTL, broadcast: cfg.Broadcast,
-		expiry: cfg.Expiry, maxPeers: cfg.MaxPeers, log: cfg.Logger, onEvent: cfg.OnEvent,
+		expiry: cfg.Expiry, maxPeers: cfg.MaxPeers, log: cfg.Logger, sink: cfg.Sink,
 	}
 	group := cfg.Group
 	if group == "" {
@@ -160,6 +163,7 @@ func (cfg Config) resolve() (settings, error) {
 	if s.self, err = discovery.ParseNode(cfg.Node); err != nil {
 		return s, fmt.Errorf("%w: node: %w", ErrInvalidConfig, err)
 	}
+	s.selfNode = cfg.Node
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

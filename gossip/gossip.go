@@ -19,8 +19,8 @@ import (
 	"github.com/macula-io/cluster/internal/ratelimit"
 )
 
-// ErrClosed is returned by calls after Close.
-var ErrClosed = errors.New("gossip: closed")
+// ErrClosed is returned by calls after Close (the module's one ErrClosed).
+var ErrClosed = discovery.ErrClosed
 
 // Tunables (variables so tests can shorten them).
 var (
@@ -36,38 +36,11 @@ var (
 	warnPeriod = 10 * time.Second
 )
 
-// EventKind says what happened to a peer.
-type EventKind int
-
-const (
-	// Discovered: a node was heard for the first time (or again after Lost).
-	Discovered EventKind = iota + 1
-	// Lost: a node was not heard for Expiry, or was replaced by the same
-	// name@host with another port.
-	Lost
-)
-
-func (k EventKind) String() string {
-	switch k {
-	case Discovered:
-		return "discovered"
-	case Lost:
-		return "lost"
-	}
-	return fmt.Sprintf("EventKind(%d)", int(k))
-}
-
-// Event is a change of the discovered table.
-type Event struct {
-	Kind EventKind
-	Peer discovery.Peer
-	// From is the source of the last heartbeat heard from the peer.
-	From netip.AddrPort
-	Time time.Time
-}
-
 // Entry is one row of the discovered table.
 type Entry struct {
+	// Node is the node field as heard: "name@host:port", or "name@host"
+	// for a node that cannot be dialled (an Erlang macula node).
+	Node string
 	discovery.Peer
 	From      netip.AddrPort // source of the last heartbeat
 	FirstSeen time.Time
@@ -90,7 +63,8 @@ type Stats struct {
 	// OwnIgnored counts our own heartbeats heard back (same node field).
 	OwnIgnored uint64
 	Rejected   map[string]uint64
-	// Discovered and Lost count events; Peers is the current table size.
+	// Discovered and Lost count table changes; Peers is the current table
+	// size.
 	Discovered uint64
 	Lost       uint64
 	Peers      uint64
@@ -107,7 +81,6 @@ type Gossip struct {
 	conn     packetConn
 	pkt      []byte // our heartbeat
 	groupStr string
-	onChange func([]discovery.Peer) // strategy hook, from the table goroutine
 
 	ifaces atomic.Pointer[ifaceSet]
 	nudge  chan struct{} // out-of-schedule heartbeat wanted
@@ -134,6 +107,7 @@ type Gossip struct {
 }
 
 type received struct {
+	node string
 	peer discovery.Peer
 	from netip.AddrPort
 	at   time.Time
@@ -142,18 +116,13 @@ type received struct {
 // Start validates cfg, binds the port, joins the interfaces and starts
 // announcing and listening. ctx bounds the start only.
 func Start(ctx context.Context, cfg Config) (*Gossip, error) {
-	return start(ctx, cfg, nil)
-}
-
-func start(ctx context.Context, cfg Config, onChange func([]discovery.Peer)) (*Gossip, error) {
 	s, err := cfg.resolve()
 	if err != nil {
 		return nil, err
 	}
 	g := &Gossip{
 		s:          s,
-		onChange:   onChange,
-		pkt:        AppendHeartbeat(nil, s.self.Node, s.keyring),
+		pkt:        AppendHeartbeat(nil, s.selfNode, s.keyring),
 		nudge:      make(chan struct{}, 1),
 		rx:         make(chan received, 64),
 		done:       make(chan struct{}),
@@ -194,7 +163,7 @@ func start(ctx context.Context, cfg Config, onChange func([]discovery.Peer)) (*G
 	go g.tableLoop()
 	go g.announceLoop()
 	go g.watchLoop()
-	g.s.log.Info("gossip started", "node", s.self.Node, "interfaces", g.Interfaces(),
+	g.s.log.Info("gossip started", "node", s.selfNode, "interfaces", g.Interfaces(),
 		"signed", s.keyring.Len() > 0, "interval", s.interval, "expiry", s.expiry)
 	return g, nil
 }
@@ -326,20 +295,20 @@ func (g *Gossip) readLoop() {
 			g.reject(ReasonWrongDestination, from, fmt.Errorf("destination %s on interface %d", dst, ifIndex))
 			continue
 		}
-		p, err := parseHeartbeat(buf[:n], g.s.keyring)
+		node, p, err := parseHeartbeat(buf[:n], g.s.keyring)
 		if err != nil {
 			g.reject(Reason(err), from, err)
 			continue
 		}
-		if p.Node == g.s.self.Node {
+		if node == g.s.selfNode {
 			g.own.Add(1)
 			continue
 		}
 		if g.s.log.Enabled(context.Background(), slog.LevelDebug) {
-			g.s.log.Debug("gossip: heartbeat", "node", p.Node, "from", from)
+			g.s.log.Debug("gossip: heartbeat", "node", node, "from", from)
 		}
 		select {
-		case g.rx <- received{peer: p, from: from, at: at}:
+		case g.rx <- received{node: node, peer: p, from: from, at: at}:
 		case <-g.done:
 			return
 		}
@@ -375,16 +344,17 @@ func (g *Gossip) tableLoop() {
 	}
 }
 
+// apply records a heartbeat: O(1) for a known node (a timestamp), O(1)
+// for a new one (a map insert and one Found).
 func (g *Gossip) apply(r received) {
 	g.mu.Lock()
-	if e, ok := g.table[r.peer.Node]; ok {
+	if e, ok := g.table[r.node]; ok {
 		e.LastSeen = r.at
 		e.From = r.from
 		g.mu.Unlock()
 		g.heard.Add(1)
 		return
 	}
-	var events []Event
 	oldNode, replace := g.byName[r.peer.Name]
 	if !replace && len(g.table) >= g.s.maxPeers {
 		g.mu.Unlock()
@@ -393,21 +363,26 @@ func (g *Gossip) apply(r received) {
 	}
 	g.heard.Add(1)
 	if replace {
-		old := g.table[oldNode]
+		// Same name@host, another port: the node restarted elsewhere.
 		delete(g.table, oldNode)
-		events = append(events, Event{Kind: Lost, Peer: old.Peer, From: old.From, Time: r.at})
+		g.lost.Add(1)
 	}
-	g.table[r.peer.Node] = &Entry{Peer: r.peer, From: r.from, FirstSeen: r.at, LastSeen: r.at}
-	g.byName[r.peer.Name] = r.peer.Node
-	events = append(events, Event{Kind: Discovered, Peer: r.peer, From: r.from, Time: r.at})
+	g.table[r.node] = &Entry{Node: r.node, Peer: r.peer, From: r.from, FirstSeen: r.at, LastSeen: r.at}
+	g.byName[r.peer.Name] = r.node
+	g.peers.Store(uint64(len(g.table)))
 	g.mu.Unlock()
-	g.emit(events)
+	g.discovered.Add(1)
+	g.s.log.Debug("gossip: discovered", "node", r.node, "from", r.from, "replaces", oldNode)
+	if g.s.sink != nil {
+		g.s.sink.Found(r.peer) // same Key as the replaced node: Found replaces it
+	}
 	// Answer a newcomer at once so it learns us within one round trip.
 	g.BroadcastNow()
 }
 
+// expire drops nodes not heard for Expiry, in node order.
 func (g *Gossip) expire(now time.Time) {
-	var events []Event
+	var gone []*Entry
 	g.mu.Lock()
 	for node, e := range g.table {
 		if now.Sub(e.LastSeen) > g.s.expiry {
@@ -415,48 +390,18 @@ func (g *Gossip) expire(now time.Time) {
 			if g.byName[e.Name] == node {
 				delete(g.byName, e.Name)
 			}
-			events = append(events, Event{Kind: Lost, Peer: e.Peer, From: e.From, Time: now})
+			gone = append(gone, e)
 		}
 	}
-	g.mu.Unlock()
-	slices.SortFunc(events, func(a, b Event) int { return cmp.Compare(a.Peer.Node, b.Peer.Node) })
-	g.emit(events)
-}
-
-// emit reports events (table goroutine only) and then, if the set changed,
-// the full peer set to the strategy hook.
-func (g *Gossip) emit(events []Event) {
-	if len(events) == 0 {
-		return
-	}
-	for _, ev := range events {
-		switch ev.Kind {
-		case Discovered:
-			g.discovered.Add(1)
-			g.s.log.Info("gossip: discovered", "node", ev.Peer.Node, "addr", ev.Peer.Addr, "from", ev.From)
-		case Lost:
-			g.lost.Add(1)
-			g.s.log.Info("gossip: lost", "node", ev.Peer.Node, "addr", ev.Peer.Addr, "from", ev.From)
-		}
-	}
-	g.mu.Lock()
 	g.peers.Store(uint64(len(g.table)))
-	var set []discovery.Peer
-	if g.onChange != nil {
-		set = make([]discovery.Peer, 0, len(g.table))
-		for _, e := range g.table {
-			set = append(set, e.Peer)
-		}
-	}
 	g.mu.Unlock()
-	if g.s.onEvent != nil {
-		for _, ev := range events {
-			g.s.onEvent(ev)
+	slices.SortFunc(gone, func(a, b *Entry) int { return cmp.Compare(a.Node, b.Node) })
+	for _, e := range gone {
+		g.lost.Add(1)
+		g.s.log.Debug("gossip: lost", "node", e.Node, "from", e.From)
+		if g.s.sink != nil {
+			g.s.sink.Gone(e.Peer)
 		}
-	}
-	if g.onChange != nil {
-		slices.SortFunc(set, func(a, b discovery.Peer) int { return cmp.Compare(a.Node, b.Node) })
-		g.onChange(set)
 	}
 }
 

@@ -2,48 +2,45 @@ package gossip
 
 import (
 	"context"
-	"sync"
+	"sync/atomic"
 
 	"github.com/macula-io/cluster/discovery"
 )
 
-// Strategy adapts gossip to discovery.Strategy: it reports the full current
-// set of peers whenever the discovered table changes.
+// Strategy adapts gossip to discovery.Strategy: it tells the sink of every
+// change of the discovered table.
 type Strategy struct {
-	cfg Config
-
-	mu     sync.Mutex
-	g      *Gossip
-	closed bool
+	cfg  Config
+	life discovery.Lifecycle
+	g    atomic.Pointer[Gossip]
 }
 
-var _ discovery.Strategy = (*Strategy)(nil)
+var (
+	_ discovery.Strategy    = (*Strategy)(nil)
+	_ discovery.StatsSource = (*Strategy)(nil)
+)
 
-// NewStrategy returns a gossip strategy; cfg.Node is set from self at Start.
+// NewStrategy returns a gossip strategy; cfg.Node and cfg.Sink are set at
+// Start.
 func NewStrategy(cfg Config) *Strategy { return &Strategy{cfg: cfg} }
 
 // Name is "gossip".
 func (s *Strategy) Name() string { return "gossip" }
 
-// Start starts gossip with cfg.Node = self.Node. report receives the full
-// set of peers (sorted by Node) after every change, from one goroutine.
-func (s *Strategy) Start(self discovery.Peer, report func([]discovery.Peer)) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return ErrClosed
-	}
-	if s.g != nil {
+// Start starts gossip announcing self ("name@host:port" on the wire) and
+// reporting to sink.
+func (s *Strategy) Start(ctx context.Context, self discovery.Peer, sink discovery.Sink) error {
+	return s.life.Start(func() error {
+		cfg := s.cfg
+		cfg.Node = discovery.FormatNode(self.Name, self.Addr)
+		cfg.Sink = sink
+		g, err := Start(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		s.g.Store(g)
 		return nil
-	}
-	cfg := s.cfg
-	cfg.Node = self.Node
-	g, err := start(context.Background(), cfg, report)
-	if err != nil {
-		return err
-	}
-	s.g = g
-	return nil
+	})
 }
 
 // Refresh sends a heartbeat now (see Gossip.BroadcastNow). It does not block.
@@ -55,21 +52,43 @@ func (s *Strategy) Refresh() {
 
 // Gossip returns the instance started by Start (nil before Start), for
 // Peers, Stats and Group. It stays valid after Close (final counters).
-func (s *Strategy) Gossip() *Gossip {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.g
+func (s *Strategy) Gossip() *Gossip { return s.g.Load() }
+
+// DiscoveryStats implements discovery.StatsSource.
+func (s *Strategy) DiscoveryStats() discovery.Stats {
+	g := s.Gossip()
+	if g == nil {
+		return discovery.Stats{Counters: map[string]uint64{}, Rejected: zeroRejected()}
+	}
+	st := g.Stats()
+	return discovery.Stats{
+		Peers: st.Peers,
+		Counters: map[string]uint64{
+			"heartbeats_sent":     st.HeartbeatsSent,
+			"send_errors":         st.SendErrors,
+			"packets_received":    st.PacketsReceived,
+			"heartbeats_received": st.HeartbeatsReceived,
+			"own_ignored":         st.OwnIgnored,
+			"discovered":          st.Discovered,
+			"lost":                st.Lost,
+		},
+		Rejected: st.Rejected,
+	}
 }
 
-// Close stops gossip and waits for its goroutines; no report is made after
-// it returns. It is idempotent.
+func zeroRejected() map[string]uint64 {
+	m := make(map[string]uint64, len(reasons))
+	for _, r := range reasons {
+		m[r] = 0
+	}
+	return m
+}
+
+// Close stops gossip and waits for its goroutines; the sink hears nothing
+// after it returns. It is idempotent.
 func (s *Strategy) Close() error {
-	s.mu.Lock()
-	g := s.g
-	s.closed = true
-	s.mu.Unlock()
-	if g == nil {
+	if !s.life.Close() {
 		return nil
 	}
-	return g.Close()
+	return s.Gossip().Close()
 }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/macula-io/cluster/discovery"
 )
 
 // Defaults used when a Config field is zero.
@@ -27,9 +29,9 @@ var (
 	// ErrNotDialable: the self Peer given to Start has no mesh address.
 	ErrNotDialable = errors.New("mdns: self node has no mesh port")
 	// ErrClosed: the strategy was closed.
-	ErrClosed = errors.New("mdns: closed")
+	ErrClosed = discovery.ErrClosed
 	// ErrStarted: Start was called twice.
-	ErrStarted = errors.New("mdns: already started")
+	ErrStarted = discovery.ErrStarted
 )
 
 // Config configures the mDNS strategy. The zero value works.

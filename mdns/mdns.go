@@ -3,7 +3,7 @@ package mdns
 import (
 	"errors"
 	"fmt"
-	"log/slog"
+	"context"
 	"maps"
 	"math/rand/v2"
 	"net"
@@ -64,8 +64,7 @@ type Stats struct {
 type Strategy struct {
 	cfg Config
 
-	mu      sync.Mutex
-	state   int // 0 new, 1 started, 2 closed
+	life    discovery.Lifecycle
 	stop    chan struct{}
 	done    chan struct{}
 	refresh chan struct{}
@@ -78,7 +77,10 @@ type Strategy struct {
 	ifnames                                                    atomic.Pointer[[]string]
 }
 
-var _ discovery.Strategy = (*Strategy)(nil)
+var (
+	_ discovery.Strategy    = (*Strategy)(nil)
+	_ discovery.StatsSource = (*Strategy)(nil)
+)
 
 // NewStrategy returns a strategy for cfg; Start validates cfg.
 func NewStrategy(cfg Config) *Strategy {
@@ -89,37 +91,33 @@ func NewStrategy(cfg Config) *Strategy {
 func (s *Strategy) Name() string { return "mdns" }
 
 // Start validates the configuration, binds the sockets, joins the groups
-// and starts advertising self and browsing for the others. report receives
-// the full peer set whenever it changes, from one goroutine, never after
-// Close returns.
-func (s *Strategy) Start(self discovery.Peer, report func([]discovery.Peer)) error {
+// and starts advertising self and browsing for the others. sink hears of
+// every change of the peer set, from one goroutine, never after Close
+// returns.
+func (s *Strategy) Start(ctx context.Context, self discovery.Peer, sink discovery.Sink) error {
+	return s.life.Start(func() error { return s.start(ctx, self, sink) })
+}
+
+func (s *Strategy) start(ctx context.Context, self discovery.Peer, sink discovery.Sink) error {
 	st, err := s.cfg.settings()
 	if err != nil {
 		return err
 	}
-	if report == nil {
-		report = func([]discovery.Peer) {}
+	if err := ctx.Err(); err != nil {
+		return err
 	}
-	if err := discovery.ValidateField(self.Node); err != nil {
+	selfNode := discovery.FormatNode(self.Name, self.Addr)
+	if err := discovery.ValidateField(selfNode); err != nil {
 		return fmt.Errorf("mdns: self node: %w", err)
 	}
 	_, portStr, err := net.SplitHostPort(self.Addr)
 	port, perr := strconv.Atoi(portStr)
 	if err != nil || perr != nil || port < 1 || port > 65535 {
-		return fmt.Errorf("%w: %q (addr %q)", ErrNotDialable, self.Node, self.Addr)
+		return fmt.Errorf("%w: %q (addr %q)", ErrNotDialable, self.Name, self.Addr)
 	}
-	ours, err := newOurRecords(st.service, self.Node, uint16(port), st.ttl)
+	ours, err := newOurRecords(st.service, selfNode, uint16(port), st.ttl)
 	if err != nil {
 		return err
-	}
-
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch s.state {
-	case 1:
-		return ErrStarted
-	case 2:
-		return ErrClosed
 	}
 
 	found, missing, err := scanInterfaces(st.ifaces)
@@ -140,7 +138,7 @@ func (s *Strategy) Start(self discovery.Peer, report func([]discovery.Peer)) err
 		st.log.Debug("mdns: IPv6 unavailable", "err", err6)
 	}
 	e := &engine{
-		s: s, st: st, self: self, report: report, ours: ours, conn: c,
+		s: s, st: st, self: self, set: discovery.NewSet(sink), ours: ours, conn: c,
 		svcKey:     lower(ours.service.String()),
 		instKey:    lower(ours.instance.String()),
 		hostKey:    lower(ours.host.String()),
@@ -166,7 +164,6 @@ func (s *Strategy) Start(self discovery.Peer, report func([]discovery.Peer)) err
 	e.nextQuery = now.Add(20*time.Millisecond + rand.N(100*time.Millisecond))
 	e.nextRescan = now.Add(rescanEvery)
 
-	s.state = 1
 	s.stop = make(chan struct{})
 	s.done = make(chan struct{})
 	readers := 0
@@ -197,18 +194,14 @@ func (s *Strategy) Refresh() {
 // Close sends goodbyes for this node's records, closes the sockets and
 // waits for every goroutine. It is idempotent.
 func (s *Strategy) Close() error {
-	s.mu.Lock()
-	prev := s.state
-	s.state = 2
-	s.mu.Unlock()
-	if prev == 1 {
+	if s.life.Close() {
 		close(s.stop)
 		<-s.done
 	}
 	return nil
 }
 
-// Peers returns a copy of the current peer set, sorted by Node.
+// Peers returns a copy of the current peer set, sorted by Name.
 func (s *Strategy) Peers() []discovery.Peer {
 	if p := s.peers.Load(); p != nil {
 		return slices.Clone(*p)
@@ -242,6 +235,31 @@ func (s *Strategy) Stats() Stats {
 		st.Interfaces = uint64(len(*p))
 	}
 	return st
+}
+
+// rejectReasons are the keys of Stats.Rejected.
+var rejectReasons = []string{"not_multicast", "bad_name", "queue_full", "unknown_interface", "bad_port",
+	"table_full", "version", "bad_node", "malformed"}
+
+// DiscoveryStats implements discovery.StatsSource.
+func (s *Strategy) DiscoveryStats() discovery.Stats {
+	st := s.Stats()
+	rej := make(map[string]uint64, len(rejectReasons))
+	for _, r := range rejectReasons {
+		rej[r] = 0
+	}
+	maps.Copy(rej, st.Rejected)
+	rej["malformed"] = st.Malformed
+	return discovery.Stats{
+		Peers: st.Peers,
+		Counters: map[string]uint64{
+			"queries_sent": st.QueriesSent, "queries_received": st.QueriesReceived,
+			"answers_sent": st.AnswersSent, "answers_received": st.AnswersReceived,
+			"goodbyes_received": st.GoodbyesReceived, "expired": st.Expired,
+			"send_errors": st.SendErrors, "interfaces": st.Interfaces,
+		},
+		Rejected: rej,
+	}
 }
 
 func (s *Strategy) reject(reason string) {
@@ -319,7 +337,7 @@ type engine struct {
 	s      *Strategy
 	st     settings
 	self   discovery.Peer
-	report func([]discovery.Peer)
+	set    *discovery.Set
 	ours   *ourRecords
 	conn   *conn
 	warn   *ratelimit.PerKey
@@ -894,7 +912,7 @@ func (e *engine) learn(p packet, now time.Time) {
 	}
 }
 
-// maybeReport reports the peer set if it changed.
+// maybeReport reports what changed in the peer set, if anything did.
 func (e *engine) maybeReport(now time.Time) {
 	if !e.dirty {
 		return
@@ -903,40 +921,22 @@ func (e *engine) maybeReport(now time.Time) {
 	seen := make(map[string]bool, len(e.table))
 	peers := make([]discovery.Peer, 0, len(e.table))
 	for _, en := range e.table {
-		if !en.valid || !en.hasTXT || !now.Before(en.ptrExp) || seen[en.peer.Node] {
+		if !en.valid || !en.hasTXT || !now.Before(en.ptrExp) || seen[en.peer.Key()] {
 			continue
 		}
-		if en.peer.Node == e.self.Node || (en.peer.Addr != "" && en.peer.Addr == e.self.Addr) {
+		if en.peer.Name == e.self.Name || (en.peer.Addr != "" && en.peer.Addr == e.self.Addr) {
 			continue
 		}
-		seen[en.peer.Node] = true
+		seen[en.peer.Key()] = true
 		peers = append(peers, en.peer)
 	}
-	slices.SortFunc(peers, func(a, b discovery.Peer) int { return strings.Compare(a.Node, b.Node) })
+	slices.SortFunc(peers, func(a, b discovery.Peer) int { return strings.Compare(a.Name, b.Name) })
 	if slices.Equal(peers, e.last) {
 		return
 	}
-	logChanges(e.st.log, e.last, peers)
 	e.last = peers
 	e.s.peers.Store(&peers)
-	e.report(slices.Clone(peers))
-}
-
-func logChanges(log *slog.Logger, old, cur []discovery.Peer) {
-	in := func(set []discovery.Peer, node string) bool {
-		_, ok := slices.BinarySearchFunc(set, node, func(p discovery.Peer, n string) int { return strings.Compare(p.Node, n) })
-		return ok
-	}
-	for _, p := range cur {
-		if !in(old, p.Node) {
-			log.Info("mdns peer discovered", "node", p.Node, "addr", p.Addr)
-		}
-	}
-	for _, p := range old {
-		if !in(cur, p.Node) {
-			log.Info("mdns peer lost", "node", p.Node)
-		}
-	}
+	e.set.Report(peers)
 }
 
 func earlier(a, b time.Time) time.Time {
