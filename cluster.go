@@ -10,8 +10,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -26,8 +26,12 @@ import (
 
 // Errors returned by the facade; test them with errors.Is.
 var (
-	// ErrClosed is returned by calls after Close.
-	ErrClosed = errors.New("cluster: closed")
+	// ErrClosed is returned by calls after Close. It is the one ErrClosed
+	// of the module: gossip.ErrClosed, mesh.ErrClosed and the others are
+	// the same value.
+	ErrClosed = discovery.ErrClosed
+	// ErrStarted is returned by a strategy started twice.
+	ErrStarted = discovery.ErrStarted
 	// ErrNotStatic is returned by AddNode and RemoveNode when the cluster
 	// does not run the static strategy.
 	ErrNotStatic = errors.New("cluster: not using the static strategy")
@@ -35,41 +39,56 @@ var (
 
 // Peer is a discovered node.
 type Peer struct {
-	Node   string    // mesh name, "name@host"
-	Addr   string    // mesh address, "" when not dialable
+	// Node is the peer's name, "name@host". It is "" for a peer known by
+	// address only (DNS, a "host:port" static entry) until a link to that
+	// address has told its name.
+	Node   string
+	Addr   string    // mesh address "host:port"; "" when not dialable
 	Source string    // strategy that reported it
 	Since  time.Time // when it was first reported
 }
 
-// Member is a connected node.
+// Member is a connected node (or, from Self, this node).
 type Member struct {
-	Node        string
-	Addr        string
+	Node        string // name, "name@host"
+	Addr        string // advertised mesh address, "host:port"
 	Incarnation uint64
 	Since       time.Time
-	Outbound    bool // we dialled it
+	Outbound    bool // we dialled the link
 }
 
-// Stats are the facade's own counters; see Mesh().Stats() and the
-// strategy's Stats for the rest.
+// Stats are the node's counters in one shape: the facade's own, the
+// strategy's (whatever strategy runs) and the mesh's.
 type Stats struct {
 	Events        uint64 // events emitted
 	EventsDropped uint64 // events the Events channel reader missed (EventQueue full)
+	EventPanics   uint64 // OnEvent calls that panicked (recovered, logged with the stack)
+	// Strategy is the running strategy's name; Discovery its counters
+	// (empty maps for a strategy without discovery.StatsSource).
+	Strategy  string
+	Discovery discovery.Stats
+	Mesh      mesh.Stats
 }
 
-// Cluster is one running node: a strategy feeding a mesh.
+// Cluster is one running node: a strategy feeding a mesh, and the event
+// spine between them.
 type Cluster struct {
 	log      *slog.Logger
 	strategy discovery.Strategy
 	static   *static.Strategy // non-nil with the static strategy
 	mesh     *mesh.Mesh
-	self     discovery.Peer
+	self     Member
 	onEvent  func(Event)
 
-	inbox inbox // strategy reports and mesh events, for the loop
+	inbox inbox // the spine's one queue: strategy findings and link events
 
+	// Membership state: written only by the loop (under mu, so that
+	// readers can copy it).
 	mu         sync.Mutex
-	discovered map[string]Peer // owned by the loop; copies handed out under mu
+	discovered map[string]*dpeer // by strategy key (name, or address)
+	announced  map[string]*dpeer // by name: the entry whose Discovered was emitted
+	members    map[string]Member // live links, by name
+	byAddr     map[string]string // address (advertised or dialled) -> member name
 	closed     bool
 	stats      Stats
 
@@ -79,7 +98,14 @@ type Cluster struct {
 	loopDone chan struct{}
 }
 
-type report struct{ peers []discovery.Peer }
+// dpeer is one discovered peer.
+type dpeer struct {
+	key   string
+	peer  discovery.Peer // as the strategy reported it
+	name  string         // peer.Name, or the name learned for its address
+	src   string
+	since time.Time
+}
 
 // Start validates cfg, starts the mesh listener and the strategy, and
 // returns the running cluster. ctx bounds the start only.
@@ -94,7 +120,10 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	c := &Cluster{
 		log:        log,
 		onEvent:    cfg.OnEvent,
-		discovered: make(map[string]Peer),
+		discovered: make(map[string]*dpeer),
+		announced:  make(map[string]*dpeer),
+		members:    make(map[string]Member),
+		byAddr:     make(map[string]string),
 		loopDone:   make(chan struct{}),
 	}
 	c.inbox.init()
@@ -129,20 +158,17 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		}
 		mcfg.Cookie = cookie
 	}
-	mcfg.OnEvent = func(e mesh.Event) { c.inbox.push(e) }
+	mcfg.OnEvent = c.inbox.pushLink
 	m, err := mesh.Start(ctx, mcfg)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	c.mesh = m
-	_, portStr, _ := net.SplitHostPort(m.Addr())
-	port, _ := strconv.Atoi(portStr)
-	c.self = discovery.Peer{Node: discovery.FormatNode(m.Name(), port), Name: m.Name(), Addr: m.Addr()}
+	c.self = Member{Node: m.Name(), Addr: m.Addr(), Incarnation: m.Incarnation(), Since: time.Now()}
 
 	go c.loop()
-	if err := c.strategy.Start(c.self, func(p []discovery.Peer) {
-		c.inbox.push(report{peers: slices.Clone(p)})
-	}); err != nil {
+	self := discovery.Peer{Name: m.Name(), Addr: m.Addr()}
+	if err := c.strategy.Start(ctx, self, sink{&c.inbox}); err != nil {
 		c.mesh.Close()
 		c.inbox.close()
 		<-c.loopDone
@@ -151,7 +177,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		}
 		return nil, fmt.Errorf("cluster: start %s strategy: %w", c.strategy.Name(), err)
 	}
-	log.Info("cluster started", "node", c.self.Name, "addr", c.self.Addr, "strategy", c.strategy.Name())
+	log.Info("cluster started", "node", c.self.Node, "addr", c.self.Addr, "strategy", c.strategy.Name())
 	return c, nil
 }
 
@@ -195,86 +221,147 @@ func newStrategy(cfg Config, log *slog.Logger) (discovery.Strategy, *static.Stra
 	return nil, nil, fmt.Errorf("cluster: unknown strategy %q", name)
 }
 
-// loop owns the discovered table; it turns strategy reports and mesh events
-// into cluster events, in order, and reconciles the mesh with discovery.
+// loop is the event spine: the only owner of membership state and the only
+// place that logs membership changes. It turns strategy findings and link
+// events into cluster events, in order, and tells the mesh what to dial.
+// Each finding costs O(1) map work plus O(k log k) to order a batch of k.
 func (c *Cluster) loop() {
 	defer close(c.loopDone)
+	src := c.strategy.Name()
 	for {
-		item, ok := c.inbox.pop()
+		peers, links, ok := c.inbox.take()
 		if !ok {
 			return
 		}
-		switch v := item.(type) {
-		case report:
-			c.reconcile(v.peers)
-		case mesh.Event:
-			e := Event{Node: v.Node, Addr: v.Addr, Incarnation: v.Incarnation, Reason: string(v.Reason), Time: v.Time}
-			e.Kind = NodeUp
-			if v.Kind == mesh.NodeDown {
-				e.Kind = NodeDown
-				e.Incarnation = 0
+		keys := make([]string, 0, len(peers))
+		for k := range peers {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		now := time.Now()
+		for _, k := range keys {
+			n := peers[k]
+			if n.present {
+				c.found(k, n.peer, src, now)
+			} else if d := c.discovered[k]; d != nil {
+				c.drop(d, now)
 			}
-			if e.Kind == NodeUp {
-				c.log.Info("node up", "node", e.Node, "addr", e.Addr)
-			} else {
-				c.log.Info("node down", "node", e.Node, "reason", e.Reason)
-			}
-			c.emit(e)
+		}
+		for _, e := range links {
+			c.link(e)
 		}
 	}
 }
 
-func (c *Cluster) reconcile(peers []discovery.Peer) {
-	src := c.strategy.Name()
-	now := time.Now()
-	seen := make(map[string]bool, len(peers))
-	for _, p := range peers {
-		if p.Name == "" || p.Name == c.self.Name || seen[p.Name] {
-			continue
+// found handles a strategy's Found for key.
+func (c *Cluster) found(key string, p discovery.Peer, src string, now time.Time) {
+	if p.Name == c.self.Node || (p.Name == "" && p.Addr == c.self.Addr) {
+		return
+	}
+	if old := c.discovered[key]; old != nil {
+		if old.peer == p {
+			return
 		}
-		seen[p.Name] = true
-		c.mu.Lock()
-		old, known := c.discovered[p.Name]
-		c.mu.Unlock()
-		if known && old.Addr != p.Addr {
-			c.drop(old, now)
-			known = false
+		c.drop(old, now) // a new address for the name: lost, then discovered again
+	}
+	d := &dpeer{key: key, peer: p, name: p.Name, src: src, since: now}
+	c.mu.Lock()
+	c.discovered[key] = d
+	c.mu.Unlock()
+	if d.name == "" {
+		// Address only: if a live link already has this address, that is
+		// its name.
+		if name, ok := c.byAddr[p.Addr]; ok {
+			c.bind(d, name, now)
 		}
-		if !known {
-			np := Peer{Node: p.Name, Addr: p.Addr, Source: src, Since: now}
-			c.mu.Lock()
-			c.discovered[p.Name] = np
-			c.mu.Unlock()
-			c.log.Info("node discovered", "node", p.Name, "addr", p.Addr, "source", src)
-			c.emit(Event{Kind: Discovered, Node: p.Name, Addr: p.Addr, Source: src, Time: now})
-		}
-		if p.Dialable() {
-			c.mesh.Connect(p.Name, p.Addr)
-		}
+	} else {
+		c.announce(d, now)
+	}
+	if p.Dialable() {
+		c.mesh.Connect(p.Name, p.Addr)
+	}
+}
+
+// announce emits Discovered for d's name, once per name.
+func (c *Cluster) announce(d *dpeer, now time.Time) {
+	if c.announced[d.name] != nil {
+		return
 	}
 	c.mu.Lock()
-	var gone []Peer
-	for name, p := range c.discovered {
-		if !seen[name] {
-			gone = append(gone, p)
-		}
-	}
+	c.announced[d.name] = d
 	c.mu.Unlock()
-	slices.SortFunc(gone, func(a, b Peer) int { return strings.Compare(a.Node, b.Node) })
-	for _, p := range gone {
-		c.drop(p, now)
+	c.log.Info("node discovered", "node", d.name, "addr", d.peer.Addr, "source", d.src)
+	c.emit(Event{Kind: Discovered, Node: d.name, Addr: d.peer.Addr, Source: d.src, Time: now})
+}
+
+// unannounce emits Lost for d's name if d announced it.
+func (c *Cluster) unannounce(d *dpeer, now time.Time) {
+	if d.name == "" || c.announced[d.name] != d {
+		return
 	}
+	c.mu.Lock()
+	delete(c.announced, d.name)
+	c.mu.Unlock()
+	c.log.Info("node lost", "node", d.name, "source", d.src)
+	c.emit(Event{Kind: Lost, Node: d.name, Addr: d.peer.Addr, Source: d.src, Time: now})
+}
+
+// bind gives an address-only peer the name its link told. A different name
+// at the same address (a pod replaced on the same IP) is Lost first.
+func (c *Cluster) bind(d *dpeer, name string, now time.Time) {
+	if d.name == name {
+		return
+	}
+	c.unannounce(d, now)
+	c.mu.Lock()
+	d.name = name
+	c.mu.Unlock()
+	c.announce(d, now)
 }
 
 // drop removes a discovered peer: Lost event, and the mesh stops redialling
 // it (a live link stays up: liveness is the mesh's job).
-func (c *Cluster) drop(p Peer, now time.Time) {
+func (c *Cluster) drop(d *dpeer, now time.Time) {
 	c.mu.Lock()
-	delete(c.discovered, p.Node)
+	delete(c.discovered, d.key)
 	c.mu.Unlock()
-	c.mesh.Forget(p.Node)
-	c.log.Info("node lost", "node", p.Node, "source", p.Source)
-	c.emit(Event{Kind: Lost, Node: p.Node, Addr: p.Addr, Source: p.Source, Time: now})
+	c.mesh.Forget(d.key)
+	c.unannounce(d, now)
+}
+
+// link handles a link event of the mesh.
+func (c *Cluster) link(v mesh.Event) {
+	e := Event{Node: v.Node, Addr: v.Addr, Incarnation: v.Incarnation, Reason: string(v.Reason), Time: v.Time}
+	if v.Kind == mesh.NodeDown {
+		e.Kind, e.Incarnation = NodeDown, 0
+		c.mu.Lock()
+		delete(c.members, v.Node)
+		for _, a := range [2]string{v.Addr, v.Dialled} {
+			if a != "" && c.byAddr[a] == v.Node {
+				delete(c.byAddr, a)
+			}
+		}
+		c.mu.Unlock()
+		c.log.Info("node down", "node", e.Node, "reason", e.Reason)
+		c.emit(e)
+		return
+	}
+	e.Kind = NodeUp
+	c.mu.Lock()
+	c.members[v.Node] = Member{Node: v.Node, Addr: v.Addr, Incarnation: v.Incarnation, Since: v.Time,
+		Outbound: v.Dialled != ""}
+	c.byAddr[v.Addr] = v.Node
+	if v.Dialled != "" {
+		c.byAddr[v.Dialled] = v.Node
+	}
+	c.mu.Unlock()
+	for _, a := range [2]string{v.Dialled, v.Addr} {
+		if d := c.discovered[a]; a != "" && d != nil && d.peer.Name == "" {
+			c.bind(d, v.Node, v.Time)
+		}
+	}
+	c.log.Info("node up", "node", e.Node, "addr", e.Addr, "incarnation", e.Incarnation)
+	c.emit(e)
 }
 
 func (c *Cluster) emit(e Event) {
@@ -285,7 +372,7 @@ func (c *Cluster) emit(e Event) {
 	c.stats.Events++
 	c.mu.Unlock()
 	if c.onEvent != nil {
-		c.onEvent(e)
+		c.callOnEvent(e)
 	}
 	if c.events == nil {
 		return
@@ -305,58 +392,82 @@ func (c *Cluster) emit(e Event) {
 	}
 }
 
+// callOnEvent runs OnEvent; a panic in it is recovered, counted and logged
+// with its stack (as net/http does for handlers), and the stream goes on.
+func (c *Cluster) callOnEvent(e Event) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.mu.Lock()
+			c.stats.EventPanics++
+			c.mu.Unlock()
+			c.log.Error("cluster: OnEvent panicked; event stream continues", "event", e.String(),
+				"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		}
+	}()
+	c.onEvent(e)
+}
+
 // Events returns the event channel. It carries every event from Start on,
 // in order, buffered up to Config.EventQueue events, and is closed by Close
 // after the last event (the NodeDown "shutdown" of each link), so a reader
 // can drain it after Close returns. It returns nil when EventQueue < 0.
 func (c *Cluster) Events() <-chan Event { return c.events }
 
-// Self is this node: Name "name@host", Addr the mesh address, Node the
-// gossip node field "name@host:port".
-func (c *Cluster) Self() discovery.Peer { return c.self }
+// Self is this node: its name, mesh address, incarnation and start time.
+func (c *Cluster) Self() Member { return c.self }
 
-// Strategy returns the running strategy (its Name, and its Stats where it
-// has them).
+// Strategy returns the running strategy (its Name, and its own Stats where
+// it has them; Stats().Discovery has them in one shape).
 func (c *Cluster) Strategy() discovery.Strategy { return c.strategy }
 
 // Mesh returns the node's mesh (links, Send, Stats).
 func (c *Cluster) Mesh() *mesh.Mesh { return c.mesh }
 
 // Discovered returns a copy of the peers the strategy currently reports,
-// sorted by node.
+// sorted by node then address. A peer known by address only whose name is
+// not known yet has Node "".
 func (c *Cluster) Discovered() []Peer {
 	c.mu.Lock()
 	out := make([]Peer, 0, len(c.discovered))
-	for _, p := range c.discovered {
-		out = append(out, p)
+	for _, d := range c.discovered {
+		out = append(out, Peer{Node: d.name, Addr: d.peer.Addr, Source: d.src, Since: d.since})
 	}
 	c.mu.Unlock()
-	slices.SortFunc(out, func(a, b Peer) int { return strings.Compare(a.Node, b.Node) })
+	slices.SortFunc(out, func(a, b Peer) int {
+		if c := strings.Compare(a.Node, b.Node); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Addr, b.Addr)
+	})
 	return out
 }
 
-// Connected returns a copy of the live links, sorted by node.
+// Connected returns a copy of the members (live links) as the event stream
+// reported them, sorted by node.
 func (c *Cluster) Connected() []Member {
-	links := c.mesh.Links()
-	out := make([]Member, 0, len(links))
-	for _, l := range links {
-		out = append(out, Member{Node: l.Node, Addr: l.Addr, Incarnation: l.Incarnation, Since: l.Since, Outbound: l.Outbound})
+	c.mu.Lock()
+	out := make([]Member, 0, len(c.members))
+	for _, m := range c.members {
+		out = append(out, m)
 	}
+	c.mu.Unlock()
 	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Node, b.Node) })
 	return out
 }
 
 // BroadcastNow asks the strategy for a round now: a heartbeat with gossip,
-// a lookup with DNS, a query with mDNS, a re-report with static.
+// a lookup with DNS, a query with mDNS (static: nothing to do).
 func (c *Cluster) BroadcastNow() { c.strategy.Refresh() }
 
 // Send delivers payload to node over its link, in order with other Sends
-// to that node. See mesh.Mesh.Send for errors.
+// to that node. See mesh.Mesh.Send for errors; after Close the error is
+// ErrClosed.
 func (c *Cluster) Send(ctx context.Context, node string, payload []byte) error {
 	return c.mesh.Send(ctx, node, payload)
 }
 
-// AddNode adds a "name@host:port" node to the static list and dials it.
+// AddNode adds a node to the static list ("name@host:port", "host:port" or
+// "name@host") and dials it.
 func (c *Cluster) AddNode(node string) error {
 	if c.static == nil {
 		return ErrNotStatic
@@ -367,8 +478,9 @@ func (c *Cluster) AddNode(node string) error {
 	return c.static.AddNode(node)
 }
 
-// RemoveNode removes a node ("name@host" or "name@host:port") from the
-// static list and disconnects it (NodeDown reason "disconnected").
+// RemoveNode removes a node from the static list (as listed, or
+// "name@host" for a "name@host:port" entry) and disconnects it (NodeDown
+// reason "disconnected").
 func (c *Cluster) RemoveNode(node string) error {
 	if c.static == nil {
 		return ErrNotStatic
@@ -376,19 +488,43 @@ func (c *Cluster) RemoveNode(node string) error {
 	if c.isClosed() {
 		return ErrClosed
 	}
-	name, ok := c.static.RemoveNode(node)
+	p, ok := c.static.RemoveNode(node)
 	if !ok {
 		return fmt.Errorf("cluster: remove %q: not in the static list", node)
 	}
-	c.mesh.Disconnect(name)
+	// Stop dialling at once (the spine's Forget follows), then close the
+	// link: by name, or by the name learned for the address.
+	c.mesh.Forget(p.Key())
+	name := p.Name
+	if name == "" {
+		c.mu.Lock()
+		name = c.byAddr[p.Addr]
+		c.mu.Unlock()
+	}
+	if name != "" {
+		c.mesh.Disconnect(name)
+	}
 	return nil
 }
 
-// Stats returns the facade's counters.
+// Stats returns the node's counters: the facade's, the strategy's and the
+// mesh's.
 func (c *Cluster) Stats() Stats {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.stats
+	st := c.stats
+	c.mu.Unlock()
+	st.Strategy = c.strategy.Name()
+	if ss, ok := c.strategy.(discovery.StatsSource); ok {
+		st.Discovery = ss.DiscoveryStats()
+	}
+	if st.Discovery.Counters == nil {
+		st.Discovery.Counters = map[string]uint64{}
+	}
+	if st.Discovery.Rejected == nil {
+		st.Discovery.Rejected = map[string]uint64{}
+	}
+	st.Mesh = c.mesh.Stats()
+	return st
 }
 
 func (c *Cluster) isClosed() bool {
@@ -418,7 +554,7 @@ func (c *Cluster) Close() error {
 	if c.events != nil {
 		close(c.events)
 	}
-	c.log.Info("cluster closed", "node", c.self.Name)
+	c.log.Info("cluster closed", "node", c.self.Node)
 	return err
 }
 

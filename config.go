@@ -41,7 +41,8 @@ type Config struct {
 	// ignored. The cluster calls its Start, Refresh and Close.
 	Discovery discovery.Strategy
 
-	// Nodes is the static list, each "name@host:port".
+	// Nodes is the static list: "name@host:port", "host:port" (the name is
+	// learned in the handshake) or "name@host" (not dialable).
 	Nodes []string
 	// ReconnectInterval is how often the static strategy re-reports its
 	// list so unreachable nodes are redialled. Zero means 5 s.
@@ -108,7 +109,7 @@ func FromEnvFunc(base Config, getenv func(string) string) (Config, error) {
 		if v := getenv("CLUSTER_NODES"); v != "" {
 			cfg.Nodes, _ = envx.SplitList(v) // empty entries are skipped
 			for _, n := range cfg.Nodes {
-				if _, err := discovery.ParseNode(n); err != nil {
+				if _, err := discovery.ParseEntry(n); err != nil {
 					return cfg, fmt.Errorf("CLUSTER_NODES=%q: %w", v, err)
 				}
 			}

@@ -1,59 +1,100 @@
 package cluster
 
-import "sync"
+import (
+	"sync"
 
-// inbox is an unbounded FIFO feeding the cluster loop, so that neither the
-// mesh's event goroutine nor a strategy ever blocks on the facade. Its size
-// is bounded in practice by link changes and strategy reports.
+	"github.com/macula-io/cluster/discovery"
+	"github.com/macula-io/cluster/mesh"
+)
+
+// inbox is the one queue of the event spine: the mesh's link events (in
+// order, each kept: they are bounded by the rate of handshakes) and the
+// strategy's findings, coalesced by peer key so that while the loop is busy
+// only the newest state of each peer is kept. Neither the mesh nor a
+// strategy ever blocks on it.
 type inbox struct {
 	mu     sync.Mutex
-	items  []any
+	links  []mesh.Event
+	peers  map[string]peerNote
 	closed bool
 	signal chan struct{}
 }
 
-func (q *inbox) init() { q.signal = make(chan struct{}, 1) }
+// peerNote is the newest state a strategy reported for one peer key.
+type peerNote struct {
+	peer    discovery.Peer
+	present bool
+}
 
-func (q *inbox) push(v any) {
+func (q *inbox) init() {
+	q.signal = make(chan struct{}, 1)
+	q.peers = make(map[string]peerNote)
+}
+
+func (q *inbox) wake() {
+	select {
+	case q.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (q *inbox) pushLink(e mesh.Event) {
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
 		return
 	}
-	q.items = append(q.items, v)
+	q.links = append(q.links, e)
 	q.mu.Unlock()
-	select {
-	case q.signal <- struct{}{}:
-	default:
-	}
+	q.wake()
 }
 
-// pop blocks for the next item; ok is false once closed and drained.
-func (q *inbox) pop() (any, bool) {
+func (q *inbox) pushPeer(p discovery.Peer, present bool) {
+	k := p.Key()
+	if k == "" {
+		return
+	}
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return
+	}
+	q.peers[k] = peerNote{peer: p, present: present}
+	q.mu.Unlock()
+	q.wake()
+}
+
+// take blocks until there is work and hands out everything queued; ok is
+// false once the inbox is closed and drained.
+func (q *inbox) take() (peers map[string]peerNote, links []mesh.Event, ok bool) {
 	for {
 		q.mu.Lock()
-		if len(q.items) > 0 {
-			v := q.items[0]
-			q.items[0] = nil
-			q.items = q.items[1:]
+		if len(q.peers) > 0 || len(q.links) > 0 {
+			peers, links = q.peers, q.links
+			q.peers, q.links = make(map[string]peerNote), nil
 			q.mu.Unlock()
-			return v, true
+			return peers, links, true
 		}
 		closed := q.closed
 		q.mu.Unlock()
 		if closed {
-			return nil, false
+			return nil, nil, false
 		}
 		<-q.signal
 	}
 }
 
+// close lets take drain what is queued and then report !ok; later pushes
+// are dropped.
 func (q *inbox) close() {
 	q.mu.Lock()
 	q.closed = true
 	q.mu.Unlock()
-	select {
-	case q.signal <- struct{}{}:
-	default:
-	}
+	q.wake()
 }
+
+// sink is the discovery.Sink the strategy reports to.
+type sink struct{ q *inbox }
+
+func (s sink) Found(p discovery.Peer) { s.q.pushPeer(p, true) }
+func (s sink) Gone(p discovery.Peer)  { s.q.pushPeer(p, false) }

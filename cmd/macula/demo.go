@@ -79,7 +79,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		nodes[i] = c
 		d.mu.Lock()
-		d.names = append(d.names, c.Self().Name)
+		d.names = append(d.names, c.Self().Node)
 		d.mu.Unlock()
 	}
 	lastStart := time.Since(d.start)

@@ -39,7 +39,7 @@ type nodeView struct {
 
 func viewOf(c *cluster.Cluster) nodesView {
 	var v nodesView
-	v.Self.Node, v.Self.Addr = c.Self().Name, c.Self().Addr
+	v.Self.Node, v.Self.Addr = c.Self().Node, c.Self().Addr
 	v.Self.Incarnation, v.Self.Strategy = c.Mesh().Incarnation(), c.Strategy().Name()
 	v.Discovered, v.Connected = []nodeView{}, []nodeView{}
 	for _, p := range c.Discovered() {

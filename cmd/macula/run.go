@@ -180,7 +180,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 	}
-	ready := map[string]any{"node": c.Self().Name, "addr": c.Self().Addr, "strategy": c.Strategy().Name()}
+	ready := map[string]any{"node": c.Self().Node, "addr": c.Self().Addr, "strategy": c.Strategy().Name()}
 	if gs, ok := c.Strategy().(*gossip.Strategy); ok {
 		ready["gossip"] = gs.Gossip().Group()
 	}
@@ -190,7 +190,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	out.ready(ready)
 
 	<-ctx.Done()
-	log.Info("leaving the cluster", "node", c.Self().Name)
+	log.Info("leaving the cluster", "node", c.Self().Node)
 	err = c.Close()
 	if srv != nil {
 		srv.Close()
