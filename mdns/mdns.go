@@ -1,9 +1,9 @@
 package mdns
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"context"
 	"maps"
 	"math/rand/v2"
 	"net"
@@ -334,14 +334,14 @@ func (e *entry) stageTime(recv time.Time, ttl time.Duration, stage int) time.Tim
 // engine is the state owned by the owner goroutine (run). Readers only
 // touch conn, in, s and warn.
 type engine struct {
-	s      *Strategy
-	st     settings
-	self   discovery.Peer
-	set    *discovery.Set
-	ours   *ourRecords
-	conn   *conn
-	warn   *ratelimit.PerKey
-	in     chan packet
+	s    *Strategy
+	st   settings
+	self discovery.Peer
+	set  *discovery.Set
+	ours *ourRecords
+	conn *conn
+	warn *ratelimit.PerKey
+	in   chan packet
 
 	svcKey, instKey, hostKey string
 

@@ -52,4 +52,3 @@ type Event struct {
 	Reason      Reason // NodeDown only
 	Time        time.Time
 }
-

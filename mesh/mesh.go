@@ -95,11 +95,11 @@ func Start(ctx context.Context, cfg Config) (*Mesh, error) {
 		return nil, err
 	}
 	m := &Mesh{
-		cfg:    cfg,
-		name:   cfg.Name,
-		cookie: []byte(cfg.Cookie),
-		log:    cfg.Logger,
-		warns:  ratelimit.New(warnPeriod, 0),
+		cfg:       cfg,
+		name:      cfg.Name,
+		cookie:    []byte(cfg.Cookie),
+		log:       cfg.Logger,
+		warns:     ratelimit.New(warnPeriod, 0),
 		links:     make(map[string]*link),
 		addrLinks: make(map[string]*link),
 		peers:     make(map[string]*peerState),
