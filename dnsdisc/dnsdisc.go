@@ -65,12 +65,15 @@ func (s *Strategy) Name() string { return "dns" }
 // (the mesh learns each name in its handshake), so nodes may be named as
 // their operators like. sink hears of every change, from one goroutine,
 // never after Close returns.
-func (s *Strategy) Start(_ context.Context, self discovery.Peer, sink discovery.Sink) error {
-	st, err := s.cfg.settings()
-	if err != nil {
-		return err
-	}
+func (s *Strategy) Start(ctx context.Context, self discovery.Peer, sink discovery.Sink) error {
 	return s.life.Start(func() error {
+		st, err := s.cfg.settings()
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		ctx, cancel := context.WithCancel(context.Background())
 		s.cancel = cancel
 		s.done = make(chan struct{})

@@ -3,8 +3,10 @@ package dnsdisc_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/macula-io/cluster/discovery"
 	"github.com/macula-io/cluster/dnsdisc"
+	"github.com/macula-io/cluster/internal/disctest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -123,46 +126,38 @@ func silentServer(t *testing.T) string {
 	return pc.LocalAddr().String()
 }
 
-// reports collects the sets a strategy reports.
+// reports records what a strategy tells its sink (Found, Gone).
 type reports struct {
-	ch chan []discovery.Peer
+	*disctest.Recorder
 }
 
-func newReports() *reports { return &reports{ch: make(chan []discovery.Peer, 100)} }
+func newReports() *reports { return &reports{disctest.New()} }
 
-func (r *reports) fn(p []discovery.Peer) { r.ch <- p }
-
-// waitFor waits for a report whose nodes are exactly want (in order).
+// waitFor waits until the peers found and not gone are exactly want
+// (sorted by address).
 func (r *reports) waitFor(t *testing.T, want ...string) {
 	t.Helper()
-	deadline := time.After(10 * time.Second)
-	var last []string
-	for {
-		select {
-		case p := <-r.ch:
-			last = nodes(p)
-			if strings.Join(last, ",") == strings.Join(want, ",") {
-				return
-			}
-		case <-deadline:
-			t.Fatalf("timed out waiting for peers %v; last report %v", want, last)
-		}
-	}
+	r.Wait(t, 10*time.Second, fmt.Sprintf("peers %v", want), func(ps []discovery.Peer) bool {
+		return strings.Join(nodes(ps), ",") == strings.Join(want, ",")
+	})
 }
 
+// none fails if the sink hears anything within d.
 func (r *reports) none(t *testing.T, d time.Duration) {
 	t.Helper()
-	select {
-	case p := <-r.ch:
-		t.Fatalf("unexpected report %v", nodes(p))
-	case <-time.After(d):
+	n := len(r.Calls())
+	time.Sleep(d)
+	if calls := r.Calls(); len(calls) != n {
+		t.Fatalf("unexpected sink calls %q", calls[n:])
 	}
 }
 
+// nodes lists peers as Peer.String: the address, as dnsdisc reports
+// addresses only.
 func nodes(ps []discovery.Peer) []string {
 	out := make([]string, len(ps))
 	for i, p := range ps {
-		out[i] = p.Node
+		out[i] = p.String()
 	}
 	return out
 }
@@ -171,14 +166,14 @@ func start(t *testing.T, cfg dnsdisc.Config, self discovery.Peer) (*dnsdisc.Stra
 	t.Helper()
 	s := dnsdisc.NewStrategy(cfg)
 	r := newReports()
-	if err := s.Start(self, r.fn); err != nil {
+	if err := s.Start(context.Background(), self, r); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s, r
 }
 
-var self1 = discovery.Peer{Node: "macula@127.0.0.1:9100", Name: "macula@127.0.0.1", Addr: "127.0.0.1:9100"}
+var self1 = discovery.Peer{Name: "macula@127.0.0.1", Addr: "127.0.0.1:9100"}
 
 func TestARecordsAppearAndDisappear(t *testing.T) {
 	z, addr := startZone(t)
@@ -187,10 +182,11 @@ func TestARecordsAppearAndDisappear(t *testing.T) {
 		"peers.test. 5 IN A 127.0.0.2",
 		"peers.test. 5 IN A 127.0.0.3")
 	s, r := start(t, dnsdisc.Config{Name: "peers.test", Server: addr, Interval: time.Hour}, self1)
-	r.waitFor(t, "macula@127.0.0.2:9100", "macula@127.0.0.3:9100")
+	r.waitFor(t, "127.0.0.2:9100", "127.0.0.3:9100")
 
 	got := s.Peers()
-	want := discovery.Peer{Node: "macula@127.0.0.2:9100", Name: "macula@127.0.0.2", Addr: "127.0.0.2:9100"}
+	want := discovery.Peer{Addr: "127.0.0.2:9100"} // address only: the mesh learns the name
+
 	if len(got) != 2 || got[0] != want {
 		t.Fatalf("Peers() = %+v, want first %+v", got, want)
 	}
@@ -200,15 +196,15 @@ func TestARecordsAppearAndDisappear(t *testing.T) {
 		"peers.test. 5 IN A 127.0.0.3",
 		"peers.test. 5 IN A 127.0.0.4")
 	s.Refresh()
-	r.waitFor(t, "macula@127.0.0.2:9100", "macula@127.0.0.3:9100", "macula@127.0.0.4:9100")
+	r.waitFor(t, "127.0.0.2:9100", "127.0.0.3:9100", "127.0.0.4:9100")
 
-	// Same answer: no report.
+	// Same answer: no sink call.
 	s.Refresh()
 	r.none(t, 300*time.Millisecond)
 
 	z.set(t, "peers.test.", "peers.test. 5 IN A 127.0.0.4")
 	s.Refresh()
-	r.waitFor(t, "macula@127.0.0.4:9100")
+	r.waitFor(t, "127.0.0.4:9100")
 
 	// NXDOMAIN is an answer: everyone is gone.
 	z.set(t, "peers.test.")
@@ -216,6 +212,18 @@ func TestARecordsAppearAndDisappear(t *testing.T) {
 	r.waitFor(t)
 	if st := s.Stats(); st.Failures != 0 || st.Peers != 0 || st.Reports != 4 {
 		t.Fatalf("stats %+v", st)
+	}
+	// Each change once: Found when an address appears, Gone when it goes.
+	calls := r.Calls()
+	slices.Sort(calls)
+	wantCalls := []string{"found 127.0.0.2:9100", "found 127.0.0.3:9100", "found 127.0.0.4:9100",
+		"gone 127.0.0.2:9100", "gone 127.0.0.3:9100", "gone 127.0.0.4:9100"}
+	if !slices.Equal(calls, wantCalls) {
+		t.Fatalf("sink calls %q, want %q", calls, wantCalls)
+	}
+	if st := s.DiscoveryStats(); st.Peers != 0 || st.Counters["reports"] != 4 || st.Counters["lookup_failures"] != 0 ||
+		st.Counters["rounds"] < 5 || st.Rejected == nil {
+		t.Fatalf("DiscoveryStats %+v", st)
 	}
 }
 
@@ -231,11 +239,12 @@ func TestAAAAAndPortAndBasename(t *testing.T) {
 		t.Fatal(err)
 	}
 	s, r := start(t, cfg, self1)
-	r.waitFor(t, "api@127.0.0.5:9300", "api@127.0.0.6:9300", "api@[::1]:9300")
-	for _, p := range s.Peers() {
-		if p.Node == "api@[::1]:9300" && (p.Name != "api@::1" || p.Addr != "[::1]:9300") {
-			t.Fatalf("IPv6 peer %+v", p)
-		}
+	// The basename is accepted and ignored: peers are addresses only.
+	r.waitFor(t, "127.0.0.5:9300", "127.0.0.6:9300", "[::1]:9300")
+	got := s.Peers()
+	want := []discovery.Peer{{Addr: "127.0.0.5:9300"}, {Addr: "127.0.0.6:9300"}, {Addr: "[::1]:9300"}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("Peers() = %+v, want %+v", got, want)
 	}
 }
 
@@ -251,19 +260,19 @@ func TestSRV(t *testing.T) {
 
 	// Mode "" with a name starting with "_" is SRV.
 	s, r := start(t, dnsdisc.Config{Name: "_macula._tcp.peers.test.", Server: addr, Interval: time.Hour}, self1)
-	r.waitFor(t, "macula@127.0.0.2:9101", "macula@127.0.0.3:9102", "macula@[::1]:9102")
+	r.waitFor(t, "127.0.0.2:9101", "127.0.0.3:9102", "[::1]:9102")
 
 	// The port of n2 changes.
 	z.set(t, "_macula._tcp.peers.test.",
 		"_macula._tcp.peers.test. 5 IN SRV 0 0 9101 n1.peers.test.",
 		"_macula._tcp.peers.test. 5 IN SRV 0 0 9200 n2.peers.test.")
 	s.Refresh()
-	r.waitFor(t, "macula@127.0.0.2:9101", "macula@127.0.0.3:9200", "macula@[::1]:9200")
+	r.waitFor(t, "127.0.0.2:9101", "127.0.0.3:9200", "[::1]:9200")
 
 	// A target that no longer resolves drops out; the rest stays.
 	z.set(t, "n2.peers.test.")
 	s.Refresh()
-	r.waitFor(t, "macula@127.0.0.2:9101")
+	r.waitFor(t, "127.0.0.2:9101")
 
 	// The SRV name goes away.
 	z.set(t, "_macula._tcp.peers.test.")
@@ -276,7 +285,7 @@ func TestSRVModeForced(t *testing.T) {
 	z.set(t, "svc.test.", "svc.test. 5 IN SRV 0 0 9500 n9.test.", "svc.test. 5 IN SRV 0 0 9501 .")
 	z.set(t, "n9.test.", "n9.test. 5 IN A 127.0.0.9")
 	_, r := start(t, dnsdisc.Config{Name: "svc.test", Mode: "srv", Server: addr, Interval: time.Hour}, self1)
-	r.waitFor(t, "macula@127.0.0.9:9500")
+	r.waitFor(t, "127.0.0.9:9500")
 }
 
 // logCount counts log records by level.
@@ -319,7 +328,8 @@ func TestServerStopsAnswering(t *testing.T) {
 	h := &logCount{byLvl: map[slog.Level]int{}}
 	s, r := start(t, dnsdisc.Config{Name: "peers.test", Server: addr, Interval: 20 * time.Millisecond,
 		Timeout: 100 * time.Millisecond, Logger: slog.New(h)}, self1)
-	r.waitFor(t, "macula@127.0.0.2:9100")
+	r.waitFor(t, "127.0.0.2:9100")
+	n := len(r.Calls())
 
 	z.setMute(true)
 	waitUntil(t, "3 failed lookups", func() bool { return s.Stats().Failures >= 3 })
@@ -329,18 +339,20 @@ func TestServerStopsAnswering(t *testing.T) {
 	if got := s.Peers(); len(got) != 1 {
 		t.Fatalf("last good answer not kept: %v", got)
 	}
-	select {
-	case p := <-r.ch:
-		t.Fatalf("report while failing: %v", nodes(p))
-	default:
+	if calls := r.Calls(); len(calls) != n {
+		t.Fatalf("sink calls while failing: %q", calls[n:])
 	}
 
 	z.setMute(false)
-	waitUntil(t, "recovery log", func() bool { return h.count(slog.LevelInfo) >= 2 }) // discovered + recovered
+	// Changes are logged at Debug; the recovery at Info.
+	waitUntil(t, "recovery log", func() bool { return h.count(slog.LevelInfo) >= 1 })
 	if n := h.count(slog.LevelWarn); n != 1 {
 		t.Fatalf("%d warnings, want 1: %v", n, h.byMsgs)
 	}
 	// Still the same set: nothing reported.
+	if n := h.count(slog.LevelInfo); n != 1 {
+		t.Fatalf("%d info records, want 1 (recovered): %v", n, h.byMsgs)
+	}
 	r.none(t, 100*time.Millisecond)
 }
 
@@ -363,7 +375,7 @@ func TestSilentServer(t *testing.T) {
 }
 
 func TestLifecycle(t *testing.T) {
-	if err := dnsdisc.NewStrategy(dnsdisc.Config{}).Start(self1, nil); !errors.Is(err, dnsdisc.ErrNoName) {
+	if err := dnsdisc.NewStrategy(dnsdisc.Config{}).Start(context.Background(), self1, disctest.New()); !errors.Is(err, dnsdisc.ErrNoName) {
 		t.Fatalf("no name: %v", err)
 	}
 	for _, cfg := range []dnsdisc.Config{
@@ -374,7 +386,7 @@ func TestLifecycle(t *testing.T) {
 		{Name: "a..test"},
 		{Name: "a.test", Interval: -1},
 	} {
-		if err := dnsdisc.NewStrategy(cfg).Start(self1, nil); !errors.Is(err, dnsdisc.ErrInvalidConfig) {
+		if err := dnsdisc.NewStrategy(cfg).Start(context.Background(), self1, disctest.New()); !errors.Is(err, dnsdisc.ErrInvalidConfig) {
 			t.Errorf("%+v: %v, want ErrInvalidConfig", cfg, err)
 		}
 	}
@@ -384,10 +396,10 @@ func TestLifecycle(t *testing.T) {
 	if s.Name() != "dns" {
 		t.Fatal(s.Name())
 	}
-	if err := s.Start(self1, nil); err != nil {
+	if err := s.Start(context.Background(), self1, disctest.New()); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Start(self1, nil); !errors.Is(err, dnsdisc.ErrStarted) {
+	if err := s.Start(context.Background(), self1, disctest.New()); !errors.Is(err, dnsdisc.ErrStarted) {
 		t.Fatalf("second Start: %v", err)
 	}
 	s.Refresh()
@@ -398,13 +410,13 @@ func TestLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Refresh() // no-op after Close
-	if err := s.Start(self1, nil); !errors.Is(err, dnsdisc.ErrClosed) {
+	if err := s.Start(context.Background(), self1, disctest.New()); !errors.Is(err, dnsdisc.ErrClosed) {
 		t.Fatalf("Start after Close: %v", err)
 	}
 	// Close before Start is fine, and Start afterwards is refused.
 	s2 := dnsdisc.NewStrategy(dnsdisc.Config{Name: "x.test"})
 	s2.Close()
-	if err := s2.Start(self1, nil); !errors.Is(err, dnsdisc.ErrClosed) {
+	if err := s2.Start(context.Background(), self1, disctest.New()); !errors.Is(err, dnsdisc.ErrClosed) {
 		t.Fatalf("Start after Close: %v", err)
 	}
 }

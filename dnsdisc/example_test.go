@@ -1,6 +1,7 @@
 package dnsdisc_test
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"time"
@@ -12,7 +13,8 @@ import (
 )
 
 // A headless service answers with one A record per pod; every address is a
-// peer named "<basename>@<IP>" at the mesh port.
+// peer at the mesh port, reported by address only (the mesh learns each
+// node's name in its handshake). Our own address is left out.
 func Example() {
 	// A stand-in for the cluster DNS server.
 	pc, _ := net.ListenPacket("udp", "127.0.0.1:0")
@@ -38,21 +40,37 @@ func Example() {
 		Server: pc.LocalAddr().String(), // "" = the system resolver
 	})
 	self, _ := discovery.ParseNode("macula@127.0.0.1:9100")
-	found := make(chan []discovery.Peer, 1)
-	if err := s.Start(self, func(p []discovery.Peer) { found <- p }); err != nil {
+	found := make(chan discovery.Peer, 16)
+	if err := s.Start(context.Background(), self, sink{found}); err != nil {
 		fmt.Println(err)
 		return
 	}
 	defer s.Close()
-	select {
-	case peers := <-found:
-		for _, p := range peers {
-			fmt.Println(p.Node, p.Name, p.Addr)
+	for range 2 {
+		select {
+		case p := <-found:
+			fmt.Printf("found %q at %s\n", p.Name, p.Addr)
+		case <-time.After(10 * time.Second):
+			fmt.Println("timeout")
+			return
 		}
-	case <-time.After(10 * time.Second):
-		fmt.Println("timeout")
 	}
+	fmt.Println(s.Peers())
 	// Output:
-	// macula@127.0.0.2:9100 macula@127.0.0.2 127.0.0.2:9100
-	// macula@127.0.0.3:9100 macula@127.0.0.3 127.0.0.3:9100
+	// found "" at 127.0.0.2:9100
+	// found "" at 127.0.0.3:9100
+	// [127.0.0.2:9100 127.0.0.3:9100]
 }
+
+// sink is a discovery.Sink. Found and Gone must not block: they are called
+// from the strategy's own goroutine.
+type sink struct{ found chan<- discovery.Peer }
+
+func (s sink) Found(p discovery.Peer) {
+	select {
+	case s.found <- p:
+	default:
+	}
+}
+
+func (s sink) Gone(discovery.Peer) {}

@@ -55,18 +55,23 @@ func TestCodecVectors(t *testing.T) {
 func TestParsePeer(t *testing.T) {
 	for _, tc := range []struct {
 		pkt  string
+		node string
 		want discovery.Peer
 	}{
-		{"MACULA_GOSSIP:a@127.0.0.1", discovery.Peer{Node: "a@127.0.0.1", Name: "a@127.0.0.1"}},
-		{"MACULA_GOSSIP:node1@10.0.0.5:9100", discovery.Peer{Node: "node1@10.0.0.5:9100", Name: "node1@10.0.0.5", Addr: "10.0.0.5:9100"}},
-		{"MACULA_GOSSIP:n@[::1]:9100|whatever", discovery.Peer{Node: "n@[::1]:9100", Name: "n@::1", Addr: "[::1]:9100"}},
+		{"MACULA_GOSSIP:a@127.0.0.1", "a@127.0.0.1", discovery.Peer{Name: "a@127.0.0.1"}},
+		{"MACULA_GOSSIP:node1@10.0.0.5:9100", "node1@10.0.0.5:9100", discovery.Peer{Name: "node1@10.0.0.5", Addr: "10.0.0.5:9100"}},
+		{"MACULA_GOSSIP:n@[::1]:9100|whatever", "n@[::1]:9100", discovery.Peer{Name: "n@::1", Addr: "[::1]:9100"}},
 	} {
-		p, err := parseHeartbeat([]byte(tc.pkt), nil)
-		if err != nil || p != tc.want {
-			t.Errorf("parse(%q) = %+v, %v; want %+v", tc.pkt, p, err, tc.want)
+		node, p, err := parseHeartbeat([]byte(tc.pkt), nil)
+		if err != nil || node != tc.node || p != tc.want {
+			t.Errorf("parse(%q) = %q, %+v, %v; want %q, %+v", tc.pkt, node, p, err, tc.node, tc.want)
 		}
 		if p.Dialable() != (tc.want.Addr != "") {
 			t.Errorf("%q dialable = %v", tc.pkt, p.Dialable())
+		}
+		// The node field is the peer in wire form.
+		if f := discovery.FormatNode(p.Name, p.Addr); f != node {
+			t.Errorf("%q: FormatNode(peer) = %q, want %q", tc.pkt, f, node)
 		}
 	}
 }
@@ -204,8 +209,12 @@ func FuzzParseHeartbeat(f *testing.F) {
 			if len(pkt) > MaxPacketSize {
 				t.Fatalf("accepted %d bytes", len(pkt))
 			}
-			if _, err := discovery.ParseNode(node); err != nil {
+			want, err := discovery.ParseNode(node)
+			if err != nil {
 				t.Fatalf("accepted invalid node %q: %v", node, err)
+			}
+			if n2, p, err := parseHeartbeat(pkt, k); err != nil || n2 != node || p != want {
+				t.Fatalf("parseHeartbeat(%q) = %q, %+v, %v; want %q, %+v", pkt, n2, p, err, node, want)
 			}
 			unsigned := AppendHeartbeat(nil, node, nil)
 			if !bytes.HasPrefix(pkt, unsigned) || (len(pkt) > len(unsigned) && pkt[len(unsigned)] != '|') {

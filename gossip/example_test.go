@@ -6,6 +6,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/macula-io/cluster/discovery"
 	"github.com/macula-io/cluster/gossip"
 )
 
@@ -29,7 +30,7 @@ func ExampleStart() {
 	port := c.LocalAddr().(*net.UDPAddr).Port
 	c.Close()
 
-	found := make(chan gossip.Event, 10)
+	found := make(chan discovery.Peer, 10)
 	cfg := gossip.Config{
 		Port:       port,
 		Interfaces: []string{"lo"}, // empty = every multicast interface
@@ -38,7 +39,7 @@ func ExampleStart() {
 	}
 	a := cfg
 	a.Node = "a@127.0.0.1:9100"
-	a.OnEvent = func(ev gossip.Event) { found <- ev }
+	a.Sink = sink{found: found}
 	ga, err := gossip.Start(context.Background(), a)
 	if err != nil {
 		fmt.Println(err)
@@ -55,7 +56,20 @@ func ExampleStart() {
 	}
 	defer gb.Close()
 
-	ev := <-found
-	fmt.Println(ev.Kind, ev.Peer.Node, ev.Peer.Addr)
-	// Output: discovered b@127.0.0.1:9101 127.0.0.1:9101
+	p := <-found
+	fmt.Println("found", p.Name, p.Addr)
+	// Output: found b@127.0.0.1 127.0.0.1:9101
 }
+
+// sink is a discovery.Sink; Found and Gone must not block (gossip calls
+// them from its table goroutine).
+type sink struct{ found chan<- discovery.Peer }
+
+func (s sink) Found(p discovery.Peer) {
+	select {
+	case s.found <- p:
+	default:
+	}
+}
+
+func (s sink) Gone(discovery.Peer) {}

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/net/ipv6"
 
 	"github.com/macula-io/cluster/discovery"
+	"github.com/macula-io/cluster/internal/disctest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -42,18 +43,51 @@ func freePort(t testing.TB) int {
 	return c.LocalAddr().(*net.UDPAddr).Port
 }
 
-// recorder collects events and wakes waiters on every change.
+// EventKind, Event and recorder adapt the discovery.Sink calls (Found,
+// Gone) to the event shape these tests were written against.
+type EventKind int
+
+const (
+	Discovered EventKind = iota + 1 // a Found call
+	Lost                            // a Gone call
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case Discovered:
+		return "discovered"
+	case Lost:
+		return "lost"
+	}
+	return fmt.Sprintf("EventKind(%d)", int(k))
+}
+
+// Event is one sink call; Node is the peer as a wire node field
+// ("name@host:port", or "name@host" when it cannot be dialled).
+type Event struct {
+	Kind EventKind
+	Peer discovery.Peer
+	Node string
+}
+
+// recorder is a discovery.Sink collecting events; it wakes waiters on
+// every call.
 type recorder struct {
 	mu      sync.Mutex
 	events  []Event
 	changed chan struct{}
 }
 
+var _ discovery.Sink = (*recorder)(nil)
+
 func newRecorder() *recorder { return &recorder{changed: make(chan struct{})} }
 
-func (r *recorder) on(ev Event) {
+func (r *recorder) Found(p discovery.Peer) { r.on(Discovered, p) }
+func (r *recorder) Gone(p discovery.Peer)  { r.on(Lost, p) }
+
+func (r *recorder) on(kind EventKind, p discovery.Peer) {
 	r.mu.Lock()
-	r.events = append(r.events, ev)
+	r.events = append(r.events, Event{Kind: kind, Peer: p, Node: discovery.FormatNode(p.Name, p.Addr)})
 	close(r.changed)
 	r.changed = make(chan struct{})
 	r.mu.Unlock()
@@ -85,7 +119,7 @@ func (r *recorder) wait(t testing.TB, what string, cond func([]Event) bool) {
 
 // has reports whether evs contains kind for node.
 func has(evs []Event, kind EventKind, node string) bool {
-	return slices.ContainsFunc(evs, func(e Event) bool { return e.Kind == kind && e.Peer.Node == node })
+	return slices.ContainsFunc(evs, func(e Event) bool { return e.Kind == kind && e.Node == node })
 }
 
 // eventually polls cond (for counters, which have no event) until it holds
@@ -151,7 +185,7 @@ func startNode(t testing.TB, port int, name string, mod func(*Config)) *node {
 	rec := newRecorder()
 	cfg := Config{
 		Port: port, TTL: 1, Interval: tInterval, Expiry: tExpiry,
-		Node: name + "@127.0.0.1:9100", OnEvent: rec.on, Logger: testLogger(),
+		Node: name + "@127.0.0.1:9100", Sink: rec, Logger: testLogger(),
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -366,11 +400,19 @@ func TestReplaceSameNameNewPort(t *testing.T) {
 	evs, _ := a.rec.snapshot()
 	var seq []string
 	for _, e := range evs {
-		seq = append(seq, e.Kind.String()+" "+e.Peer.Node)
+		seq = append(seq, e.Kind.String()+" "+e.Node)
 	}
-	want := []string{"discovered x@127.0.0.1:1000", "lost x@127.0.0.1:1000", "discovered x@127.0.0.1:2000"}
+	// The restarted node is a Found with the same Key (name@host): the sink
+	// replaces the old address; no Gone in between.
+	want := []string{"discovered x@127.0.0.1:1000", "discovered x@127.0.0.1:2000"}
 	if !slices.Equal(seq, want) {
 		t.Errorf("events %v, want %v", seq, want)
+	}
+	if k0, k1 := evs[0].Peer.Key(), evs[1].Peer.Key(); k0 != "x@127.0.0.1" || k1 != k0 {
+		t.Errorf("keys %q, %q; want both x@127.0.0.1", k0, k1)
+	}
+	if st := a.Stats(); st.Discovered != 2 || st.Lost != 1 || st.Peers != 1 {
+		t.Errorf("stats after replace %+v", st)
 	}
 	if p := peerNodes(a.Gossip); !slices.Equal(p, []string{"x@127.0.0.1:2000"}) {
 		t.Errorf("peers %v", p)
@@ -542,68 +584,83 @@ func TestStartErrors(t *testing.T) {
 func TestStrategy(t *testing.T) {
 	t.Parallel()
 	port := freePort(t)
-	var mu sync.Mutex
-	var reports [][]discovery.Peer
-	changed := make(chan struct{}, 100)
+	rec := disctest.New()
 	s := NewStrategy(Config{Port: port, Interfaces: []string{"lo"}, Interval: tInterval, Expiry: tExpiry})
 	if s.Name() != "gossip" || s.Gossip() != nil {
 		t.Fatal("Name or Gossip before Start")
 	}
+	if st := s.DiscoveryStats(); st.Peers != 0 || st.Counters == nil || len(st.Rejected) != len(reasons) {
+		t.Errorf("DiscoveryStats before Start %+v", st)
+	}
 	s.Refresh() // no-op before Start
-	self := discovery.Peer{Node: "s@127.0.0.1:7000", Name: "s@127.0.0.1", Addr: "127.0.0.1:7000"}
-	if err := s.Start(self, func(p []discovery.Peer) {
-		mu.Lock()
-		reports = append(reports, p)
-		mu.Unlock()
-		changed <- struct{}{}
-	}); err != nil {
+	self := discovery.Peer{Name: "s@127.0.0.1", Addr: "127.0.0.1:7000"}
+	if err := s.Start(context.Background(), self, rec); err != nil {
 		t.Fatal(err)
 	}
-	last := func() []discovery.Peer {
-		mu.Lock()
-		defer mu.Unlock()
-		if len(reports) == 0 {
-			return nil
-		}
-		return reports[len(reports)-1]
-	}
-	waitReport := func(what string, cond func([]discovery.Peer) bool) {
-		t.Helper()
-		timer := time.NewTimer(deadline)
-		defer timer.Stop()
-		for !cond(last()) {
-			select {
-			case <-changed:
-			case <-timer.C:
-				t.Fatalf("timeout waiting for report: %s; last %v", what, last())
-			}
-		}
+	if err := s.Start(context.Background(), self, rec); !errors.Is(err, discovery.ErrStarted) {
+		t.Errorf("second Start: %v", err)
 	}
 	b := startNode(t, port, "b", nil)
 	c := startNode(t, port, "c", nil)
-	waitReport("b and c", func(p []discovery.Peer) bool {
-		return len(p) == 2 && p[0].Node == b.name && p[1].Node == c.name && p[0].Dialable()
-	})
-	b.rec.wait(t, "b discovers the strategy's node", func(evs []Event) bool { return has(evs, Discovered, self.Node) })
+	rec.WaitKeys(t, deadline, "b@127.0.0.1 at 127.0.0.1:9100", "c@127.0.0.1 at 127.0.0.1:9100")
+	for _, p := range rec.Peers() {
+		if !p.Dialable() {
+			t.Errorf("%v not dialable", p)
+		}
+	}
+	b.rec.wait(t, "b discovers the strategy's node", func(evs []Event) bool { return has(evs, Discovered, "s@127.0.0.1:7000") })
 	s.Refresh()
 	c.Close()
-	waitReport("c lost", func(p []discovery.Peer) bool { return len(p) == 1 && p[0].Node == b.name })
+	rec.WaitKeys(t, deadline, "b@127.0.0.1 at 127.0.0.1:9100")
+	if calls := rec.Calls(); !slices.Contains(calls, "gone c@127.0.0.1 at 127.0.0.1:9100") {
+		t.Errorf("calls %q lack the Gone of c", calls)
+	}
 	if st := s.Gossip().Stats(); st.Lost != 1 {
 		t.Errorf("stats %+v", st)
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
+	st := s.DiscoveryStats()
+	if st.Peers != 1 || st.Counters["discovered"] < 2 || st.Counters["lost"] != 1 || st.Counters["heartbeats_sent"] == 0 {
+		t.Errorf("DiscoveryStats %+v", st)
+	}
+	for _, r := range reasons {
+		if _, ok := st.Rejected[r]; !ok {
+			t.Errorf("DiscoveryStats.Rejected lacks %q", r)
+		}
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Start(self, func([]discovery.Peer) {}); !errors.Is(err, ErrClosed) {
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n := len(rec.Calls())
+	if err := s.Start(context.Background(), self, rec); !errors.Is(err, ErrClosed) {
 		t.Errorf("Start after Close: %v", err)
 	}
 	s.Refresh() // no-op after Close
+	time.Sleep(2 * tExpiry)
+	if calls := rec.Calls(); len(calls) != n {
+		t.Errorf("sink called after Close: %q", calls[n:])
+	}
+}
+
+func TestStrategyStartError(t *testing.T) {
+	t.Parallel()
+	s := NewStrategy(Config{Port: freePort(t), Interfaces: []string{"gossip-no-such0"}})
+	err := s.Start(context.Background(), discovery.Peer{Name: "s@127.0.0.1", Addr: "127.0.0.1:7000"}, disctest.New())
+	if !errors.Is(err, ErrNoSuchInterface) {
+		t.Fatalf("Start: %v", err)
+	}
+	if s.Gossip() != nil {
+		t.Error("Gossip set after a failed Start")
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("Close after failed Start: %v", err)
+	}
 }
 
 func TestEventKindString(t *testing.T) {
+	// The test adapter's names (the old gossip.EventKind strings).
 	if Discovered.String() != "discovered" || Lost.String() != "lost" || EventKind(9).String() != "EventKind(9)" {
 		t.Error("EventKind.String")
 	}

@@ -113,7 +113,7 @@ func startNS(t *testing.T, port int, name string, mod func(*Config)) *node {
 	t.Helper()
 	rec := newRecorder()
 	cfg := Config{Port: port, TTL: 1, Interval: tInterval, Expiry: tExpiry,
-		Node: name + "@198.18.255.1:9100", OnEvent: rec.on, Logger: testLogger()}
+		Node: name + "@198.18.255.1:9100", Sink: rec, Logger: testLogger()}
 	if mod != nil {
 		mod(&cfg)
 	}

@@ -56,11 +56,12 @@ func (s *Strategy) Gossip() *Gossip { return s.g.Load() }
 
 // DiscoveryStats implements discovery.StatsSource.
 func (s *Strategy) DiscoveryStats() discovery.Stats {
-	g := s.Gossip()
-	if g == nil {
-		return discovery.Stats{Counters: map[string]uint64{}, Rejected: zeroRejected()}
+	var st Stats
+	if g := s.Gossip(); g != nil {
+		st = g.Stats()
+	} else {
+		st.Rejected = zeroRejected()
 	}
-	st := g.Stats()
 	return discovery.Stats{
 		Peers: st.Peers,
 		Counters: map[string]uint64{

@@ -13,11 +13,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/macula-io/cluster/discovery"
+	"github.com/macula-io/cluster/internal/disctest"
 	"github.com/macula-io/cluster/internal/netlab"
 )
 
@@ -181,8 +183,34 @@ func TestInteropZeroconf(t *testing.T) {
 	}
 }
 
+// printSink prints the peer set after every Found and Gone, as
+// {"event":"peers","nodes":"[...]"}.
+type printSink struct {
+	mu  sync.Mutex
+	rec *disctest.Recorder
+}
+
+func (p *printSink) Found(peer discovery.Peer) {
+	p.mu.Lock()
+	p.rec.Found(peer)
+	p.print()
+	p.mu.Unlock()
+}
+func (p *printSink) Gone(peer discovery.Peer) {
+	p.mu.Lock()
+	p.rec.Gone(peer)
+	p.print()
+	p.mu.Unlock()
+}
+
+func (p *printSink) print() {
+	b, _ := json.Marshal(nodes(p.rec.Peers()))
+	line, _ := json.Marshal(map[string]string{"event": "peers", "nodes": string(b)})
+	fmt.Println(string(line))
+}
+
 // TestHelperProcess is the Go side of TestInteropZeroconf, run inside a
-// namespace: it prints {"event":"peers","nodes":"[...]"} per report and
+// namespace: it prints {"event":"peers","nodes":"[...]"} per sink call and
 // closes (goodbye) on SIGTERM.
 func TestHelperProcess(t *testing.T) {
 	if os.Getenv("MDNS_HELPER") != "1" {
@@ -197,11 +225,7 @@ func TestHelperProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = s.Start(self, func(ps []discovery.Peer) {
-		b, _ := json.Marshal(nodes(ps))
-		line, _ := json.Marshal(map[string]string{"event": "peers", "nodes": string(b)})
-		fmt.Println(string(line))
-	})
+	err = s.Start(context.Background(), self, &printSink{rec: disctest.New()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -918,16 +918,25 @@ func (e *engine) maybeReport(now time.Time) {
 		return
 	}
 	e.dirty = false
-	seen := make(map[string]bool, len(e.table))
-	peers := make([]discovery.Peer, 0, len(e.table))
+	// Two live instances may carry one name (a node restarted on another
+	// port while its old records live out their TTL): the most recently
+	// heard wins, then the lower address, so the choice does not flap.
+	best := make(map[string]*entry, len(e.table))
 	for _, en := range e.table {
-		if !en.valid || !en.hasTXT || !now.Before(en.ptrExp) || seen[en.peer.Key()] {
+		if !en.valid || !en.hasTXT || !now.Before(en.ptrExp) {
 			continue
 		}
 		if en.peer.Name == e.self.Name || (en.peer.Addr != "" && en.peer.Addr == e.self.Addr) {
 			continue
 		}
-		seen[en.peer.Key()] = true
+		k := en.peer.Key()
+		if b := best[k]; b == nil || en.txtRecv.After(b.txtRecv) ||
+			(en.txtRecv.Equal(b.txtRecv) && en.peer.Addr < b.peer.Addr) {
+			best[k] = en
+		}
+	}
+	peers := make([]discovery.Peer, 0, len(best))
+	for _, en := range best {
 		peers = append(peers, en.peer)
 	}
 	slices.SortFunc(peers, func(a, b discovery.Peer) int { return strings.Compare(a.Name, b.Name) })

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/net/ipv4"
 
 	"github.com/macula-io/cluster/discovery"
+	"github.com/macula-io/cluster/internal/disctest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -30,39 +31,31 @@ func freePort(t testing.TB) int {
 	return c.LocalAddr().(*net.UDPAddr).Port
 }
 
-// reports collects the peer sets a strategy reports.
+// reports records what a strategy tells its sink (Found, Gone) and
+// waits for the resulting peer set.
 type reports struct {
-	ch chan []discovery.Peer
+	*disctest.Recorder
 }
 
-func newReports() *reports { return &reports{ch: make(chan []discovery.Peer, 256)} }
+func newReports() *reports { return &reports{disctest.New()} }
 
-func (r *reports) fn(p []discovery.Peer) { r.ch <- p }
-
-// waitFor waits for a report with exactly the nodes want (sorted) and
-// returns how long it took.
+// waitFor waits until the set of peers found and not gone is exactly the
+// nodes want (sorted) and returns how long it took.
 func (r *reports) waitFor(t testing.TB, d time.Duration, want ...string) time.Duration {
 	t.Helper()
 	t0 := time.Now()
-	deadline := time.After(d)
-	var last []string
-	for {
-		select {
-		case p := <-r.ch:
-			last = nodes(p)
-			if strings.Join(last, ",") == strings.Join(want, ",") {
-				return time.Since(t0)
-			}
-		case <-deadline:
-			t.Fatalf("timed out after %v waiting for peers %v; last report %v", d, want, last)
-		}
-	}
+	r.Wait(t, d, fmt.Sprintf("peers %v", want), func(ps []discovery.Peer) bool {
+		return strings.Join(nodes(ps), ",") == strings.Join(want, ",")
+	})
+	return time.Since(t0)
 }
 
+// nodes gives each peer as its TXT node= value ("name@host:port", or
+// "name@host" if not dialable).
 func nodes(ps []discovery.Peer) []string {
 	out := make([]string, len(ps))
 	for i, p := range ps {
-		out[i] = p.Node
+		out[i] = discovery.FormatNode(p.Name, p.Addr)
 	}
 	return out
 }
@@ -80,7 +73,7 @@ func startNode(t testing.TB, cfg Config, node string) (*Strategy, *reports) {
 	t.Helper()
 	s := NewStrategy(cfg)
 	r := newReports()
-	if err := s.Start(peerOf(t, node), r.fn); err != nil {
+	if err := s.Start(context.Background(), peerOf(t, node), r); err != nil {
 		t.Fatalf("start %s: %v", node, err)
 	}
 	t.Cleanup(func() { s.Close() })
@@ -148,10 +141,10 @@ func TestShortTTLRefreshed(t *testing.T) {
 	ra.waitFor(t, 10*time.Second, "b@127.0.0.1:9102")
 	rb.waitFor(t, 10*time.Second, "a@127.0.0.1:9101")
 	q0 := a.Stats().QueriesSent
-	select {
-	case p := <-ra.ch:
-		t.Fatalf("a reported %v while b lives", nodes(p))
-	case <-time.After(4500 * time.Millisecond):
+	n := len(ra.Calls())
+	time.Sleep(4500 * time.Millisecond)
+	if calls := ra.Calls(); len(calls) != n {
+		t.Fatalf("a reported %q while b lives", calls[n:])
 	}
 	if st := a.Stats(); st.Expired != 0 || st.QueriesSent == q0 {
 		t.Fatalf("stats %+v (queries before %d)", st, q0)
@@ -408,7 +401,7 @@ func TestLifecycleAndConfig(t *testing.T) {
 		{Config{Interfaces: []string{"no-such-if0"}}, self, ErrNoInterface},
 		{Config{Interfaces: []string{"lo"}}, peerOf(t, "a@127.0.0.1"), ErrNotDialable},
 	} {
-		if err := NewStrategy(tc.cfg).Start(tc.self, nil); !errors.Is(err, tc.want) {
+		if err := NewStrategy(tc.cfg).Start(context.Background(), tc.self, disctest.New()); !errors.Is(err, tc.want) {
 			t.Errorf("%+v %+v: %v, want %v", tc.cfg, tc.self, err, tc.want)
 		}
 	}
@@ -416,17 +409,18 @@ func TestLifecycleAndConfig(t *testing.T) {
 	if s.Name() != "mdns" {
 		t.Fatal(s.Name())
 	}
-	if err := s.Start(self, nil); err != nil {
+	rec := disctest.New()
+	if err := s.Start(context.Background(), self, rec); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Start(self, nil); !errors.Is(err, ErrStarted) {
+	if err := s.Start(context.Background(), self, rec); !errors.Is(err, ErrStarted) {
 		t.Fatalf("second Start: %v", err)
 	}
 	s.Refresh()
 	s.Close()
 	s.Close()
 	s.Refresh()
-	if err := s.Start(self, nil); !errors.Is(err, ErrClosed) {
+	if err := s.Start(context.Background(), self, rec); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Start after Close: %v", err)
 	}
 

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/macula-io/cluster/discovery"
+	"github.com/macula-io/cluster/internal/disctest"
 	"github.com/macula-io/cluster/internal/ratelimit"
 )
 
@@ -214,8 +215,8 @@ func fuzzEngine(t testing.TB) *engine {
 	return &engine{
 		s:      NewStrategy(Config{}),
 		st:     settings{maxPeers: 8, log: slog.New(slog.DiscardHandler), port: 5353},
-		self:   discovery.Peer{Node: "api@10.0.0.5:9100", Name: "api@10.0.0.5", Addr: "10.0.0.5:9100"},
-		report: func([]discovery.Peer) {},
+		self:   discovery.Peer{Name: "api@10.0.0.5", Addr: "10.0.0.5:9100"},
+		set:    discovery.NewSet(disctest.New()),
 		ours:   r,
 		svcKey: lower(r.service.String()), instKey: lower(r.instance.String()), hostKey: lower(r.host.String()),
 		table: make(map[string]*entry),
@@ -251,9 +252,13 @@ func FuzzParseMessage(f *testing.F) {
 		}
 		e.maybeReport(now)
 		for _, p := range e.last {
-			if _, err := discovery.ParseNode(p.Node); err != nil || p.Node == e.self.Node {
+			q, err := discovery.ParseNode(discovery.FormatNode(p.Name, p.Addr))
+			if err != nil || q != p || p.Name == e.self.Name || p.Addr == e.self.Addr {
 				t.Fatalf("reported %+v", p)
 			}
+		}
+		if e.set.Len() != len(e.last) {
+			t.Fatalf("sink told of %d peers, reported %d", e.set.Len(), len(e.last))
 		}
 		e.expire(now.Add(5000 * time.Second))
 		if len(e.table) != 0 {

@@ -29,20 +29,20 @@ func (b *backoff) reset() { b.n = 0 }
 // time. Goroutines and memory are bounded by MaxDials and by the peer table
 // (maxPeerStates), however many peers a strategy reports.
 //
-// Fairness: a first attempt (or the re-link of a peer that was linked)
-// goes before retries of peers that failed, so a flood of unreachable
-// addresses, after one attempt each, cannot keep a real newcomer waiting;
-// within a class the queue is first come, first served by due time.
+// Fairness: two queues. Fresh targets (a first attempt, or the re-link of
+// a peer that was linked) wait in arrival order; retries after a failure
+// wait in a heap by due time (backoff). Free dial slots go in turn to the
+// oldest fresh target, the newest fresh target and the earliest due retry
+// (skipping an empty choice). So a real newcomer reported after a flood of
+// unreachable addresses is dialled within a few slots, the flood still
+// drains in order, and retries are never starved by fresh targets.
 
-// dialQueue orders peer states by (retry class, due time, arrival).
+// dialQueue is the retry heap, by (due time, arrival).
 type dialQueue []*peerState
 
 func (q dialQueue) Len() int { return len(q) }
 func (q dialQueue) Less(i, j int) bool {
 	a, b := q[i], q[j]
-	if ra, rb := a.failures > 0, b.failures > 0; ra != rb {
-		return !ra
-	}
 	if !a.due.Equal(b.due) {
 		return a.due.Before(b.due)
 	}
@@ -70,7 +70,13 @@ func (q *dialQueue) Pop() any {
 // earlier if it is already queued. A peer being dialled is left alone: the
 // dial's end reschedules it if still needed.
 func (m *Mesh) scheduleLocked(ps *peerState, due time.Time) {
-	if m.closed || ps.dialing {
+	if m.closed || ps.dialing || ps.fresh != nil {
+		return
+	}
+	if due.IsZero() && ps.failures == 0 {
+		m.unscheduleLocked(ps)
+		ps.fresh = m.freshQ.PushBack(ps)
+		m.wakeDialer()
 		return
 	}
 	if due.IsZero() {
@@ -95,6 +101,36 @@ func (m *Mesh) unscheduleLocked(ps *peerState) {
 	if ps.qidx >= 0 {
 		heap.Remove(&m.dq, ps.qidx)
 	}
+	if ps.fresh != nil {
+		m.freshQ.Remove(ps.fresh)
+		ps.fresh = nil
+	}
+}
+
+// nextDialLocked takes the next target whose turn it is, or returns nil
+// and how long until a retry is due.
+func (m *Mesh) nextDialLocked(now time.Time) (*peerState, time.Duration) {
+	wait := time.Hour
+	for range 3 {
+		m.dialTurn = (m.dialTurn + 1) % 3
+		switch {
+		case m.dialTurn == 0 && m.freshQ.Len() > 0:
+			ps := m.freshQ.Remove(m.freshQ.Front()).(*peerState)
+			ps.fresh = nil
+			return ps, 0
+		case m.dialTurn == 1 && m.freshQ.Len() > 0:
+			ps := m.freshQ.Remove(m.freshQ.Back()).(*peerState)
+			ps.fresh = nil
+			return ps, 0
+		case m.dialTurn == 2 && m.dq.Len() > 0:
+			if d := m.dq[0].due.Sub(now); d > 0 {
+				wait = d
+				continue
+			}
+			return heap.Pop(&m.dq).(*peerState), 0
+		}
+	}
+	return nil, wait
 }
 
 func (m *Mesh) wakeDialer() {
@@ -127,13 +163,12 @@ func (m *Mesh) dialScheduler() {
 		m.mu.Lock()
 		wait := time.Hour
 		now := time.Now()
-		for m.dq.Len() > 0 && m.dialsInFlight < m.cfg.MaxDials && !m.closed {
-			ps := m.dq[0]
-			if d := ps.due.Sub(now); d > 0 {
-				wait = d
+		for m.dialsInFlight < m.cfg.MaxDials && !m.closed {
+			ps, w := m.nextDialLocked(now)
+			if ps == nil {
+				wait = w
 				break
 			}
-			heap.Pop(&m.dq)
 			if !m.needDialLocked(ps) {
 				m.gcPeerLocked(ps)
 				continue

@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"cmp"
+	"container/list"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -70,7 +71,9 @@ type Mesh struct {
 	leftNames map[string]time.Time
 
 	// dial scheduler (dial.go), guarded by mu
-	dq            dialQueue
+	freshQ        *list.List // fresh dial targets in arrival order
+	dq            dialQueue  // retries by due time
+	dialTurn      int
 	dialSeq       uint64
 	dialsInFlight int
 	dialWake      chan struct{}
@@ -106,6 +109,7 @@ func Start(ctx context.Context, cfg Config) (*Mesh, error) {
 		left:      make(map[leftEntry]time.Time),
 		leftNames: make(map[string]time.Time),
 		dialWake:  make(chan struct{}, 1),
+		freshQ:    list.New(),
 		start:     time.Now().UnixNano(),
 	}
 	if m.log == nil {

@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"cmp"
+	"container/list"
 	"net"
 	"slices"
 	"time"
@@ -20,11 +21,12 @@ type peerState struct {
 	gen        uint64
 
 	// dial scheduler (see dial.go)
-	dialing  bool      // a dial goroutine runs for it
-	qidx     int       // index in Mesh.dq, -1 when not queued
-	due      time.Time // when the next dial may start
-	seq      uint64    // arrival order in the queue
-	failures int       // failed attempts since the last success
+	dialing  bool          // a dial goroutine runs for it
+	fresh    *list.Element // in Mesh.freshQ, nil when not there
+	qidx     int           // index in Mesh.dq (retries), -1 when not there
+	due      time.Time     // when the next dial may start
+	seq      uint64        // arrival order in the queue
+	failures int           // failed attempts since the last success
 	bo       backoff
 }
 
@@ -289,7 +291,7 @@ func (m *Mesh) learnPeers(from *link, ps []peerInfo) {
 			st = newPeerState(p.Name, p.Name)
 			m.peers[p.Name] = st
 		}
-		if st.dialing || st.qidx >= 0 {
+		if st.dialing || st.qidx >= 0 || st.fresh != nil {
 			continue
 		}
 		if !st.wanted {

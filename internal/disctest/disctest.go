@@ -71,7 +71,8 @@ func (r *Recorder) Peers() []discovery.Peer {
 	return out
 }
 
-// Keys returns the keys of the current view, sorted.
+// Keys returns the current view as Peer.String() values ("name at addr",
+// "addr" or "name"), sorted by key.
 func (r *Recorder) Keys() []string {
 	var out []string
 	for _, p := range r.Peers() {
@@ -107,7 +108,7 @@ func (r *Recorder) Wait(t testing.TB, timeout time.Duration, what string, cond f
 	}
 }
 
-// WaitKeys waits until the view's keys (Peer.String) equal want.
+// WaitKeys waits until the view, as Peer.String() values, equals want.
 func (r *Recorder) WaitKeys(t testing.TB, timeout time.Duration, want ...string) {
 	t.Helper()
 	slices.Sort(want)
