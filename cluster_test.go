@@ -45,24 +45,24 @@ func TestGossipFullMesh(t *testing.T) {
 	}
 	for _, n := range ns {
 		evs := n.rec.all()
-		checkLinkSequence(t, n.c.Self().Name, evs)
+		checkLinkSequence(t, n.c.Self().Node, evs)
 		for _, other := range names(ns) {
-			if other == n.c.Self().Name {
+			if other == n.c.Self().Node {
 				continue
 			}
 			if got := count(evs, cluster.NodeUp, other); got != 1 {
-				t.Errorf("%s saw %d NodeUp for %s, want 1", n.c.Self().Name, got, other)
+				t.Errorf("%s saw %d NodeUp for %s, want 1", n.c.Self().Node, got, other)
 			}
 		}
 		if got := len(n.c.Discovered()); got != 2 {
-			t.Errorf("%s Discovered() = %d peers, want 2", n.c.Self().Name, got)
+			t.Errorf("%s Discovered() = %d peers, want 2", n.c.Self().Node, got)
 		}
 		if got := len(n.c.Connected()); got != 2 {
-			t.Errorf("%s Connected() = %d peers, want 2", n.c.Self().Name, got)
+			t.Errorf("%s Connected() = %d peers, want 2", n.c.Self().Node, got)
 		}
 	}
 	// Graceful leave: the others see "left".
-	leaving := ns[2].c.Self().Name
+	leaving := ns[2].c.Self().Node
 	ns[2].c.Close()
 	for _, n := range ns[:2] {
 		n.rec.waitFor(t, wait, "nodedown left", func(evs []cluster.Event) bool {
@@ -82,28 +82,37 @@ func TestGossipFullMesh(t *testing.T) {
 func TestStaticFullMeshAndRemove(t *testing.T) {
 	var ns []*node
 	for _, n := range []string{"s1@127.0.0.1", "s2@127.0.0.1", "s3@127.0.0.1"} {
-		cfg := cluster.Config{Strategy: cluster.StrategyStatic, ReconnectInterval: 200 * time.Millisecond,
+		cfg := cluster.Config{Strategy: cluster.StrategyStatic,
 			Mesh: mesh.Config{Name: n, Cookie: "c", Listen: "127.0.0.1:0", NoTransitive: true}}
 		ns = append(ns, start(t, cfg))
 	}
-	// Everyone lists everyone (a static list known only after the ports are).
+	// Everyone lists everyone by bare address (a static list known only
+	// after the ports are): the names come from the handshakes.
 	for _, n := range ns {
 		for _, o := range ns {
-			if err := n.c.AddNode(o.c.Self().Node); err != nil {
+			if err := n.c.AddNode(o.c.Self().Addr); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
 	waitFullMesh(t, ns, wait)
 	for _, n := range ns {
-		checkLinkSequence(t, n.c.Self().Name, n.rec.all())
+		n.rec.waitFor(t, wait, "all discovered by name", func(evs []cluster.Event) bool {
+			return len(discovered(evs)) == len(ns)-1
+		})
+		checkLinkSequence(t, n.c.Self().Node, n.rec.all())
+		for _, p := range n.c.Discovered() {
+			if p.Node == "" || p.Source != "static" {
+				t.Errorf("%s: Discovered() has %+v, want a named static peer", n.c.Self().Node, p)
+			}
+		}
 	}
-	// Removing s3 from s1's and s3's lists disconnects them.
-	s3 := ns[2].c.Self().Name
-	if err := ns[0].c.RemoveNode(s3); err != nil {
+	// Removing s3 from s1's and s1 from s3's lists disconnects them.
+	s3 := ns[2].c.Self().Node
+	if err := ns[0].c.RemoveNode(ns[2].c.Self().Addr); err != nil {
 		t.Fatal(err)
 	}
-	if err := ns[2].c.RemoveNode(ns[0].c.Self().Name); err != nil {
+	if err := ns[2].c.RemoveNode(ns[0].c.Self().Addr); err != nil {
 		t.Fatal(err)
 	}
 	ns[0].rec.waitFor(t, wait, "s3 lost and down", func(evs []cluster.Event) bool {
@@ -159,16 +168,16 @@ func TestChurnExactlyOnce(t *testing.T) {
 	}
 	for _, s := range stable {
 		evs := s.rec.all()
-		checkLinkSequence(t, s.c.Self().Name, evs)
+		checkLinkSequence(t, s.c.Self().Node, evs)
 		if got := count(evs, cluster.NodeUp, churned); got != restarts+1 {
-			t.Errorf("%s: %d NodeUp for %s, want %d", s.c.Self().Name, got, churned, restarts+1)
+			t.Errorf("%s: %d NodeUp for %s, want %d", s.c.Self().Node, got, churned, restarts+1)
 		}
-		other := stable[0].c.Self().Name
+		other := stable[0].c.Self().Node
 		if s == stable[0] {
-			other = stable[1].c.Self().Name
+			other = stable[1].c.Self().Node
 		}
 		if got := count(evs, cluster.NodeDown, other); got != 0 {
-			t.Errorf("%s: collateral NodeDown of %s during churn:\n%s", s.c.Self().Name, other, dump(evs))
+			t.Errorf("%s: collateral NodeDown of %s during churn:\n%s", s.c.Self().Node, other, dump(evs))
 		}
 	}
 }
@@ -199,13 +208,13 @@ func TestIsolation(t *testing.T) {
 	for _, n := range []*node{a1, a2} {
 		for _, p := range n.c.Discovered() {
 			if p.Node != "a1@127.0.0.1" && p.Node != "a2@127.0.0.1" {
-				t.Errorf("%s discovered outsider %s", n.c.Self().Name, p.Node)
+				t.Errorf("%s discovered outsider %s", n.c.Self().Node, p.Node)
 			}
 		}
 	}
 	for _, n := range []*node{wrongSecret, otherPort, otherGroup} {
 		if d := n.c.Discovered(); len(d) != 0 {
-			t.Errorf("%s discovered %v", n.c.Self().Name, d)
+			t.Errorf("%s discovered %v", n.c.Self().Node, d)
 		}
 	}
 }
@@ -341,8 +350,10 @@ type fixedStrategy struct {
 }
 
 func (f *fixedStrategy) Name() string { return "fixed" }
-func (f *fixedStrategy) Start(self discovery.Peer, report func([]discovery.Peer)) error {
-	report(f.peers)
+func (f *fixedStrategy) Start(_ context.Context, self discovery.Peer, sink discovery.Sink) error {
+	for _, p := range f.peers {
+		sink.Found(p)
+	}
 	return nil
 }
 func (f *fixedStrategy) Refresh()     { f.refresh <- struct{}{} }
@@ -350,7 +361,7 @@ func (f *fixedStrategy) Close() error { return nil }
 
 func TestCustomStrategy(t *testing.T) {
 	a := start(t, cluster.Config{Strategy: "static", Mesh: mesh.Config{Name: "ca@127.0.0.1", Cookie: "c", Listen: "127.0.0.1:0"}})
-	p, _ := discovery.ParseNode(a.c.Self().Node)
+	p := discovery.Peer{Name: a.c.Self().Node, Addr: a.c.Self().Addr}
 	fs := &fixedStrategy{peers: []discovery.Peer{p}, refresh: make(chan struct{}, 1)}
 	b := start(t, cluster.Config{Discovery: fs, Mesh: mesh.Config{Name: "cb@127.0.0.1", Cookie: "c", Listen: "127.0.0.1:0"}})
 	b.rec.waitFor(t, wait, "ca up via custom strategy", func(evs []cluster.Event) bool {

@@ -172,7 +172,7 @@ func start(t *testing.T, cfg cluster.Config) *node {
 func names(ns []*node) []string {
 	var out []string
 	for _, n := range ns {
-		out = append(out, n.c.Self().Name)
+		out = append(out, n.c.Self().Node)
 	}
 	return out
 }
@@ -183,7 +183,7 @@ func waitFullMesh(t *testing.T, ns []*node, d time.Duration) {
 	all := names(ns)
 	for i, n := range ns {
 		others := slices.Delete(slices.Clone(all), i, i+1)
-		n.rec.waitFor(t, d, n.c.Self().Name+" linked to all", func(evs []cluster.Event) bool {
+		n.rec.waitFor(t, d, n.c.Self().Node+" linked to all", func(evs []cluster.Event) bool {
 			return hasAll(up(evs), others...)
 		})
 	}

@@ -106,7 +106,7 @@ func TestDNSFullMesh(t *testing.T) {
 	}
 	waitFullMesh(t, ns, wait)
 	for _, n := range ns {
-		checkLinkSequence(t, n.c.Self().Name, n.rec.all())
+		checkLinkSequence(t, n.c.Self().Node, n.rec.all())
 		for _, e := range n.rec.all() {
 			if e.Kind == cluster.Discovered && e.Source != "dns" {
 				t.Errorf("%s: source %q, want dns", e, e.Source)
@@ -118,7 +118,7 @@ func TestDNSFullMesh(t *testing.T) {
 	for _, n := range ns[:2] {
 		n.rec.waitFor(t, wait, "lost .4", func(evs []cluster.Event) bool { return !discovered(evs)["macula@127.0.0.4"] })
 		if !up(n.rec.all())["macula@127.0.0.4"] {
-			t.Fatalf("%s dropped the live link of a node that left DNS only", n.c.Self().Name)
+			t.Fatalf("%s dropped the live link of a node that left DNS only", n.c.Self().Node)
 		}
 	}
 	// Now it dies: NodeDown everywhere.
@@ -141,7 +141,7 @@ func TestMDNSFullMesh(t *testing.T) {
 	waitFullMesh(t, ns, wait)
 	for _, n := range ns {
 		n.rec.waitFor(t, wait, "all discovered", func(evs []cluster.Event) bool { return len(discovered(evs)) == 2 })
-		checkLinkSequence(t, n.c.Self().Name, n.rec.all())
+		checkLinkSequence(t, n.c.Self().Node, n.rec.all())
 	}
 	ns[2].c.Close() // goodbye (TTL 0) and mesh leave
 	for _, n := range ns[:2] {
