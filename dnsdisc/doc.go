@@ -18,26 +18,16 @@
 // name the service port "macula" with protocol TCP and query
 // "_macula._tcp.<service>.<namespace>.svc.cluster.local".
 //
-// # Node names: the convention
+// # Node names
 //
-// The facade dials Peer.Addr, and the mesh checks that the node answering
-// is the node it meant to reach (Peer.Name). DNS tells only addresses, so
-// the name must follow from the address. Nodes discovered by DNS are
-// therefore expected to run with mesh node names "<basename>@<pod IP>",
-// where basename is shared by the whole deployment (Config.Basename,
-// CLUSTER_DNS_BASENAME, default "macula"). For an address 10.1.2.3 and
-// mesh port 9100 the peer is:
-//
-//	Node: "macula@10.1.2.3:9100"
-//	Name: "macula@10.1.2.3"
-//	Addr: "10.1.2.3:9100"
-//
-// IPv6 addresses give "macula@fd00::3" and "macula@[fd00::3]:9100", as
-// discovery.FormatNode writes them. In Kubernetes set the node name from
-// the downward API, for example MACULA_NODE=macula@$(POD_IP). SRV mode uses
-// the resolved address, not the target name, for the same reason; one
-// consequence is that two nodes on one IP address (different ports) would
-// have the same name, which the convention does not support.
+// DNS tells addresses, not names. Each address is reported as an
+// address-only peer (discovery.Peer{Addr: "10.1.2.3:9100"}); the mesh dials
+// it and learns the node's name in its handshake, and the cluster reports
+// the peer under that name. Nodes may therefore be named as their
+// operators like ("n1@10.1.2.3", "api-0@pod-dns-name"); the former
+// convention "<basename>@<pod IP>" still works, and Config.Basename is
+// accepted and ignored. Two nodes on one IP address with different ports
+// are two peers.
 //
 // # Behaviour
 //

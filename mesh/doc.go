@@ -24,9 +24,10 @@
 // time the node sends in its hello, then by number.
 //
 // Events: for one Mesh, every NodeUp is followed by exactly one NodeDown for
-// the same link before the next NodeUp for that node, all delivered in order
-// from one goroutine through an unbounded queue (link goroutines never wait
-// for OnEvent). NodeDown reasons: "closed" (connection closed, reset or
+// the same link before the next NodeUp for that node, handed to
+// Config.OnEvent synchronously in the order the link table changed (OnEvent
+// is a non-blocking sink: the cluster facade queues the events and reports
+// them from its one loop). NodeDown reasons: "closed" (connection closed, reset or
 // broken; also a protocol error), "timeout" (nothing arrived, or nothing
 // could be written, for LinkTimeout), "left" (the peer said goodbye: it is
 // closing), "restarted" (a new incarnation replaced the link),
