@@ -13,7 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	cluster "github.com/macula-io/cluster"
-	"github.com/macula-io/cluster/gossip"
 )
 
 // nodesView is the JSON of /nodes and the input of `macula nodes`.
@@ -67,7 +66,7 @@ func (s *httpServer) Close() {
 
 func startHTTP(addr string, c *cluster.Cluster, minPeers int, log *slog.Logger) (*httpServer, error) {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(&collector{c: c})
+	reg.MustRegister(newCollector(c))
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -101,59 +100,4 @@ func startHTTP(addr string, c *cluster.Cluster, minPeers int, log *slog.Logger) 
 	}()
 	log.Info("http listening", "addr", ln.Addr().String())
 	return s, nil
-}
-
-// collector exports the library's counters at scrape time; the library
-// itself stays free of Prometheus.
-type collector struct{ c *cluster.Cluster }
-
-var (
-	descHBSent     = prometheus.NewDesc("macula_gossip_heartbeats_sent_total", "Gossip heartbeats sent (one per interface).", nil, nil)
-	descHBRecv     = prometheus.NewDesc("macula_gossip_heartbeats_received_total", "Valid gossip heartbeats received from other nodes.", nil, nil)
-	descRejected   = prometheus.NewDesc("macula_gossip_packets_rejected_total", "Gossip packets dropped, by reason.", []string{"reason"}, nil)
-	descLinksUp    = prometheus.NewDesc("macula_mesh_links_up_total", "Mesh links established.", nil, nil)
-	descLinksDown  = prometheus.NewDesc("macula_mesh_links_down_total", "Mesh links lost, by reason.", []string{"reason"}, nil)
-	descHSFail     = prometheus.NewDesc("macula_mesh_handshake_failures_total", "Mesh handshakes failed, by reason.", []string{"reason"}, nil)
-	descMsgs       = prometheus.NewDesc("macula_mesh_messages_total", "Mesh messages, by direction.", []string{"direction"}, nil)
-	descMsgBytes   = prometheus.NewDesc("macula_mesh_message_bytes_total", "Mesh message payload bytes, by direction.", []string{"direction"}, nil)
-	descDiscovered = prometheus.NewDesc("macula_discovered_nodes", "Nodes the strategy currently reports.", nil, nil)
-	descConnected  = prometheus.NewDesc("macula_connected_nodes", "Nodes with a live mesh link.", nil, nil)
-	descDropped    = prometheus.NewDesc("macula_events_dropped_total", "Events a slow Events-channel reader missed.", nil, nil)
-)
-
-func (col *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descHBSent, descHBRecv, descRejected, descLinksUp, descLinksDown,
-		descHSFail, descMsgs, descMsgBytes, descDiscovered, descConnected, descDropped} {
-		ch <- d
-	}
-}
-
-func (col *collector) Collect(ch chan<- prometheus.Metric) {
-	c := col.c
-	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
-	}
-	if gs, ok := c.Strategy().(*gossip.Strategy); ok {
-		st := gs.Gossip().Stats()
-		counter(descHBSent, st.HeartbeatsSent)
-		counter(descHBRecv, st.HeartbeatsReceived)
-		for reason, n := range st.Rejected {
-			counter(descRejected, n, reason)
-		}
-	}
-	ms := c.Mesh().Stats()
-	counter(descLinksUp, ms.LinksUp)
-	for reason, n := range ms.LinksDown {
-		counter(descLinksDown, n, reason)
-	}
-	for reason, n := range ms.HandshakeFailures {
-		counter(descHSFail, n, reason)
-	}
-	counter(descMsgs, ms.MessagesSent, "sent")
-	counter(descMsgs, ms.MessagesReceived, "received")
-	counter(descMsgBytes, ms.BytesSent, "sent")
-	counter(descMsgBytes, ms.BytesReceived, "received")
-	ch <- prometheus.MustNewConstMetric(descDiscovered, prometheus.GaugeValue, float64(len(c.Discovered())))
-	ch <- prometheus.MustNewConstMetric(descConnected, prometheus.GaugeValue, float64(len(c.Connected())))
-	counter(descDropped, c.Stats().EventsDropped)
 }
