@@ -146,7 +146,6 @@ func TestNetnsChild(t *testing.T) {
 			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
 		}
 	}
-	rescanInterval = 100 * time.Millisecond // only this process, before any Start
 
 	t.Run("IPv6", func(t *testing.T) {
 		port := freePort(t)
