@@ -45,7 +45,7 @@ type Config struct {
 	// Interfaces are the interface names to join and send on. Empty = every
 	// up, running, multicast-capable (broadcast-capable in Broadcast mode),
 	// non-loopback interface with an IPv4 address (IPv4 groups), rescanned
-	// every 3 s. A named interface must exist at Start and only needs to be
+	// when the interfaces change. A named interface must exist at Start and only needs to be
 	// up (so "lo", which lacks the MULTICAST flag on Linux, can be named).
 	Interfaces []string
 	// Broadcast (IPv4 only) sends to each interface's broadcast address

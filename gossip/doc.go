@@ -47,14 +47,16 @@
 //
 // # Sockets
 //
-// One UDP socket bound to the wildcard address on the port with
-// SO_REUSEADDR, so several nodes on one host share the port and each gets a
-// copy of every heartbeat. IP_MULTICAST_ALL is off, so the socket only sees
-// the groups it joined itself; the destination of every datagram is checked
-// from IP_PKTINFO. The group is joined on each selected interface (by name
-// in Config.Interfaces, or every up, multicast-capable, non-loopback
-// interface, rescanned every 3 s so interfaces that appear later are joined
-// and vanished ones are left). Each heartbeat is sent once per joined
+// One UDP socket (internal/mcast, shared with mdns) bound to the wildcard
+// address on the port with SO_REUSEADDR, so several nodes on one host share
+// the port and each gets a copy of every heartbeat. IP_MULTICAST_ALL is off,
+// so the socket only sees the groups it joined itself; the destination of
+// every datagram is checked from IP_PKTINFO. The group is joined on each
+// selected interface (by name in Config.Interfaces, or every up, running,
+// multicast-capable, non-loopback interface), and the selection is redone
+// whenever the interfaces change (rtnetlink events on Linux, a 3 s poll
+// elsewhere), so interfaces that appear later are joined and vanished ones
+// are left. Each heartbeat is sent once per joined
 // interface with the interface chosen per packet (IP_PKTINFO / IPV6_PKTINFO),
 // with the configured TTL (IPv6 hop limit) and multicast loopback on, so
 // nodes on the same host hear each other.

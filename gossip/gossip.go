@@ -3,7 +3,6 @@ package gossip
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/macula-io/cluster/discovery"
+	"github.com/macula-io/cluster/internal/mcast"
 	"github.com/macula-io/cluster/internal/ratelimit"
 )
 
@@ -24,9 +24,6 @@ var ErrClosed = discovery.ErrClosed
 
 // Tunables (variables so tests can shorten them).
 var (
-	// rescanInterval is how often interfaces are rescanned (joined when
-	// they appear, left when they vanish).
-	rescanInterval = 3 * time.Second
 	// extraGap is the minimum time between two out-of-schedule heartbeats
 	// (BroadcastNow, or the answer to a newly discovered node). Requests
 	// inside the gap are coalesced into one heartbeat at its end, never
@@ -89,7 +86,7 @@ type Gossip struct {
 	wg     sync.WaitGroup
 	close  sync.Once
 	warn   *ratelimit.PerKey // hostile traffic, per source
-	opWarn *ratelimit.PerKey // local trouble: send, read, scan
+	opWarn *ratelimit.PerKey // local trouble: send, scan
 
 	// table: written only by the table goroutine, read under mu by Peers.
 	mu     sync.Mutex
@@ -276,18 +273,7 @@ func (g *Gossip) readLoop() {
 	for {
 		n, dst, ifIndex, from, err := g.conn.read(buf)
 		if err != nil {
-			if g.closed() || errors.Is(err, net.ErrClosed) {
-				return
-			}
-			if ok, _ := g.opWarn.Allow("\x00read"); ok {
-				g.s.log.Warn("gossip: read", "err", err)
-			}
-			select {
-			case <-g.done:
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-			continue
+			return // closed: the socket retries the errors it survives
 		}
 		at := time.Now()
 		g.packets.Add(1)
@@ -476,16 +462,16 @@ func (g *Gossip) send() {
 	}
 }
 
-// watchLoop rescans interfaces every rescanInterval.
+// watchLoop rescans interfaces when they change (and once at its start).
 func (g *Gossip) watchLoop() {
 	defer g.wg.Done()
-	t := time.NewTicker(rescanInterval)
-	defer t.Stop()
+	w := mcast.Watch(context.Background())
+	defer w.Close()
 	for {
 		select {
 		case <-g.done:
 			return // closing the socket drops the memberships
-		case <-t.C:
+		case <-w.C:
 			if err := g.rescan(false); err != nil {
 				if ok, _ := g.opWarn.Allow("\x00scan"); ok {
 					g.s.log.Warn("gossip: interface scan", "err", err)

@@ -7,10 +7,9 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strconv"
 
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
+	"github.com/macula-io/cluster/internal/mcast"
+	"github.com/macula-io/cluster/internal/ratelimit"
 )
 
 // Start errors, wrapped with the name of the thing that failed.
@@ -33,162 +32,47 @@ type iface struct {
 	bcast netip.Addr // IPv4 broadcast address (broadcast mode)
 }
 
-// packetConn is the IPv4 or IPv6 socket.
-type packetConn interface {
-	join(ifi *net.Interface) error
-	leave(ifi *net.Interface) error
-	// read returns the datagram length, its destination address and
-	// arrival interface from the control message (zero if absent), and its
-	// source.
-	read(buf []byte) (n int, dst netip.Addr, ifIndex int, src netip.AddrPort, err error)
-	// write sends b to dst out of interface ifi.
-	write(b []byte, ifi iface, dst netip.AddrPort) error
-	close() error
-}
+// packetConn is the gossip socket: an mcast.Conn on the group's port.
+type packetConn struct{ c *mcast.Conn }
 
-// listen binds the wildcard address on the port and sets TTL, loopback and
-// control messages.
+// listen binds the wildcard address on the port with the TTL, loopback
+// and control messages set (see package mcast). Read errors the socket
+// survives are logged, at most once per warnPeriod.
 func listen(ctx context.Context, s *settings) (packetConn, error) {
-	v6 := s.group.Is6()
-	network, addr := "udp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(s.port))
-	if v6 {
-		network, addr = "udp6", net.JoinHostPort("::", strconv.Itoa(s.port))
-	}
-	lc := net.ListenConfig{Control: control(v6, s.broadcast)}
-	c, err := lc.ListenPacket(ctx, network, addr)
-	if err != nil {
-		return nil, fmt.Errorf("%w udp %s: %w", ErrBind, addr, err)
-	}
-	var pc packetConn
-	if v6 {
-		pc, err = newConn6(c, s)
-	} else {
-		pc, err = newConn4(c, s)
+	warn := ratelimit.New(warnPeriod, 0)
+	c, err := mcast.Listen(ctx, mcast.Config{Group: s.group, Port: s.port, TTL: s.ttl, Broadcast: s.broadcast,
+		ReadError: func(err error) {
+			if ok, suppressed := warn.Allow("read"); ok {
+				s.log.Warn("gossip: read", "err", err, "suppressed", suppressed)
+			}
+		}})
+	if errors.Is(err, mcast.ErrBind) {
+		return packetConn{}, fmt.Errorf("%w: %w", ErrBind, err)
 	}
 	if err != nil {
-		c.Close()
-		return nil, fmt.Errorf("gossip: socket options on udp %s: %w", addr, err)
+		return packetConn{}, fmt.Errorf("gossip: %w", err)
 	}
-	return pc, nil
+	return packetConn{c}, nil
 }
 
-type conn4 struct {
-	c     net.PacketConn
-	pc    *ipv4.PacketConn
-	group net.IP
+func (p packetConn) join(ifi *net.Interface) error  { return p.c.Join(ifi) }
+func (p packetConn) leave(ifi *net.Interface) error { return p.c.Leave(ifi) }
+
+// read returns the datagram length, its destination address and arrival
+// interface (zero if unknown), and its source. It fails only once the
+// socket is closed.
+func (p packetConn) read(buf []byte) (n int, dst netip.Addr, ifIndex int, src netip.AddrPort, err error) {
+	pk, err := p.c.Read(buf)
+	return pk.N, pk.Dst, pk.IfIndex, pk.Src, err
 }
 
-func newConn4(c net.PacketConn, s *settings) (*conn4, error) {
-	pc := ipv4.NewPacketConn(c)
-	for _, err := range []error{
-		pc.SetMulticastTTL(s.ttl),
-		pc.SetTTL(s.ttl), // broadcast packets use the unicast TTL
-		pc.SetMulticastLoopback(true),
-		pc.SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true),
-	} {
-		if err != nil {
-			return nil, err
-		}
-	}
-	return &conn4{c: c, pc: pc, group: net.IP(s.group.AsSlice())}, nil
+// write sends b to dst out of interface f, from f's IPv4 source address.
+func (p packetConn) write(b []byte, f iface, dst netip.AddrPort) error {
+	src, _ := netip.AddrFromSlice(f.src)
+	return p.c.WriteTo(b, f.index, src, dst)
 }
 
-func (c *conn4) join(ifi *net.Interface) error {
-	return c.pc.JoinGroup(ifi, &net.UDPAddr{IP: c.group})
-}
-
-func (c *conn4) leave(ifi *net.Interface) error {
-	return c.pc.LeaveGroup(ifi, &net.UDPAddr{IP: c.group})
-}
-
-func (c *conn4) read(buf []byte) (int, netip.Addr, int, netip.AddrPort, error) {
-	n, cm, src, err := c.pc.ReadFrom(buf)
-	if err != nil {
-		return 0, netip.Addr{}, 0, netip.AddrPort{}, err
-	}
-	var dst netip.Addr
-	var ifIndex int
-	if cm != nil {
-		dst, _ = netip.AddrFromSlice(cm.Dst)
-		ifIndex = cm.IfIndex
-	}
-	return n, dst.Unmap(), ifIndex, udpAddrPort(src), nil
-}
-
-func (c *conn4) write(b []byte, ifi iface, dst netip.AddrPort) error {
-	// The interface is chosen per packet (IP_PKTINFO), so sends on several
-	// interfaces need no lock around IP_MULTICAST_IF. Setting the source
-	// matters on lo: 127.0.0.1 is host-scoped and the kernel would pick
-	// another interface's address.
-	cm := &ipv4.ControlMessage{IfIndex: ifi.index, Src: ifi.src}
-	_, err := c.pc.WriteTo(b, cm, net.UDPAddrFromAddrPort(dst))
-	return err
-}
-
-func (c *conn4) close() error { return c.c.Close() }
-
-type conn6 struct {
-	c     net.PacketConn
-	pc    *ipv6.PacketConn
-	group net.IP
-}
-
-func newConn6(c net.PacketConn, s *settings) (*conn6, error) {
-	pc := ipv6.NewPacketConn(c)
-	for _, err := range []error{
-		pc.SetMulticastHopLimit(s.ttl),
-		pc.SetMulticastLoopback(true),
-		pc.SetControlMessage(ipv6.FlagDst|ipv6.FlagInterface, true),
-	} {
-		if err != nil {
-			return nil, err
-		}
-	}
-	return &conn6{c: c, pc: pc, group: net.IP(s.group.AsSlice())}, nil
-}
-
-func (c *conn6) join(ifi *net.Interface) error {
-	return c.pc.JoinGroup(ifi, &net.UDPAddr{IP: c.group})
-}
-
-func (c *conn6) leave(ifi *net.Interface) error {
-	return c.pc.LeaveGroup(ifi, &net.UDPAddr{IP: c.group})
-}
-
-func (c *conn6) read(buf []byte) (int, netip.Addr, int, netip.AddrPort, error) {
-	n, cm, src, err := c.pc.ReadFrom(buf)
-	if err != nil {
-		return 0, netip.Addr{}, 0, netip.AddrPort{}, err
-	}
-	var dst netip.Addr
-	var ifIndex int
-	if cm != nil {
-		dst, _ = netip.AddrFromSlice(cm.Dst)
-		ifIndex = cm.IfIndex
-	}
-	return n, dst, ifIndex, udpAddrPort(src), nil
-}
-
-func (c *conn6) write(b []byte, ifi iface, dst netip.AddrPort) error {
-	cm := &ipv6.ControlMessage{IfIndex: ifi.index}
-	ua := &net.UDPAddr{IP: net.IP(dst.Addr().AsSlice()), Port: int(dst.Port())}
-	if dst.Addr().IsLinkLocalMulticast() || dst.Addr().IsInterfaceLocalMulticast() {
-		ua.Zone = strconv.Itoa(ifi.index)
-	}
-	_, err := c.pc.WriteTo(b, cm, ua)
-	return err
-}
-
-func (c *conn6) close() error { return c.c.Close() }
-
-func udpAddrPort(a net.Addr) netip.AddrPort {
-	ua, ok := a.(*net.UDPAddr)
-	if !ok {
-		return netip.AddrPort{}
-	}
-	ap := ua.AddrPort()
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-}
+func (p packetConn) close() error { return p.c.Close() }
 
 // candidate is an interface we want, with the data needed to join it.
 type candidate struct {
@@ -196,77 +80,29 @@ type candidate struct {
 	info iface
 }
 
-// scan lists the interfaces we want now. Named interfaces that do not
-// exist are returned in missing; named ones that are down are skipped, as
-// are (in broadcast mode) interfaces without an IPv4 broadcast address.
+// scan lists the interfaces we want now (see mcast.Want). Named interfaces
+// that do not exist are returned in missing; named ones that are down are
+// skipped, as are (in broadcast mode) interfaces without an IPv4 broadcast
+// address.
 func scan(s *settings) (want []candidate, missing []string, err error) {
-	if len(s.ifaces) > 0 {
-		for _, name := range s.ifaces {
-			ifi, err := net.InterfaceByName(name)
-			if err != nil {
-				missing = append(missing, name)
-				continue
-			}
-			if ifi.Flags&net.FlagUp == 0 {
-				continue
-			}
-			if c, ok := makeCandidate(s, ifi); ok {
-				want = append(want, c)
-			}
-		}
-		return want, missing, nil
-	}
-	all, err := net.Interfaces()
+	found, missing, err := mcast.Interfaces(mcast.Want{Names: s.ifaces, Broadcast: s.broadcast, IPv4: s.group.Is4()})
 	if err != nil {
-		return nil, nil, fmt.Errorf("gossip: list interfaces: %w", err)
+		return nil, nil, fmt.Errorf("gossip: %w", err)
 	}
-	need := net.FlagMulticast
-	if s.broadcast {
-		need = net.FlagBroadcast
-	}
-	for i := range all {
-		ifi := &all[i]
-		if ifi.Flags&(net.FlagUp|net.FlagRunning|need) != net.FlagUp|net.FlagRunning|need || ifi.Flags&net.FlagLoopback != 0 {
-			continue
+	for _, ifi := range found {
+		c := candidate{ifi: ifi.Interface, info: iface{name: ifi.Name, index: ifi.Index}}
+		if s.group.Is4() {
+			if src := ifi.Source4(); src.IsValid() {
+				c.info.src = net.IP(src.AsSlice())
+			}
+			c.info.bcast, _ = ifi.Broadcast4()
 		}
-		c, ok := makeCandidate(s, ifi)
-		if !ok || (s.group.Is4() && c.info.src == nil) {
-			continue // an IPv4 group needs an IPv4 address to send from
+		if s.broadcast && !c.info.bcast.IsValid() {
+			continue
 		}
 		want = append(want, c)
 	}
-	return want, nil, nil
-}
-
-// makeCandidate fills in the addresses of ifi; ok is false in broadcast
-// mode when ifi has no IPv4 broadcast address.
-func makeCandidate(s *settings, ifi *net.Interface) (candidate, bool) {
-	c := candidate{ifi: *ifi, info: iface{name: ifi.Name, index: ifi.Index}}
-	if s.group.Is4() {
-		addrs, _ := ifi.Addrs()
-		for _, a := range addrs {
-			ipn, ok := a.(*net.IPNet)
-			if !ok || ipn.IP.To4() == nil {
-				continue
-			}
-			ip4 := ipn.IP.To4()
-			if c.info.src == nil {
-				c.info.src = ip4
-			}
-			if ones, bits := ipn.Mask.Size(); bits == 32 && ones <= 30 && !c.info.bcast.IsValid() {
-				var b [4]byte
-				for i := range b {
-					b[i] = ip4[i] | ^ipn.Mask[i]
-				}
-				c.info.bcast = netip.AddrFrom4(b)
-				c.info.src = ip4 // send from the address the broadcast belongs to
-			}
-		}
-	}
-	if s.broadcast && !c.info.bcast.IsValid() {
-		return c, false
-	}
-	return c, true
+	return want, missing, nil
 }
 
 // ifaceSet is an immutable snapshot of the joined interfaces, sorted by name.

@@ -37,8 +37,9 @@ var (
 // Config configures the mDNS strategy. The zero value works.
 type Config struct {
 	// Interfaces to use, by name; each must exist and be up at Start.
-	// Empty = every up, multicast-capable, non-loopback interface. Either
-	// way the list is rescanned every 5 s (interfaces and addresses).
+	// Empty = every up, running, multicast-capable, non-loopback
+	// interface. Either way the list is rescanned when the interfaces or
+	// their addresses change.
 	Interfaces []string
 	// Service is the DNS-SD service type "_name._tcp" or "_name._udp"
 	// ("" = "_macula._tcp"); the domain is always "local.".

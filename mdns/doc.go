@@ -62,10 +62,12 @@
 // One IPv4 socket (224.0.0.251) and one IPv6 socket ([ff02::fb]) bound to
 // the wildcard address on the mDNS port with SO_REUSEADDR, so that avahi
 // or another responder may hold the port too, and with IP_MULTICAST_ALL
-// (IPV6_MULTICAST_ALL) off, so only joined groups arrive. Packets go out
-// with TTL/hop limit 255 on each selected interface (Config.Interfaces, or
-// every up, multicast-capable, non-loopback interface, rescanned every
-// 5 s). IPv6 is optional: when it cannot bind, join or send on an
+// (IPV6_MULTICAST_ALL) off, so only joined groups arrive (internal/mcast,
+// shared with gossip). Packets go out with TTL/hop limit 255 on each
+// selected interface (Config.Interfaces, or every up, running,
+// multicast-capable, non-loopback interface), and the selection and the
+// addresses are read again whenever the interfaces change (rtnetlink events
+// on Linux, a 3 s poll elsewhere). IPv6 is optional: when it cannot bind, join or send on an
 // interface, IPv4 carries on alone.
 //
 // # Why not github.com/pion/mdns/v2

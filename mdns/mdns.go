@@ -2,7 +2,6 @@ package mdns
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -18,23 +17,23 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/macula-io/cluster/discovery"
+	"github.com/macula-io/cluster/internal/mcast"
 	"github.com/macula-io/cluster/internal/ratelimit"
 )
 
 // Timing (RFC 6762 where it says so).
 const (
-	announceCount    = 2               // §8.3: at least two, one second apart
-	announceGap      = time.Second     //
-	minMulticastGap  = time.Second     // §6: a record at most once per second per interface
-	firstQueryGap    = time.Second     // §5.2: one second, then doubling
-	maxQueryGap      = time.Minute     // cap of the doubling (the RFC allows up to an hour)
-	goodbyeGrace     = time.Second     // §10.1: a TTL 0 record is kept for one second
-	maxRecordTTL     = 4500            // seconds; longer TTLs heard are cut to this
-	rescanEvery      = 5 * time.Second // interface and address rescan
-	txtAsks          = 3               // TXT queries for an instance known only by PTR
-	queueLen         = 128             // received packets waiting for the owner goroutine
-	warnPeriod       = time.Minute     // one warning per source per period
-	refreshStages    = 4               // §5.2: queries at 80, 85, 90, 95% of the TTL
+	announceCount    = 2           // §8.3: at least two, one second apart
+	announceGap      = time.Second //
+	minMulticastGap  = time.Second // §6: a record at most once per second per interface
+	firstQueryGap    = time.Second // §5.2: one second, then doubling
+	maxQueryGap      = time.Minute // cap of the doubling (the RFC allows up to an hour)
+	goodbyeGrace     = time.Second // §10.1: a TTL 0 record is kept for one second
+	maxRecordTTL     = 4500        // seconds; longer TTLs heard are cut to this
+	txtAsks          = 3           // TXT queries for an instance known only by PTR
+	queueLen         = 128         // received packets waiting for the owner goroutine
+	warnPeriod       = time.Minute // one warning per source per period
+	refreshStages    = 4           // §5.2: queries at 80, 85, 90, 95% of the TTL
 	refreshFirstPct  = 80
 	refreshStepPct   = 5
 	refreshJitterPct = 2
@@ -128,9 +127,9 @@ func (s *Strategy) start(ctx context.Context, self discovery.Peer, sink discover
 		return fmt.Errorf("%w: interface %s not found or down", ErrNoInterface, strings.Join(missing, ", "))
 	}
 	if len(found) == 0 {
-		return fmt.Errorf("%w: no up, multicast-capable, non-loopback interface", ErrNoInterface)
+		return fmt.Errorf("%w: no up, running, multicast-capable, non-loopback interface", ErrNoInterface)
 	}
-	c, err6, err := openConn(st.port, st.v6)
+	c, err6, err := openConn(st.port, st.v6, func(err error) { st.log.Debug("mdns: read", "err", err) })
 	if err != nil {
 		return err
 	}
@@ -162,22 +161,21 @@ func (s *Strategy) start(ctx context.Context, self discovery.Peer, sink discover
 	e.announceLeft, e.nextAnnounce = announceCount, now
 	// §5.2: the first query after a random 20-120 ms delay.
 	e.nextQuery = now.Add(20*time.Millisecond + rand.N(100*time.Millisecond))
-	e.nextRescan = now.Add(rescanEvery)
 
 	s.stop = make(chan struct{})
 	s.done = make(chan struct{})
 	readers := 0
-	if c.p4 != nil {
+	if c.c4 != nil {
 		readers++
-		go e.read4()
+		go e.read(c.c4, false)
 	}
-	if c.p6 != nil {
+	if c.c6 != nil {
 		readers++
-		go e.read6()
+		go e.read(c.c6, true)
 	}
 	e.readers = readers
 	st.log.Debug("mdns discovery started", "instance", ours.instance.String(), "interfaces", ifaceNames(found),
-		"port", st.port, "ipv6", c.p6 != nil)
+		"port", st.port, "ipv6", c.c6 != nil)
 	go e.run()
 	return nil
 }
@@ -357,7 +355,6 @@ type engine struct {
 	lastQuery    time.Time
 	refreshAt    time.Time // zero: no Refresh pending
 	queryGap     time.Duration
-	nextRescan   time.Time
 
 	readers    int
 	readerDone chan struct{}
@@ -395,52 +392,21 @@ func (e *engine) publishIfaces() {
 
 // --- readers ---
 
-func (e *engine) read4() {
+// read reads c (the IPv4 or IPv6 socket) until it is closed.
+func (e *engine) read(c *mcast.Conn, v6 bool) {
 	defer func() { e.readerDone <- struct{}{} }()
 	buf := make([]byte, maxPacket+1)
 	for {
-		n, cm, src, err := e.conn.p4.ReadFrom(buf)
+		p, err := c.Read(buf)
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			time.Sleep(10 * time.Millisecond) // transient; do not spin
-			continue
+			return // closed: the socket retries the errors it survives
 		}
-		if cm == nil {
-			continue
-		}
-		dst, _ := netip.AddrFromSlice(cm.Dst)
-		e.ingest(buf[:n], dst.Unmap() == group4, cm.IfIndex, false, src)
-	}
-}
-
-func (e *engine) read6() {
-	defer func() { e.readerDone <- struct{}{} }()
-	buf := make([]byte, maxPacket+1)
-	for {
-		n, cm, src, err := e.conn.p6.ReadFrom(buf)
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		if cm == nil {
-			continue
-		}
-		dst, _ := netip.AddrFromSlice(cm.Dst)
-		e.ingest(buf[:n], dst == group6, cm.IfIndex, true, src)
+		e.ingest(buf[:p.N], p.Dst == c.Group().Addr(), p.IfIndex, v6, p.Src)
 	}
 }
 
 // ingest parses one packet in a reader goroutine and queues it.
-func (e *engine) ingest(b []byte, toGroup bool, ifIndex int, v6 bool, src net.Addr) {
-	var from netip.AddrPort
-	if ua, ok := src.(*net.UDPAddr); ok {
-		from = ua.AddrPort()
-	}
+func (e *engine) ingest(b []byte, toGroup bool, ifIndex int, v6 bool, from netip.AddrPort) {
 	if !toGroup {
 		e.s.reject("not_multicast")
 		return
@@ -468,6 +434,8 @@ func (e *engine) ingest(b []byte, toGroup bool, ifIndex int, v6 bool, src net.Ad
 
 func (e *engine) run() {
 	defer close(e.s.done)
+	watch := mcast.Watch(context.Background()) // signals at once, then on each interface change
+	defer watch.Close()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -477,6 +445,8 @@ func (e *engine) run() {
 			return
 		case p := <-e.in:
 			e.handle(p, time.Now())
+		case <-watch.C:
+			e.rescan(time.Now())
 		case <-e.s.refresh:
 			// A query now, or a second after the last one (§5.2), outside
 			// the doubling browse schedule.
@@ -509,10 +479,6 @@ func (e *engine) shutdown() {
 
 // tick does whatever is due at now and returns the next deadline.
 func (e *engine) tick(now time.Time) time.Time {
-	if !now.Before(e.nextRescan) {
-		e.rescan(now)
-		e.nextRescan = now.Add(rescanEvery)
-	}
 	if e.announceLeft > 0 && !now.Before(e.nextAnnounce) {
 		e.announce(now)
 		e.announceLeft--
@@ -557,7 +523,7 @@ func (e *engine) tick(now time.Time) time.Time {
 		e.sendQuery(now, ptrDue, txtDue)
 	}
 
-	next := earlier(e.nextRescan, e.nextQuery)
+	next := e.nextQuery
 	if e.announceLeft > 0 {
 		next = earlier(next, e.nextAnnounce)
 	}

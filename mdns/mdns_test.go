@@ -5,16 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 	"golang.org/x/net/dns/dnsmessage"
-	"golang.org/x/net/ipv4"
 
 	"github.com/macula-io/cluster/discovery"
 	"github.com/macula-io/cluster/internal/disctest"
+	"github.com/macula-io/cluster/internal/mcast"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -153,36 +154,27 @@ func TestShortTTLRefreshed(t *testing.T) {
 
 // fakeResponder multicasts hand-made responses on lo from the mDNS port.
 type fakeResponder struct {
-	c   net.PacketConn
-	p   *ipv4.PacketConn
-	dst *net.UDPAddr
+	c  *mcast.Conn
+	lo *net.Interface
 }
 
 func newFakeResponder(t *testing.T, port int) *fakeResponder {
 	t.Helper()
-	lc := net.ListenConfig{Control: control}
-	c, err := lc.ListenPacket(context.Background(), "udp4", fmt.Sprintf("0.0.0.0:%d", port))
+	c, err := mcast.Listen(context.Background(), mcast.Config{Group: group4, Port: port})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	p := ipv4.NewPacketConn(c)
 	lo, err := net.InterfaceByName("lo")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.SetMulticastInterface(lo); err != nil {
-		t.Fatal(err)
-	}
-	if err := p.SetMulticastLoopback(true); err != nil {
-		t.Fatal(err)
-	}
-	return &fakeResponder{c: c, p: p, dst: &net.UDPAddr{IP: net.IPv4(224, 0, 0, 251), Port: port}}
+	return &fakeResponder{c: c, lo: lo}
 }
 
 func (f *fakeResponder) send(t *testing.T, b []byte) {
 	t.Helper()
-	if _, err := f.p.WriteTo(b, nil, f.dst); err != nil {
+	if err := f.c.WriteTo(b, f.lo.Index, netip.MustParseAddr("127.0.0.1"), f.c.Group()); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -291,8 +283,7 @@ func TestAnswersQueries(t *testing.T) {
 	t.Parallel()
 	port := freePort(t)
 	f := newFakeResponder(t, port)
-	lo, _ := net.InterfaceByName("lo")
-	if err := f.p.JoinGroup(lo, &net.UDPAddr{IP: net.IPv4(224, 0, 0, 251)}); err != nil {
+	if err := f.c.Join(f.lo); err != nil {
 		t.Fatal(err)
 	}
 	recv := make(chan message, 64)
@@ -301,11 +292,11 @@ func TestAnswersQueries(t *testing.T) {
 		defer close(done)
 		buf := make([]byte, 9000)
 		for {
-			n, _, err := f.c.ReadFrom(buf)
+			p, err := f.c.Read(buf)
 			if err != nil {
 				return
 			}
-			if m, err := parseMessage(buf[:n]); err == nil && m.Response {
+			if m, err := parseMessage(buf[:p.N]); err == nil && m.Response {
 				recv <- m
 			}
 		}

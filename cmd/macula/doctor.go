@@ -15,14 +15,11 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
-
-	"golang.org/x/net/ipv4"
-	"golang.org/x/sys/unix"
 
 	cluster "github.com/macula-io/cluster"
 	"github.com/macula-io/cluster/gossip"
+	"github.com/macula-io/cluster/internal/mcast"
 )
 
 type checkStatus int
@@ -90,16 +87,19 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fmt.Fprintf(stdout, "macula doctor %s (%s/%s): gossip %s, mesh %s\n\n", version(), runtime.GOOS, runtime.GOARCH,
 		net.JoinHostPort(grp, fmt.Sprint(gport)), orDefault(*listen, os.Getenv("MACULA_LISTEN"), "ports 9100-9200"))
 
-	chosen := d.checkInterfaces(gcfg.Interfaces)
 	gaddr, err := netip.ParseAddr(grp)
-	if err != nil || !gaddr.IsMulticast() {
+	valid := err == nil && gaddr.IsMulticast()
+	chosen := d.checkInterfaces(mcast.Want{Names: gcfg.Interfaces, IPv4: !valid || gaddr.Is4()})
+	portGroup := gaddr
+	if !valid {
 		d.report(statusFail, "multicast group "+grp, "not a multicast address", "use a group in 224.0.0.0/4 (default 230.1.1.251)")
+		portGroup = netip.MustParseAddr(gossip.DefaultGroup)
 	} else if gaddr.Is4() {
 		d.checkRoute(gaddr, gcfg.Interfaces)
 	}
-	d.checkUDPPort(gport)
+	d.checkUDPPort(portGroup, gport)
 	d.checkMeshPorts(orDefault(*listen, os.Getenv("MACULA_LISTEN"), ""))
-	if err == nil && gaddr.Is4() {
+	if valid && gaddr.Is4() {
 		for _, ifi := range chosen {
 			d.selfTest(ctx, ifi, gaddr, gport)
 		}
@@ -123,56 +123,47 @@ func orDefault(vals ...string) string {
 	return ""
 }
 
-// checkInterfaces lists the interfaces and returns the ones gossip would use.
-func (d *doctor) checkInterfaces(names []string) []net.Interface {
-	ifs, err := net.Interfaces()
+// checkInterfaces lists the interfaces and returns the ones gossip would
+// use: the same selection (mcast.Want) as gossip's.
+func (d *doctor) checkInterfaces(want mcast.Want) []mcast.Interface {
+	ifs, err := mcast.List()
 	if err != nil {
 		d.report(statusFail, "interfaces", err.Error(), "")
 		return nil
 	}
+	chosen, missing := want.Select(ifs)
 	var b strings.Builder
-	var chosen []net.Interface
 	for _, ifi := range ifs {
 		var flags []string
 		for _, f := range []struct {
 			f net.Flags
 			s string
-		}{{net.FlagUp, "up"}, {net.FlagMulticast, "multicast"}, {net.FlagBroadcast, "broadcast"}, {net.FlagLoopback, "loopback"}} {
+		}{{net.FlagUp, "up"}, {net.FlagRunning, "running"}, {net.FlagMulticast, "multicast"}, {net.FlagBroadcast, "broadcast"}, {net.FlagLoopback, "loopback"}} {
 			if ifi.Flags&f.f != 0 {
 				flags = append(flags, f.s)
 			}
 		}
 		var addrs []string
-		as, _ := ifi.Addrs()
-		for _, a := range as {
+		for _, a := range ifi.Addrs {
 			addrs = append(addrs, a.String())
 		}
-		use := false
-		if len(names) > 0 {
-			use = slices.Contains(names, ifi.Name) && ifi.Flags&net.FlagUp != 0
-		} else {
-			use = ifi.Flags&net.FlagUp != 0 && ifi.Flags&net.FlagMulticast != 0 && ifi.Flags&net.FlagLoopback == 0
-		}
 		mark := " "
-		if use {
+		if slices.ContainsFunc(chosen, func(c mcast.Interface) bool { return c.Index == ifi.Index }) {
 			mark = "*"
-			chosen = append(chosen, ifi)
 		}
 		fmt.Fprintf(&b, "%s %-10s %-32s %s\n", mark, ifi.Name, strings.Join(flags, ","), strings.Join(addrs, " "))
 	}
 	b.WriteString("(* = used for gossip)\n")
-	for _, n := range names {
-		if !slices.ContainsFunc(ifs, func(i net.Interface) bool { return i.Name == n }) {
-			d.report(statusFail, "interfaces", b.String()+fmt.Sprintf("interface %q does not exist", n),
-				"pass an existing name to --interface / MACULA_GOSSIP_IF (see the list above)")
-			return chosen
-		}
+	if len(missing) > 0 {
+		d.report(statusFail, "interfaces", b.String()+fmt.Sprintf("interface %q does not exist", missing[0]),
+			"pass an existing name to --interface / MACULA_GOSSIP_IF (see the list above)")
+		return chosen
 	}
 	switch {
-	case len(chosen) == 0 && len(names) > 0:
+	case len(chosen) == 0 && len(want.Names) > 0:
 		d.report(statusFail, "interfaces", b.String()+"the named interfaces are down", "bring them up: ip link set IFACE up")
 	case len(chosen) == 0:
-		d.report(statusFail, "interfaces", b.String()+"no up, multicast-capable, non-loopback interface",
+		d.report(statusFail, "interfaces", b.String()+"no up, running, multicast-capable, non-loopback interface with an IPv4 address",
 			"connect a network, or name one with --interface (e.g. lo for a single-host cluster)")
 	default:
 		d.report(statusOK, "interfaces", b.String(), "")
@@ -218,7 +209,7 @@ func (d *doctor) checkRoute(group netip.Addr, pinned []string) {
 	case len(via) > 0:
 		d.report(statusOK, "multicast route", "a route covers "+group.String()+" via "+strings.Join(via, ", "), "")
 	case len(pinned) > 0:
-		d.report(statusOK, "multicast route", "no 224.0.0.0/4 route, but gossip is pinned to "+strings.Join(pinned, ",")+" (IP_MULTICAST_IF), so none is needed", "")
+		d.report(statusOK, "multicast route", "no 224.0.0.0/4 route, but gossip is pinned to "+strings.Join(pinned, ",")+" (the interface is chosen per packet), so none is needed", "")
 	case defaultVia != "":
 		d.report(statusWarn, "multicast route", "no 224.0.0.0/4 route: multicast follows the default route via "+defaultVia,
 			"ip route add 224.0.0.0/4 dev IFACE, or pin gossip with --interface")
@@ -228,20 +219,9 @@ func (d *doctor) checkRoute(group netip.Addr, pinned []string) {
 	}
 }
 
-func reuseAddr(network, address string, c syscall.RawConn) error {
-	var serr error
-	err := c.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-	})
-	if err != nil {
-		return err
-	}
-	return serr
-}
-
-func (d *doctor) checkUDPPort(port int) {
-	lc := net.ListenConfig{Control: reuseAddr}
-	c, err := lc.ListenPacket(context.Background(), "udp4", fmt.Sprintf("0.0.0.0:%d", port))
+// checkUDPPort binds the gossip port as gossip does (package mcast).
+func (d *doctor) checkUDPPort(group netip.Addr, port int) {
+	c, err := mcast.Listen(context.Background(), mcast.Config{Group: group, Port: port})
 	if err != nil {
 		d.report(statusFail, fmt.Sprintf("gossip port %d/udp", port), err.Error(),
 			"another program holds the port without SO_REUSEADDR (find it with `ss -ulpn sport = :PORT`), or pick another port with --port / MACULA_GOSSIP_PORT")
@@ -286,24 +266,18 @@ func (d *doctor) checkMeshPorts(listen string) {
 // selfTest sends a probe to the group on one interface, with loopback on,
 // and expects to receive it on a socket joined on that interface. The probe
 // is not a heartbeat (running nodes count it as malformed and drop it).
-func (d *doctor) selfTest(ctx context.Context, ifi net.Interface, group netip.Addr, port int) {
+func (d *doctor) selfTest(ctx context.Context, ifi mcast.Interface, group netip.Addr, port int) {
 	title := fmt.Sprintf("send/receive on %s (%s:%d)", ifi.Name, group, port)
-	lc := net.ListenConfig{Control: reuseAddr}
-	c, err := lc.ListenPacket(ctx, "udp4", fmt.Sprintf("0.0.0.0:%d", port))
+	c, err := mcast.Listen(ctx, mcast.Config{Group: group, Port: port, TTL: 1})
 	if err != nil {
 		d.report(statusFail, title, err.Error(), "see the port check above")
 		return
 	}
 	defer c.Close()
-	p := ipv4.NewPacketConn(c)
-	gudp := &net.UDPAddr{IP: group.AsSlice(), Port: port}
-	if err := p.JoinGroup(&ifi, gudp); err != nil {
+	if err := c.Join(&ifi.Interface); err != nil {
 		d.report(statusFail, title, "join group: "+err.Error(), "the interface must support multicast: ip link set "+ifi.Name+" multicast on")
 		return
 	}
-	_ = p.SetMulticastInterface(&ifi)
-	_ = p.SetMulticastLoopback(true)
-	_ = p.SetMulticastTTL(1)
 	nonce := make([]byte, 8)
 	rand.Read(nonce)
 	probe := []byte("MACULA_DOCTOR:" + hex.EncodeToString(nonce))
@@ -311,17 +285,18 @@ func (d *doctor) selfTest(ctx context.Context, ifi net.Interface, group netip.Ad
 	deadline := start.Add(2 * time.Second)
 	buf := make([]byte, 1500)
 	for attempt := 0; attempt < 3; attempt++ {
-		if _, err := p.WriteTo(probe, nil, gudp); err != nil {
+		// Out of ifi only, from its address, as gossip sends.
+		if err := c.WriteTo(probe, ifi.Index, ifi.Source4(), c.Group()); err != nil {
 			d.report(statusFail, title, "send: "+err.Error(), "check the route and that the interface is up")
 			return
 		}
 		c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
 		for time.Now().Before(deadline) {
-			n, _, _, err := p.ReadFrom(buf)
+			p, err := c.Read(buf)
 			if err != nil {
 				break
 			}
-			if string(buf[:n]) == string(probe) {
+			if string(buf[:p.N]) == string(probe) {
 				d.report(statusOK, title, fmt.Sprintf("probe looped back in %v", time.Since(start).Round(time.Microsecond)), "")
 				return
 			}

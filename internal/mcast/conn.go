@@ -1,0 +1,257 @@
+package mcast
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+)
+
+// ErrBind is matched (errors.Is) by the error of Listen when the port cannot
+// be bound; the OS error is wrapped too (errors.Is(err, syscall.EADDRINUSE)
+// works). The error's text is the OS error's, which names the address.
+var ErrBind = errors.New("mcast: cannot bind")
+
+// readPause is how long Read waits after a transient error before reading
+// again, so that a socket that keeps failing does not spin.
+const readPause = 10 * time.Millisecond
+
+// Config configures Listen.
+type Config struct {
+	// Group is the multicast group the Conn joins and sends to. Its family
+	// chooses the socket: "0.0.0.0:Port" for IPv4, "[::]:Port" for IPv6.
+	// Required.
+	Group netip.Addr
+	// Port is the UDP port to bind. 0 = a port the kernel picks (Conn.Port
+	// tells which).
+	Port int
+	// TTL is the TTL (IPv4) or hop limit (IPv6) of every packet sent,
+	// multicast and unicast (broadcasts use the unicast one). 0 = 1, this
+	// link only. Range 1-255.
+	TTL int
+	// Broadcast sets SO_BROADCAST, so that WriteTo may send to a broadcast
+	// address (IPv4 only). false = no broadcast.
+	Broadcast bool
+	// ReadError, when not nil, is told of each error Read survives, from the
+	// goroutine that called Read. nil = such errors are not reported.
+	ReadError func(error)
+}
+
+// Conn is a UDP socket bound to a group's port, with multicast loopback
+// and destination/interface control messages on. Its methods are safe for
+// concurrent use.
+type Conn struct {
+	pc        net.PacketConn
+	p4        *ipv4.PacketConn // exactly one of p4 and p6 is set
+	p6        *ipv6.PacketConn
+	group     netip.AddrPort
+	readError func(error)
+	done      chan struct{}
+	close     sync.Once
+}
+
+// Packet describes a datagram Read returned.
+type Packet struct {
+	// N is its length in the buffer (a longer datagram was truncated).
+	N int
+	// Dst is its destination address (the group, or a broadcast or unicast
+	// address); zero when the OS gave no control message. IPv4 unmapped.
+	Dst netip.Addr
+	// IfIndex is the interface it arrived on; 0 when unknown.
+	IfIndex int
+	// Src is its sender. IPv4 unmapped.
+	Src netip.AddrPort
+}
+
+// bindError is a bind failure: it is ErrBind and the OS error, and reads
+// as the OS error (which already says "listen udp4 0.0.0.0:PORT: bind:").
+type bindError struct{ err error }
+
+func (e bindError) Error() string   { return e.err.Error() }
+func (e bindError) Unwrap() []error { return []error{ErrBind, e.err} }
+
+// Listen binds cfg.Group's port with the socket options described in the
+// package documentation. ctx bounds the bind only.
+func Listen(ctx context.Context, cfg Config) (*Conn, error) {
+	group := cfg.Group.Unmap()
+	if !group.IsMulticast() {
+		return nil, fmt.Errorf("mcast: group %v is not a multicast address", cfg.Group)
+	}
+	ttl := cfg.TTL
+	if ttl == 0 {
+		ttl = 1
+	}
+	if ttl < 1 || ttl > 255 || cfg.Port < 0 || cfg.Port > 65535 {
+		return nil, fmt.Errorf("mcast: TTL %d or port %d out of range", cfg.TTL, cfg.Port)
+	}
+	v6 := group.Is6()
+	network, addr := "udp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(cfg.Port))
+	if v6 {
+		network, addr = "udp6", net.JoinHostPort("::", strconv.Itoa(cfg.Port))
+	}
+	lc := net.ListenConfig{Control: control(v6, cfg.Broadcast)}
+	pc, err := lc.ListenPacket(ctx, network, addr)
+	if err != nil {
+		return nil, bindError{err}
+	}
+	c := &Conn{pc: pc, readError: cfg.ReadError, done: make(chan struct{})}
+	c.group = netip.AddrPortFrom(group, uint16(c.Port()))
+	if v6 {
+		c.p6 = ipv6.NewPacketConn(pc)
+		err = errors.Join(
+			c.p6.SetMulticastHopLimit(ttl),
+			c.p6.SetHopLimit(ttl),
+			c.p6.SetMulticastLoopback(true),
+			c.p6.SetControlMessage(ipv6.FlagDst|ipv6.FlagInterface, true))
+	} else {
+		c.p4 = ipv4.NewPacketConn(pc)
+		err = errors.Join(
+			c.p4.SetMulticastTTL(ttl),
+			c.p4.SetTTL(ttl),
+			c.p4.SetMulticastLoopback(true),
+			c.p4.SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true))
+	}
+	if err != nil {
+		pc.Close()
+		return nil, fmt.Errorf("mcast: socket options on udp %s: %w", addr, err)
+	}
+	return c, nil
+}
+
+// Group is the group and the bound port: where WriteTo sends to reach the
+// group's members.
+func (c *Conn) Group() netip.AddrPort { return c.group }
+
+// Port is the bound UDP port.
+func (c *Conn) Port() int {
+	if ua, ok := c.pc.LocalAddr().(*net.UDPAddr); ok {
+		return ua.Port
+	}
+	return 0
+}
+
+// Join joins the group on ifi. Joining twice on one interface is an error
+// of the OS (EADDRINUSE on Linux).
+func (c *Conn) Join(ifi *net.Interface) error {
+	ga := &net.UDPAddr{IP: c.group.Addr().AsSlice()}
+	if c.p6 != nil {
+		return c.p6.JoinGroup(ifi, ga)
+	}
+	return c.p4.JoinGroup(ifi, ga)
+}
+
+// Leave leaves the group on ifi. It fails harmlessly when the interface is
+// gone: the kernel dropped the membership with it. Close leaves every
+// group.
+func (c *Conn) Leave(ifi *net.Interface) error {
+	ga := &net.UDPAddr{IP: c.group.Addr().AsSlice()}
+	if c.p6 != nil {
+		return c.p6.LeaveGroup(ifi, ga)
+	}
+	return c.p4.LeaveGroup(ifi, ga)
+}
+
+// WriteTo sends b to dst out of the interface with index ifIndex (0: the
+// kernel's choice), from src when it is valid and of the Conn's family
+// (zero: the kernel's choice). Setting src matters on "lo": 127.0.0.1 is
+// host-scoped, and the kernel would pick another interface's address. A
+// link-local or interface-local IPv6 destination is scoped to ifIndex.
+func (c *Conn) WriteTo(b []byte, ifIndex int, src netip.Addr, dst netip.AddrPort) error {
+	ua := &net.UDPAddr{IP: dst.Addr().Unmap().AsSlice(), Port: int(dst.Port())}
+	if c.p4 != nil {
+		cm := &ipv4.ControlMessage{IfIndex: ifIndex}
+		if src = src.Unmap(); src.Is4() {
+			cm.Src = src.AsSlice()
+		}
+		_, err := c.p4.WriteTo(b, cm, ua)
+		return err
+	}
+	cm := &ipv6.ControlMessage{IfIndex: ifIndex}
+	if src.Is6() && !src.Is4In6() {
+		cm.Src = src.AsSlice()
+	}
+	if a := dst.Addr(); ifIndex > 0 && (a.IsLinkLocalMulticast() || a.IsInterfaceLocalMulticast()) {
+		ua.Zone = strconv.Itoa(ifIndex)
+	}
+	_, err := c.p6.WriteTo(b, cm, ua)
+	return err
+}
+
+// Read reads the next datagram into buf. Errors the socket survives are
+// passed to Config.ReadError and the read is tried again after 10 ms, so
+// Read returns an error only when the Conn is closed (errors.Is(err,
+// net.ErrClosed)) or a deadline set with SetReadDeadline passed
+// (errors.Is(err, os.ErrDeadlineExceeded)).
+func (c *Conn) Read(buf []byte) (Packet, error) {
+	for {
+		p, err := c.read(buf)
+		if err == nil || errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrDeadlineExceeded) {
+			return p, err
+		}
+		if c.readError != nil {
+			c.readError(err)
+		}
+		t := time.NewTimer(readPause)
+		select {
+		case <-c.done:
+			t.Stop()
+			return Packet{}, fmt.Errorf("mcast: read: %w", net.ErrClosed)
+		case <-t.C:
+		}
+	}
+}
+
+func (c *Conn) read(buf []byte) (Packet, error) {
+	var (
+		p   Packet
+		dst net.IP
+		src net.Addr
+		err error
+	)
+	if c.p6 != nil {
+		var cm *ipv6.ControlMessage
+		p.N, cm, src, err = c.p6.ReadFrom(buf)
+		if cm != nil {
+			dst, p.IfIndex = cm.Dst, cm.IfIndex
+		}
+	} else {
+		var cm *ipv4.ControlMessage
+		p.N, cm, src, err = c.p4.ReadFrom(buf)
+		if cm != nil {
+			dst, p.IfIndex = cm.Dst, cm.IfIndex
+		}
+	}
+	if err != nil {
+		return Packet{}, err
+	}
+	d, _ := netip.AddrFromSlice(dst)
+	p.Dst = d.Unmap()
+	if ua, ok := src.(*net.UDPAddr); ok {
+		ap := ua.AddrPort()
+		p.Src = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	return p, nil
+}
+
+// SetReadDeadline makes a blocked or later Read return
+// os.ErrDeadlineExceeded once t has passed; the zero time clears it.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.pc.SetReadDeadline(t) }
+
+// Close closes the socket, which leaves every group, and makes a blocked
+// Read return. It is idempotent: later calls return nil.
+func (c *Conn) Close() error {
+	var err error
+	c.close.Do(func() {
+		close(c.done)
+		err = c.pc.Close()
+	})
+	return err
+}

@@ -1,0 +1,11 @@
+//go:build !unix
+
+package mcast
+
+import "syscall"
+
+// control sets nothing where golang.org/x/sys/unix is not available
+// (Windows): several nodes on one host cannot share the port there.
+func control(_, _ bool) func(network, address string, c syscall.RawConn) error {
+	return nil
+}
