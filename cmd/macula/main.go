@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -23,9 +24,10 @@ Usage:
   macula nodes   [flags]   show a running node's view (through its --http address)
   macula doctor  [flags]   check this host's network for gossip and mesh, with fixes
   macula bench   [flags]   multi-host benchmark in network namespaces (root)
-  macula version           print the version
+  macula version           print the module version, commit and Go version
 
-Run "macula COMMAND -h" for a command's flags.
+Run "macula COMMAND -h" for a command's flags. Short flags: -h is help
+everywhere, -v is verbose (demo); the version is "macula version".
 `
 
 func main() {
@@ -52,7 +54,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		err = cmdDoctor(ctx, rest, stdout, stderr)
 	case "bench":
 		err = cmdBench(ctx, rest, stdout, stderr)
-	case "version", "--version", "-version", "-v":
+	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "macula", version())
 		return 0
 	case "help", "-h", "--help", "-help":
@@ -87,21 +89,48 @@ type usageError struct{ error }
 // checkFailed marks a command that printed its own failure report (exit 1).
 type checkFailed struct{ error }
 
+// version describes this binary: the module version (a tag such as v0.2.0
+// when installed with "go install ...@v0.2.0", a pseudo-version for an
+// untagged commit, "devel" for a build from a clone), the VCS commit when the
+// build stamped one (builds inside a git clone do), and the toolchain.
 func version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
+	return versionOf(debug.ReadBuildInfo())
+}
+
+func versionOf(bi *debug.BuildInfo, ok bool) string {
+	if !ok || bi == nil {
+		return "unknown (built without module information)"
 	}
 	v := bi.Main.Version
 	if v == "" || v == "(devel)" {
 		v = "devel"
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				v += "+" + s.Value[:12]
-			}
+	}
+	var rev, at string
+	modified := false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.time":
+			at = s.Value
+		case "vcs.modified":
+			modified = s.Value == "true"
 		}
 	}
-	return v
+	out := v
+	if bi.Main.Path != "" {
+		out += " (" + bi.Main.Path + ")"
+	}
+	if rev != "" {
+		out += " commit " + rev
+		if at != "" {
+			out += " " + at
+		}
+		if modified {
+			out += " +local changes"
+		}
+	}
+	return out + " " + bi.GoVersion + " " + runtime.GOOS + "/" + runtime.GOARCH
 }
 
 // logFlags are shared by every command.
