@@ -65,7 +65,8 @@ func (s *httpServer) Close() {
 	<-s.done
 }
 
-func startHTTP(addr string, c *cluster.Cluster, minPeers int, log *slog.Logger) (*httpServer, error) {
+// serveHTTP serves the node's endpoints on ln until Close.
+func serveHTTP(ln net.Listener, c *cluster.Cluster, minPeers int, log *slog.Logger) *httpServer {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(&collector{c: c})
 	mux := http.NewServeMux()
@@ -87,10 +88,6 @@ func startHTTP(addr string, c *cluster.Cluster, minPeers int, log *slog.Logger) 
 		enc.Encode(viewOf(c))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("http: %w", err)
-	}
 	s := &httpServer{ln: ln, done: make(chan struct{}),
 		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
 	go func() {
@@ -100,7 +97,7 @@ func startHTTP(addr string, c *cluster.Cluster, minPeers int, log *slog.Logger) 
 		}
 	}()
 	log.Info("http listening", "addr", ln.Addr().String())
-	return s, nil
+	return s
 }
 
 // collector exports the library's counters at scrape time; the library

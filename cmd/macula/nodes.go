@@ -13,7 +13,7 @@ import (
 
 func cmdNodes(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("nodes", stderr)
-	addr := fs.String("http", "127.0.0.1:9180", "the --http address of a running `macula run`")
+	addr := fs.String("http", "127.0.0.1:9180", "the --http host:port of a running \"macula run --http ...\"")
 	jsonOut := fs.Bool("json", false, "print the raw JSON view")
 	if err := parseFlags(fs, args); err != nil {
 		return err
