@@ -53,9 +53,10 @@ func viewOf(c *cluster.Cluster) nodesView {
 }
 
 type httpServer struct {
-	ln   net.Listener
-	srv  *http.Server
-	done chan struct{}
+	ln    net.Listener
+	srv   *http.Server
+	limit *connLimiter
+	done  chan struct{}
 }
 
 func (s *httpServer) Addr() string { return s.ln.Addr().String() }
@@ -66,7 +67,8 @@ func (s *httpServer) Close() {
 }
 
 // serveHTTP serves the node's endpoints on ln until Close.
-func serveHTTP(ln net.Listener, c *cluster.Cluster, minPeers int, log *slog.Logger) *httpServer {
+// At most maxConns connections are open at a time (see connLimiter).
+func serveHTTP(ln net.Listener, c *cluster.Cluster, minPeers, maxConns int, log *slog.Logger) *httpServer {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(&collector{c: c})
 	mux := http.NewServeMux()
@@ -88,15 +90,20 @@ func serveHTTP(ln net.Listener, c *cluster.Cluster, minPeers int, log *slog.Logg
 		enc.Encode(viewOf(c))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	s := &httpServer{ln: ln, done: make(chan struct{}),
-		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
+	limit := newConnLimiter(maxConns, log)
+	s := &httpServer{ln: ln, limit: limit, done: make(chan struct{}),
+		srv: &http.Server{Handler: mux,
+			ReadHeaderTimeout: httpReadHeaderTimeout, ReadTimeout: httpReadTimeout,
+			WriteTimeout: httpWriteTimeout, IdleTimeout: httpIdleTimeout,
+			MaxHeaderBytes: httpMaxHeaderBytes, ConnState: limit.connState,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}}
 	go func() {
 		defer close(s.done)
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.srv.Serve(limit.listener(ln)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server stopped", "err", err)
 		}
 	}()
-	log.Info("http listening", "addr", ln.Addr().String())
+	log.Info("http listening", "addr", ln.Addr().String(), "max_conns", maxConns)
 	return s
 }
 

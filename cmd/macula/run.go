@@ -30,6 +30,7 @@ type runFlags struct {
 	cookie                  string
 	tlsCert, tlsKey, tlsCA  string
 	httpAddr, minPeers      string
+	httpMaxConns            string
 	broadcast, noTransitive bool
 	jsonOut                 bool
 	fs                      *flag.FlagSet
@@ -70,6 +71,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.tlsKey, "tls-key", "", "mesh TLS private key (PEM)")
 	fs.StringVar(&f.tlsCA, "tls-ca", "", "CA (PEM) that peer certificates must chain to; enables mutual TLS")
 	fs.StringVar(&f.httpAddr, "http", "", "serve /healthz, /readyz, /nodes and /metrics on this host:port")
+	fs.StringVar(&f.httpMaxConns, "http-max-conns", "0", "cap on open --http connections; at the cap the oldest idle one is closed (0: an eighth of the open-file limit, 32-512)")
 	fs.StringVar(&f.minPeers, "min-peers", "0", "/readyz: ready when at least this many peers are connected")
 	fs.BoolVar(&f.jsonOut, "json", false, "print events as JSON lines on stdout (logs stay on stderr)")
 	f.logFlags.register(fs)
@@ -87,6 +89,9 @@ func (f *runFlags) config(getenv func(string) string) (cluster.Config, error) {
 	cfg.Mesh.Cookie, cfg.Mesh.NoTransitive = f.cookie, f.noTransitive
 	if _, err := parseMinPeers(f.minPeers); err != nil {
 		return cfg, usageError{fmt.Errorf("--min-peers %q: %w", f.minPeers, err)}
+	}
+	if _, err := parseMinPeers(f.httpMaxConns); err != nil {
+		return cfg, usageError{fmt.Errorf("--http-max-conns %q: want a number of connections, 0 (automatic) or more", f.httpMaxConns)}
 	}
 	if f.httpAddr != "" {
 		if _, err := parseListen(f.httpAddr); err != nil {
@@ -164,6 +169,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return usageError{err}
 	}
 	minPeers, _ := parseMinPeers(f.minPeers)
+	soft, hard := openFileLimit()
+	log.Debug("open-file limit (RLIMIT_NOFILE; the Go runtime raised the soft limit to the hard one)", "soft", soft, "hard", hard)
+	maxConns, _ := parseMinPeers(f.httpMaxConns)
+	if maxConns == 0 {
+		maxConns = httpConnCap(soft)
+	}
 	cfg.Logger = log
 	cfg.EventQueue = -1
 	out := newPrinter(stdout, f.jsonOut)
@@ -186,7 +197,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	var srv *httpServer
 	if httpLn != nil {
-		srv = serveHTTP(httpLn, c, minPeers, log)
+		srv = serveHTTP(httpLn, c, minPeers, maxConns, log)
 	}
 	ready := map[string]any{"node": c.Self().Name, "addr": c.Self().Addr, "strategy": c.Strategy().Name()}
 	if gs, ok := c.Strategy().(*gossip.Strategy); ok {
