@@ -76,9 +76,42 @@ func readFile(t *testing.T, name string) string {
 	return string(b)
 }
 
+// commandFileEnv are variables that the macula command reads before
+// cluster.FromEnv: each names a file holding the value of another variable
+// (the Docker/Kubernetes secrets convention).
+var commandFileEnv = map[string]string{"MACULA_COOKIE_FILE": "MACULA_COOKIE", "MACULA_GOSSIP_SECRET_FILE": "MACULA_GOSSIP_SECRET"}
+
+// fromFiles replaces the command's *_FILE variables in env by the variable
+// they stand for, with a value made up from the path, after checking that
+// the path is under /run/secrets/ and that the command knows the variable.
+func fromFiles(t *testing.T, file string, env map[string]string) {
+	t.Helper()
+	src, err := os.ReadFile("../cmd/macula/secrets.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, target := range commandFileEnv {
+		path, ok := env[k]
+		if !ok {
+			continue
+		}
+		if !bytes.Contains(src, []byte(`"`+k+`"`)) {
+			t.Errorf("%s sets %s, which the macula command does not read", file, k)
+		}
+		if !strings.HasPrefix(path, "/run/secrets/") {
+			t.Errorf("%s: %s=%q, want a file under /run/secrets/", file, k, path)
+		}
+		delete(env, k)
+		env[target] = "from-file:" + path
+	}
+}
+
 func TestManifests(t *testing.T) {
 	read := envRead(t)
 	checkRead := func(t *testing.T, file, name string) {
+		if _, ok := commandFileEnv[name]; ok {
+			return // checked by fromFiles
+		}
 		if !read[name] {
 			t.Errorf("%s sets %s, which cluster.FromEnv does not read", file, name)
 		}
@@ -96,7 +129,8 @@ func TestManifests(t *testing.T) {
 		}
 	})
 	t.Run("compose", func(t *testing.T) {
-		envs := composeEnv(t, readFile(t, "compose.yaml"))
+		compose := readFile(t, "compose.yaml")
+		envs := composeEnv(t, compose)
 		if got := slices.Sorted(mapKeys(envs)); !slices.Equal(got, nodes) {
 			t.Fatalf("compose.yaml services = %v, want %v", got, nodes)
 		}
@@ -105,6 +139,15 @@ func TestManifests(t *testing.T) {
 			for k := range env {
 				checkRead(t, "compose.yaml", k)
 			}
+			for _, k := range []string{"MACULA_COOKIE_FILE", "MACULA_GOSSIP_SECRET_FILE"} {
+				name := strings.TrimPrefix(env[k], "/run/secrets/")
+				if env[k] == "" || !strings.Contains(compose, "\nsecrets:\n") ||
+					!strings.Contains(compose, "\n  "+name+":\n    file: ") ||
+					!regexp.MustCompile(`\n  secrets: \[[^]]*\b`+regexp.QuoteMeta(name)+`\b`).MatchString(compose) {
+					t.Errorf("compose.yaml %s: %s=%q is not a secret file that compose declares and mounts", svc, k, env[k])
+				}
+			}
+			fromFiles(t, "compose.yaml", env)
 			cfg, err := cluster.FromEnvFunc(cluster.Config{}, lookup(env))
 			if err != nil {
 				t.Errorf("compose.yaml %s: FromEnv: %v", svc, err)
@@ -517,10 +560,20 @@ func TestComposeE2E(t *testing.T) {
 	}
 	d.compose = append(compose, "-p", project,
 		"-f", filepath.Join(dir, "compose.yaml"), "-f", filepath.Join(dir, "compose.test.yaml"))
+	// The secret files, as compose.yaml documents them: a directory only
+	// we can enter, files the container's uid 65532 can read.
+	secrets := filepath.Join(t.TempDir(), "secrets")
+	if err := os.Mkdir(secrets, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"cookie", "gossip_secret"} {
+		if err := os.WriteFile(filepath.Join(secrets, f), []byte("e2e-"+f+"-"+randomHex(t, 8)+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	d.env = []string{
 		"MACULA_IMAGE=" + image,
-		"CLUSTER_SECRET=e2e-secret-" + randomHex(t, 8),
-		"RELEASE_COOKIE=e2e-cookie-" + randomHex(t, 8),
+		"MACULA_SECRETS=" + secrets,
 	}
 	t.Logf("compose %q, project %s, image %s, daemon arch %s", compose, project, image, arch)
 

@@ -28,6 +28,7 @@ import (
 type runFlags struct {
 	values                  map[string]*string
 	cookie                  string
+	cookieFile, secretFile  string
 	tlsCert, tlsKey, tlsCA  string
 	httpAddr, minPeers      string
 	httpMaxConns            string
@@ -65,7 +66,9 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 		f.values[s.flag] = fs.String(s.flag, "", runUsage[s.flag])
 	}
 	fs.BoolVar(&f.broadcast, "broadcast", false, "send heartbeats to the interface broadcast address instead of the multicast group (env MACULA_GOSSIP_BROADCAST)")
-	fs.StringVar(&f.cookie, "cookie", "", "mesh cookie (default env MACULA_COOKIE, RELEASE_COOKIE, then ~/.macula.cookie)")
+	fs.StringVar(&f.cookie, "cookie", "", "mesh cookie; visible to local users in ps, prefer --cookie-file (default env MACULA_COOKIE, MACULA_COOKIE_FILE, RELEASE_COOKIE, then ~/.macula.cookie)")
+	fs.StringVar(&f.cookieFile, "cookie-file", "", "read the mesh cookie from this file, trailing newline removed (env MACULA_COOKIE_FILE)")
+	fs.StringVar(&f.secretFile, "secret-file", "", "read --secret from this file (a comma-separated keyring), trailing newline removed (env MACULA_GOSSIP_SECRET_FILE)")
 	fs.BoolVar(&f.noTransitive, "no-transitive", false, "do not connect to the peers of peers")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "mesh TLS certificate (PEM); with --tls-key enables TLS")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "mesh TLS private key (PEM)")
@@ -87,6 +90,33 @@ func (f *runFlags) config(getenv func(string) string) (cluster.Config, error) {
 	}
 	cfg.Gossip.Broadcast = f.broadcast
 	cfg.Mesh.Cookie, cfg.Mesh.NoTransitive = f.cookie, f.noTransitive
+	set := map[string]bool{}
+	f.fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	if set["cookie"] && f.cookie == "" {
+		return cfg, usageError{fmt.Errorf("--cookie %q: %w", f.cookie, errEmpty)}
+	}
+	cookie, err := cookieSource.resolve(set, f.cookieFile, getenv)
+	if err != nil {
+		return cfg, err
+	}
+	if cookie != "" {
+		cfg.Mesh.Cookie = cookie
+	}
+	secret, err := secretSrc.resolve(set, f.secretFile, getenv)
+	if err != nil {
+		return cfg, err
+	}
+	if secret != "" {
+		where := "--secret-file " + f.secretFile
+		if !set["secret-file"] {
+			where = "MACULA_GOSSIP_SECRET_FILE=" + getenv("MACULA_GOSSIP_SECRET_FILE")
+		}
+		list, err := parseList("secret")(secret)
+		if err != nil {
+			return cfg, usageError{fmt.Errorf("%s: %w", where, err)}
+		}
+		cfg.Gossip.Secrets = list.([]string)
+	}
 	if _, err := parseMinPeers(f.minPeers); err != nil {
 		return cfg, usageError{fmt.Errorf("--min-peers %q: %w", f.minPeers, err)}
 	}
@@ -169,6 +199,14 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return usageError{err}
 	}
 	minPeers, _ := parseMinPeers(f.minPeers)
+	f.fs.Visit(func(fl *flag.Flag) {
+		switch fl.Name {
+		case "cookie":
+			log.Warn(cmdlineSecretWarning("cookie", "cookie-file", "MACULA_COOKIE_FILE"))
+		case "secret":
+			log.Warn(cmdlineSecretWarning("secret", "secret-file", "MACULA_GOSSIP_SECRET_FILE"))
+		}
+	})
 	soft, hard := openFileLimit()
 	log.Debug("open-file limit (RLIMIT_NOFILE; the Go runtime raised the soft limit to the hard one)", "soft", soft, "hard", hard)
 	maxConns, _ := parseMinPeers(f.httpMaxConns)
