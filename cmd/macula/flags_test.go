@@ -24,6 +24,9 @@ func runRefused(t *testing.T, args []string, env []string, want ...string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	fixed := []string{"run", "--log-level", "debug", "--interface", "lo", "--http", "127.0.0.1:0"}
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--control") }) {
+		fixed = append(fixed, "--control", "127.0.0.1:0")
+	}
 	if !slices.ContainsFunc(env, func(e string) bool { return strings.HasPrefix(e, "MACULA_LISTEN=") }) {
 		fixed = append(fixed, "--listen", "127.0.0.1:0")
 	}
@@ -82,6 +85,10 @@ func TestRunRefusesBadFlagValues(t *testing.T) {
 		{"log-level", "loud", "debug, info"},
 		{"log-format", "xml", "text or json"},
 		{"tls-cert", "/nonexistent/cert.pem", "/nonexistent/cert.pem"},
+		{"control", "0.0.0.0:9180", "loopback only"},
+		{"control", "192.0.2.1:9180", "loopback only"},
+		{"control", "on", "loopback host:port"},
+		{"http-max-conns", "-5", "0 (automatic) or more"},
 	} {
 		args := []string{"--" + tc.flag + "=" + tc.value}
 		if tc.flag == "tls-cert" {

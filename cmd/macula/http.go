@@ -26,6 +26,9 @@ type nodesView struct {
 	} `json:"self"`
 	Discovered []nodeView `json:"discovered"`
 	Connected  []nodeView `json:"connected"`
+	// Recent are the members that went down lately (reason "left" for a
+	// graceful leave), until they come back or 15 minutes pass.
+	Recent []recentMember `json:"recent"`
 }
 
 type nodeView struct {
@@ -37,11 +40,11 @@ type nodeView struct {
 	Since       time.Time `json:"since"`
 }
 
-func viewOf(c *cluster.Cluster) nodesView {
+func viewOf(c *cluster.Cluster, recent *recentTable) nodesView {
 	var v nodesView
 	v.Self.Node, v.Self.Addr = c.Self().Name, c.Self().Addr
 	v.Self.Incarnation, v.Self.Strategy = c.Mesh().Incarnation(), c.Strategy().Name()
-	v.Discovered, v.Connected = []nodeView{}, []nodeView{}
+	v.Discovered, v.Connected, v.Recent = []nodeView{}, []nodeView{}, recent.list(time.Now())
 	for _, p := range c.Discovered() {
 		v.Discovered = append(v.Discovered, nodeView{Node: p.Node, Addr: p.Addr, Source: p.Source, Since: p.Since})
 	}
@@ -68,7 +71,7 @@ func (s *httpServer) Close() {
 
 // serveHTTP serves the node's endpoints on ln until Close.
 // At most maxConns connections are open at a time (see connLimiter).
-func serveHTTP(ln net.Listener, c *cluster.Cluster, minPeers, maxConns int, log *slog.Logger) *httpServer {
+func serveHTTP(ln net.Listener, c *cluster.Cluster, recent *recentTable, minPeers, maxConns int, log *slog.Logger) *httpServer {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(&collector{c: c})
 	mux := http.NewServeMux()
@@ -87,7 +90,7 @@ func serveHTTP(ln net.Listener, c *cluster.Cluster, minPeers, maxConns int, log 
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		enc.Encode(viewOf(c))
+		enc.Encode(viewOf(c, recent))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	limit := newConnLimiter(maxConns, log)

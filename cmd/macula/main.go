@@ -21,7 +21,7 @@ const usage = `macula: zero-config cluster formation (Macula gossip, in Go)
 Usage:
   macula run     [flags]   run a node: discover peers, keep a mesh, print events
   macula demo    [flags]   start a few nodes on loopback and show a cluster forming
-  macula nodes   [flags]   show a running node's view (through its --http address)
+  macula nodes   [flags]   show the view of the node on this host (or of any node's --http)
   macula doctor  [flags]   check this host's network for gossip and mesh, with fixes
   macula bench   [flags]   multi-host benchmark in network namespaces (root)
   macula version           print the module version, commit and Go version

@@ -32,6 +32,7 @@ type runFlags struct {
 	tlsCert, tlsKey, tlsCA  string
 	httpAddr, minPeers      string
 	httpMaxConns            string
+	control                 string
 	broadcast, noTransitive bool
 	jsonOut                 bool
 	fs                      *flag.FlagSet
@@ -74,6 +75,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.tlsKey, "tls-key", "", "mesh TLS private key (PEM)")
 	fs.StringVar(&f.tlsCA, "tls-ca", "", "CA (PEM) that peer certificates must chain to; enables mutual TLS")
 	fs.StringVar(&f.httpAddr, "http", "", "serve /healthz, /readyz, /nodes and /metrics on this host:port")
+	fs.StringVar(&f.control, "control", defaultControl, "loopback address where \"macula nodes\" finds this node (9181-9189 when the default port is taken), or off")
 	fs.StringVar(&f.httpMaxConns, "http-max-conns", "0", "cap on open --http connections; at the cap the oldest idle one is closed (0: an eighth of the open-file limit, 32-512)")
 	fs.StringVar(&f.minPeers, "min-peers", "0", "/readyz: ready when at least this many peers are connected")
 	fs.BoolVar(&f.jsonOut, "json", false, "print events as JSON lines on stdout (logs stay on stderr)")
@@ -119,6 +121,9 @@ func (f *runFlags) config(getenv func(string) string) (cluster.Config, error) {
 	}
 	if _, err := parseMinPeers(f.minPeers); err != nil {
 		return cfg, usageError{fmt.Errorf("--min-peers %q: %w", f.minPeers, err)}
+	}
+	if err := parseControl(f.control); err != nil {
+		return cfg, usageError{fmt.Errorf("--control %q: %w", f.control, err)}
 	}
 	if _, err := parseMinPeers(f.httpMaxConns); err != nil {
 		return cfg, usageError{fmt.Errorf("--http-max-conns %q: want a number of connections, 0 (automatic) or more", f.httpMaxConns)}
@@ -216,26 +221,49 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	cfg.Logger = log
 	cfg.EventQueue = -1
 	out := newPrinter(stdout, f.jsonOut)
-	cfg.OnEvent = out.event
+	recent := newRecentTable()
+	cfg.OnEvent = func(e cluster.Event) {
+		recent.event(e)
+		out.event(e)
+	}
 
-	// The HTTP port is bound first: when it is taken, nothing else has
+	// The HTTP ports are bound first: when one is taken, nothing else has
 	// started yet.
-	var httpLn net.Listener
+	var httpLn, ctlLn net.Listener
+	closeListeners := func() {
+		for _, ln := range []net.Listener{httpLn, ctlLn} {
+			if ln != nil {
+				ln.Close()
+			}
+		}
+	}
 	if f.httpAddr != "" {
 		if httpLn, err = net.Listen("tcp", f.httpAddr); err != nil {
 			return fmt.Errorf("--http %s: %w", f.httpAddr, err)
 		}
 	}
+	controlSet := false
+	f.fs.Visit(func(fl *flag.Flag) { controlSet = controlSet || fl.Name == "control" })
+	if cands := controlCandidates(f.control, controlSet); len(cands) > 0 {
+		if ctlLn, err = listenFirst(cands); err != nil {
+			if controlSet {
+				closeListeners()
+				return fmt.Errorf("--control: %w", err)
+			}
+			log.Warn("no control endpoint: every default port is taken; \"macula nodes\" needs --http to reach this node", "err", err)
+		}
+	}
 	c, err := cluster.Start(ctx, cfg)
 	if err != nil {
-		if httpLn != nil {
-			httpLn.Close()
-		}
+		closeListeners()
 		return err
 	}
-	var srv *httpServer
+	var srv, ctl *httpServer
 	if httpLn != nil {
-		srv = serveHTTP(httpLn, c, minPeers, maxConns, log)
+		srv = serveHTTP(httpLn, c, recent, minPeers, maxConns, log)
+	}
+	if ctlLn != nil {
+		ctl = serveHTTP(ctlLn, c, recent, minPeers, controlMaxConns, log)
 	}
 	ready := map[string]any{"node": c.Self().Name, "addr": c.Self().Addr, "strategy": c.Strategy().Name()}
 	if gs, ok := c.Strategy().(*gossip.Strategy); ok {
@@ -244,13 +272,18 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if srv != nil {
 		ready["http"] = srv.Addr()
 	}
+	if ctl != nil {
+		ready["control"] = ctl.Addr()
+	}
 	out.ready(ready)
 
 	<-ctx.Done()
 	log.Info("leaving the cluster", "node", c.Self().Name)
 	err = c.Close()
-	if srv != nil {
-		srv.Close()
+	for _, s := range []*httpServer{srv, ctl} {
+		if s != nil {
+			s.Close()
+		}
 	}
 	return err
 }
@@ -312,7 +345,7 @@ func (p *printer) write(event string, t time.Time, fields map[string]any) {
 		return
 	}
 	line := t.Format("15:04:05.000") + " " + event
-	for _, k := range []string{"node", "addr", "source", "incarnation", "reason", "gossip", "strategy", "http"} {
+	for _, k := range []string{"node", "addr", "source", "incarnation", "reason", "gossip", "strategy", "http", "control"} {
 		if v, ok := fields[k]; ok && v != "" {
 			line += fmt.Sprintf(" %s=%v", k, v)
 		}
