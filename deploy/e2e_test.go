@@ -76,9 +76,42 @@ func readFile(t *testing.T, name string) string {
 	return string(b)
 }
 
+// commandFileEnv are variables that the macula command reads before
+// cluster.FromEnv: each names a file holding the value of another variable
+// (the Docker/Kubernetes secrets convention).
+var commandFileEnv = map[string]string{"MACULA_COOKIE_FILE": "MACULA_COOKIE", "MACULA_GOSSIP_SECRET_FILE": "MACULA_GOSSIP_SECRET"}
+
+// fromFiles replaces the command's *_FILE variables in env by the variable
+// they stand for, with a value made up from the path, after checking that
+// the path is under /run/secrets/ and that the command knows the variable.
+func fromFiles(t *testing.T, file string, env map[string]string) {
+	t.Helper()
+	src, err := os.ReadFile("../cmd/macula/secrets.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, target := range commandFileEnv {
+		path, ok := env[k]
+		if !ok {
+			continue
+		}
+		if !bytes.Contains(src, []byte(`"`+k+`"`)) {
+			t.Errorf("%s sets %s, which the macula command does not read", file, k)
+		}
+		if !strings.HasPrefix(path, "/run/secrets/") {
+			t.Errorf("%s: %s=%q, want a file under /run/secrets/", file, k, path)
+		}
+		delete(env, k)
+		env[target] = "from-file:" + path
+	}
+}
+
 func TestManifests(t *testing.T) {
 	read := envRead(t)
 	checkRead := func(t *testing.T, file, name string) {
+		if _, ok := commandFileEnv[name]; ok {
+			return // checked by fromFiles
+		}
 		if !read[name] {
 			t.Errorf("%s sets %s, which cluster.FromEnv does not read", file, name)
 		}
@@ -96,7 +129,8 @@ func TestManifests(t *testing.T) {
 		}
 	})
 	t.Run("compose", func(t *testing.T) {
-		envs := composeEnv(t, readFile(t, "compose.yaml"))
+		compose := readFile(t, "compose.yaml")
+		envs := composeEnv(t, compose)
 		if got := slices.Sorted(mapKeys(envs)); !slices.Equal(got, nodes) {
 			t.Fatalf("compose.yaml services = %v, want %v", got, nodes)
 		}
@@ -105,6 +139,15 @@ func TestManifests(t *testing.T) {
 			for k := range env {
 				checkRead(t, "compose.yaml", k)
 			}
+			for _, k := range []string{"MACULA_COOKIE_FILE", "MACULA_GOSSIP_SECRET_FILE"} {
+				name := strings.TrimPrefix(env[k], "/run/secrets/")
+				if env[k] == "" || !strings.Contains(compose, "\nsecrets:\n") ||
+					!strings.Contains(compose, "\n  "+name+":\n    file: ") ||
+					!regexp.MustCompile(`\n  secrets: \[[^]]*\b`+regexp.QuoteMeta(name)+`\b`).MatchString(compose) {
+					t.Errorf("compose.yaml %s: %s=%q is not a secret file that compose declares and mounts", svc, k, env[k])
+				}
+			}
+			fromFiles(t, "compose.yaml", env)
 			cfg, err := cluster.FromEnvFunc(cluster.Config{}, lookup(env))
 			if err != nil {
 				t.Errorf("compose.yaml %s: FromEnv: %v", svc, err)
@@ -210,19 +253,35 @@ func checkKubernetes(t *testing.T, s string, checkRead func(t *testing.T, file, 
 		}
 		docs[m[1]] = doc + "\n"
 	}
-	if got := slices.Sorted(mapKeys(docs)); !slices.Equal(got, []string{"Deployment", "Secret", "Service"}) {
-		t.Fatalf("kubernetes.yaml kinds = %v, want Deployment, Secret, Service", got)
+	if got := slices.Sorted(mapKeys(docs)); !slices.Equal(got, []string{"Deployment", "PodDisruptionBudget", "Service"}) {
+		t.Fatalf("kubernetes.yaml kinds = %v, want Deployment, PodDisruptionBudget, Service "+
+			"(no Secret: a placeholder would overwrite the real cookie on every apply)", got)
 	}
 	svcName := k8sMetaName.FindStringSubmatch(docs["Service"])[1]
-	secretName := k8sMetaName.FindStringSubmatch(docs["Secret"])[1]
+	const label = "app.kubernetes.io/name: macula"
 	for kind, wants := range map[string][]string{
 		"Service": {"  clusterIP: None\n", "  publishNotReadyAddresses: true\n",
-			"    - name: macula\n      port: 9100\n", "      protocol: TCP\n"},
+			"    - name: macula\n      port: 9100\n", "      protocol: TCP\n", "  selector:\n    " + label + "\n"},
+		"PodDisruptionBudget": {"apiVersion: policy/v1\n", "  maxUnavailable: 1\n",
+			"  selector:\n    matchLabels:\n      " + label + "\n"},
 		"Deployment": {"  replicas: 3\n", "fieldPath: status.podIP\n",
 			"readinessProbe:\n            httpGet:\n              path: /readyz\n              port: http\n",
 			"livenessProbe:\n            httpGet:\n              path: /healthz\n              port: http\n",
-			"secretKeyRef:\n                  name: " + secretName + "\n",
-			"- name: http\n              containerPort: 8080\n"},
+			"- name: http\n              containerPort: 8080\n",
+			"  selector:\n    matchLabels:\n      " + label + "\n",
+			"  template:\n    metadata:\n      labels:\n        " + label + "\n",
+			// Spread over nodes and zones.
+			"topologySpreadConstraints:\n        - maxSkew: 1\n          topologyKey: kubernetes.io/hostname\n",
+			"        - maxSkew: 1\n          topologyKey: topology.kubernetes.io/zone\n",
+			// The restricted Pod Security Standard, pod and container level.
+			"      securityContext:\n        runAsNonRoot: true\n",
+			"        seccompProfile:\n          type: RuntimeDefault\n",
+			"          securityContext:\n            allowPrivilegeEscalation: false\n            readOnlyRootFilesystem: true\n" +
+				"            runAsNonRoot: true\n            capabilities:\n              drop: [\"ALL\"]\n" +
+				"            seccompProfile:\n              type: RuntimeDefault\n",
+			// The cookie as a file from the Secret created outside the manifest.
+			"        - name: secrets\n          secret:\n            secretName: macula\n",
+			"          volumeMounts:\n            - name: secrets\n              mountPath: /run/secrets/macula\n              readOnly: true\n"},
 	} {
 		for _, want := range wants {
 			if !strings.Contains(docs[kind], want) {
@@ -230,10 +289,18 @@ func checkKubernetes(t *testing.T, s string, checkRead func(t *testing.T, file, 
 			}
 		}
 	}
+	for _, bad := range []string{"privileged: true", "hostNetwork", "hostPID", "hostIPC", "hostPath", "hostPort", "runAsUser: 0\n", "Unconfined"} {
+		if strings.Contains(s, bad) {
+			t.Errorf("kubernetes.yaml has %q, which the restricted Pod Security Standard refuses", bad)
+		}
+	}
+	if !strings.Contains(s, `kubectl create secret generic macula --from-literal=cookie="$(openssl rand -hex 32)"`) {
+		t.Error("kubernetes.yaml does not say how to create the Secret it uses")
+	}
 
 	// The container environment, in order, as the kubelet builds it:
 	// $(VAR) expands variables defined earlier in the list.
-	const podIP, namespace, cookie = "10.1.2.3", "testns", "secret-cookie"
+	const podIP, namespace = "10.1.2.3", "testns"
 	downward := map[string]string{"status.podIP": podIP, "metadata.namespace": namespace}
 	env := map[string]string{}
 	lines := strings.Split(docs["Deployment"], "\n")
@@ -261,9 +328,6 @@ func checkKubernetes(t *testing.T, s string, checkRead func(t *testing.T, file, 
 			switch {
 			case ref == "fieldRef:" && downward[strings.TrimPrefix(field, "fieldPath: ")] != "":
 				env[name] = downward[strings.TrimPrefix(field, "fieldPath: ")] // POD_IP etc.: for $(...) only
-			case ref == "secretKeyRef:":
-				env[name] = cookie
-				checkRead(t, "kubernetes.yaml", name)
 			default:
 				t.Errorf("kubernetes.yaml: %s: unexpected valueFrom %q %q", name, ref, field)
 			}
@@ -271,6 +335,11 @@ func checkKubernetes(t *testing.T, s string, checkRead func(t *testing.T, file, 
 			t.Errorf("kubernetes.yaml: %s: no value or valueFrom after the name", name)
 		}
 	}
+	if env["MACULA_COOKIE_FILE"] != "/run/secrets/macula/cookie" {
+		t.Errorf("kubernetes.yaml: MACULA_COOKIE_FILE=%q, want the cookie key of the mounted Secret, /run/secrets/macula/cookie", env["MACULA_COOKIE_FILE"])
+	}
+	fromFiles(t, "kubernetes.yaml", env)
+	cookie := env["MACULA_COOKIE"]
 	cfg, err := cluster.FromEnvFunc(cluster.Config{}, lookup(env))
 	if err != nil {
 		t.Fatalf("kubernetes.yaml environment %v: FromEnv: %v", env, err)
@@ -517,10 +586,20 @@ func TestComposeE2E(t *testing.T) {
 	}
 	d.compose = append(compose, "-p", project,
 		"-f", filepath.Join(dir, "compose.yaml"), "-f", filepath.Join(dir, "compose.test.yaml"))
+	// The secret files, as compose.yaml documents them: a directory only
+	// we can enter, files the container's uid 65532 can read.
+	secrets := filepath.Join(t.TempDir(), "secrets")
+	if err := os.Mkdir(secrets, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"cookie", "gossip_secret"} {
+		if err := os.WriteFile(filepath.Join(secrets, f), []byte("e2e-"+f+"-"+randomHex(t, 8)+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	d.env = []string{
 		"MACULA_IMAGE=" + image,
-		"CLUSTER_SECRET=e2e-secret-" + randomHex(t, 8),
-		"RELEASE_COOKIE=e2e-cookie-" + randomHex(t, 8),
+		"MACULA_SECRETS=" + secrets,
 	}
 	t.Logf("compose %q, project %s, image %s, daemon arch %s", compose, project, image, arch)
 

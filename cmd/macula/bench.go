@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 import (
@@ -48,7 +50,7 @@ Scenarios:
 			fmt.Fprintf(fs.Output(), "  %-10s %s\n", s.Name, s.Summary)
 		}
 		fmt.Fprintf(fs.Output(), "\nFlags:\n")
-		fs.PrintDefaults()
+		printFlags(fs)
 	}
 	if err := parseFlags(fs, args); err != nil {
 		return err

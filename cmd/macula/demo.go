@@ -23,7 +23,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs := newFlagSet("demo", stderr)
 	n := fs.Int("nodes", 5, "how many nodes to start (2-32)")
 	timeout := fs.Duration("timeout", 8*time.Second, "give up when the cluster has not formed by then")
-	verbose := fs.Bool("v", false, "print every event as it happens")
+	verbose := fs.Bool("v", false, "verbose: print every event as it happens (-v means verbose in every command; the version is \"macula version\")")
 	var lf logFlags
 	lf.register(fs)
 	lf.level = "error"

@@ -25,6 +25,9 @@ type nodesView struct {
 	} `json:"self"`
 	Discovered []nodeView `json:"discovered"`
 	Connected  []nodeView `json:"connected"`
+	// Recent are the members that went down lately (reason "left" for a
+	// graceful leave), until they come back or 15 minutes pass.
+	Recent []recentMember `json:"recent"`
 }
 
 type nodeView struct {
@@ -36,11 +39,11 @@ type nodeView struct {
 	Since       time.Time `json:"since"`
 }
 
-func viewOf(c *cluster.Cluster) nodesView {
+func viewOf(c *cluster.Cluster, recent *recentTable) nodesView {
 	var v nodesView
 	v.Self.Node, v.Self.Addr = c.Self().Node, c.Self().Addr
 	v.Self.Incarnation, v.Self.Strategy = c.Mesh().Incarnation(), c.Strategy().Name()
-	v.Discovered, v.Connected = []nodeView{}, []nodeView{}
+	v.Discovered, v.Connected, v.Recent = []nodeView{}, []nodeView{}, recent.list(time.Now())
 	for _, p := range c.Discovered() {
 		v.Discovered = append(v.Discovered, nodeView{Node: p.Node, Addr: p.Addr, Source: p.Source, Since: p.Since})
 	}
@@ -52,9 +55,10 @@ func viewOf(c *cluster.Cluster) nodesView {
 }
 
 type httpServer struct {
-	ln   net.Listener
-	srv  *http.Server
-	done chan struct{}
+	ln    net.Listener
+	srv   *http.Server
+	limit *connLimiter
+	done  chan struct{}
 }
 
 func (s *httpServer) Addr() string { return s.ln.Addr().String() }
@@ -64,7 +68,9 @@ func (s *httpServer) Close() {
 	<-s.done
 }
 
-func startHTTP(addr string, c *cluster.Cluster, minPeers int, log *slog.Logger) (*httpServer, error) {
+// serveHTTP serves the node's endpoints on ln until Close.
+// At most maxConns connections are open at a time (see connLimiter).
+func serveHTTP(ln net.Listener, c *cluster.Cluster, recent *recentTable, minPeers, maxConns int, log *slog.Logger) *httpServer {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newCollector(c))
 	mux := http.NewServeMux()
@@ -83,21 +89,22 @@ func startHTTP(addr string, c *cluster.Cluster, minPeers int, log *slog.Logger) 
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		enc.Encode(viewOf(c))
+		enc.Encode(viewOf(c, recent))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("http: %w", err)
-	}
-	s := &httpServer{ln: ln, done: make(chan struct{}),
-		srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}
+	limit := newConnLimiter(maxConns, log)
+	s := &httpServer{ln: ln, limit: limit, done: make(chan struct{}),
+		srv: &http.Server{Handler: mux,
+			ReadHeaderTimeout: httpReadHeaderTimeout, ReadTimeout: httpReadTimeout,
+			WriteTimeout: httpWriteTimeout, IdleTimeout: httpIdleTimeout,
+			MaxHeaderBytes: httpMaxHeaderBytes, ConnState: limit.connState,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}}
 	go func() {
 		defer close(s.done)
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.srv.Serve(limit.listener(ln)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server stopped", "err", err)
 		}
 	}()
-	log.Info("http listening", "addr", ln.Addr().String())
-	return s, nil
+	log.Info("http listening", "addr", ln.Addr().String(), "max_conns", maxConns)
+	return s
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -20,12 +21,13 @@ const usage = `macula: zero-config cluster formation (Macula gossip, in Go)
 Usage:
   macula run     [flags]   run a node: discover peers, keep a mesh, print events
   macula demo    [flags]   start a few nodes on loopback and show a cluster forming
-  macula nodes   [flags]   show a running node's view (through its --http address)
+  macula nodes   [flags]   show the view of the node on this host (or of any node's --http)
   macula doctor  [flags]   check this host's network for gossip and mesh, with fixes
   macula bench   [flags]   multi-host benchmark in network namespaces (root)
-  macula version           print the version
+  macula version           print the module version, commit and Go version
 
-Run "macula COMMAND -h" for a command's flags.
+Run "macula COMMAND -h" for a command's flags. Short flags: -h is help
+everywhere, -v is verbose (demo); the version is "macula version".
 `
 
 func main() {
@@ -40,21 +42,28 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	cmd, rest := args[0], args[1:]
+	if cmd == "help" && len(rest) > 0 { // "macula help run" = "macula run -h"
+		cmd, rest = rest[0], []string{"-h"}
+	}
+	// Commands write errors to stderr; their -h help goes to stdout.
+	errw := &cmdStderr{Writer: stderr, stdout: stdout}
 	var err error
 	switch cmd {
 	case "run":
-		err = cmdRun(ctx, rest, stdout, stderr)
+		err = cmdRun(ctx, rest, stdout, errw)
 	case "demo":
-		err = cmdDemo(ctx, rest, stdout, stderr)
+		err = cmdDemo(ctx, rest, stdout, errw)
 	case "nodes":
-		err = cmdNodes(ctx, rest, stdout, stderr)
+		err = cmdNodes(ctx, rest, stdout, errw)
 	case "doctor":
-		err = cmdDoctor(ctx, rest, stdout, stderr)
+		err = cmdDoctor(ctx, rest, stdout, errw)
 	case "bench":
-		err = cmdBench(ctx, rest, stdout, stderr)
-	case "version", "--version", "-version", "-v":
-		fmt.Fprintln(stdout, "macula", version())
-		return 0
+		err = cmdBench(ctx, rest, stdout, errw)
+	case "version", "--version", "-version":
+		fs := newFlagSet("version", errw)
+		if err = parseFlags(fs, rest); err == nil {
+			fmt.Fprintln(stdout, "macula", version())
+		}
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, usage)
 		return 0
@@ -87,21 +96,48 @@ type usageError struct{ error }
 // checkFailed marks a command that printed its own failure report (exit 1).
 type checkFailed struct{ error }
 
+// version describes this binary: the module version (a tag such as v0.2.0
+// when installed with "go install ...@v0.2.0", a pseudo-version for an
+// untagged commit, "devel" for a build from a clone), the VCS commit when the
+// build stamped one (builds inside a git clone do), and the toolchain.
 func version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
+	return versionOf(debug.ReadBuildInfo())
+}
+
+func versionOf(bi *debug.BuildInfo, ok bool) string {
+	if !ok || bi == nil {
+		return "unknown (built without module information)"
 	}
 	v := bi.Main.Version
 	if v == "" || v == "(devel)" {
 		v = "devel"
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
-				v += "+" + s.Value[:12]
-			}
+	}
+	var rev, at string
+	modified := false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.time":
+			at = s.Value
+		case "vcs.modified":
+			modified = s.Value == "true"
 		}
 	}
-	return v
+	out := v
+	if bi.Main.Path != "" {
+		out += " (" + bi.Main.Path + ")"
+	}
+	if rev != "" {
+		out += " commit " + rev
+		if at != "" {
+			out += " " + at
+		}
+		if modified {
+			out += " +local changes"
+		}
+	}
+	return out + " " + bi.GoVersion + " " + runtime.GOOS + "/" + runtime.GOARCH
 }
 
 // logFlags are shared by every command.
@@ -130,18 +166,69 @@ func (l *logFlags) logger(w io.Writer) (*slog.Logger, error) {
 	return nil, usageError{fmt.Errorf("--log-format %q: want text or json", l.format)}
 }
 
+// cmdStderr is the stderr realMain hands to a command; newFlagSet finds the
+// command's stdout in it, so that -h prints the help on stdout (exit 0)
+// while a bad flag prints its error on stderr (exit 2).
+type cmdStderr struct {
+	io.Writer
+	stdout io.Writer
+}
+
 func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("macula "+name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: %s [flags]\n", fs.Name())
+		if hasFlags(fs) {
+			fmt.Fprintf(fs.Output(), "\nFlags:\n")
+			printFlags(fs)
+		}
+	}
 	return fs
 }
 
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
+func hasFlags(fs *flag.FlagSet) bool {
+	n := 0
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	return n > 0
+}
+
+// printFlags is flag.PrintDefaults with the spelling the docs use: --name
+// for long flags, -x for one-letter ones (both work).
+func printFlags(fs *flag.FlagSet) {
+	w := fs.Output()
+	fs.VisitAll(func(f *flag.Flag) {
+		dash := "--"
+		if len(f.Name) == 1 {
+			dash = "-"
 		}
-		return usageError{err}
+		arg, help := flag.UnquoteUsage(f)
+		if arg != "" {
+			arg = " " + arg
+		}
+		fmt.Fprintf(w, "  %s%s%s\n", dash, f.Name, arg)
+		help = strings.ReplaceAll(help, "\n", "\n    \t")
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" {
+			help += fmt.Sprintf(" (default %s)", f.DefValue)
+		}
+		fmt.Fprintf(w, "    \t%s\n", help)
+	})
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	out := fs.Output()
+	fs.SetOutput(io.Discard) // the errors are reported once, by realMain
+	err := fs.Parse(args)
+	fs.SetOutput(out)
+	if errors.Is(err, flag.ErrHelp) {
+		if cs, ok := out.(*cmdStderr); ok {
+			fs.SetOutput(cs.stdout)
+		}
+		fs.Usage()
+		return err
+	}
+	if err != nil {
+		return usageError{fmt.Errorf("%w (%q lists the flags)", err, fs.Name()+" -h")}
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected arguments: %q", fs.Args())}

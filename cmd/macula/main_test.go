@@ -68,7 +68,8 @@ type proc struct {
 func startRun(t *testing.T, args ...string) *proc {
 	t.Helper()
 	p := &proc{signal: make(chan struct{}, 1), done: make(chan struct{})}
-	p.cmd = exec.Command(binary, append([]string{"run", "--json"}, args...)...)
+	// --control 127.0.0.1:0: never the fixed default port in tests.
+	p.cmd = exec.Command(binary, append([]string{"run", "--json", "--control", "127.0.0.1:0"}, args...)...)
 	p.cmd.Env = append(os.Environ(), "MACULA_COOKIE=test-cookie")
 	p.cmd.Stderr = &p.stderr
 	out, err := p.cmd.StdoutPipe()
@@ -247,7 +248,7 @@ func TestRunErrors(t *testing.T) {
 		{[]string{"--interface", "lo"}, "MACULA_GOSSIP_PORT=70000", 2, "MACULA_GOSSIP_PORT"},
 		{[]string{"--bogus"}, "", 2, "bogus"},
 	} {
-		cmd := exec.Command(binary, append([]string{"run"}, tc.args...)...)
+		cmd := exec.Command(binary, append([]string{"run", "--control", "off"}, tc.args...)...)
 		cmd.Env = append(os.Environ(), "MACULA_COOKIE=c")
 		if tc.env != "" {
 			cmd.Env = append(cmd.Env, tc.env)

@@ -8,8 +8,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/macula-io/cluster/internal/envx"
 	"io"
+	"net"
 	"os"
 	"strconv"
 	"sync"
@@ -17,84 +17,123 @@ import (
 
 	cluster "github.com/macula-io/cluster"
 	"github.com/macula-io/cluster/gossip"
+	"github.com/macula-io/cluster/internal/envx"
 )
 
 // runFlags mirror cluster.Config. Every flag defaults to "unset" so that
 // the environment can fill what the command line leaves out (option >
-// environment > default); the help text names the real default.
+// environment > default); the help text names the real default. The flags
+// that mirror environment variables are strings parsed by runSettings, so a
+// flag and its variable accept the same spellings.
 type runFlags struct {
-	groupAddr, interval, ifaces, secret, strategy, nodes string
-	name, cookie, listen, linkTimeout, expiry            string
-	dnsName, dnsServer, dnsMode, mdnsIfaces              string
-	tlsCert, tlsKey, tlsCA                               string
-	httpAddr                                             string
-	port, ttl, dnsPort, minPeers                         int
-	broadcast, noTransitive, jsonOut                     bool
+	values                  map[string]*string
+	cookie                  string
+	cookieFile, secretFile  string
+	tlsCert, tlsKey, tlsCA  string
+	httpAddr, minPeers      string
+	httpMaxConns            string
+	control                 string
+	broadcast, noTransitive bool
+	jsonOut                 bool
+	fs                      *flag.FlagSet
 	logFlags
 }
 
+// runUsage is the help text of each setting flag.
+var runUsage = map[string]string{
+	"multicast-addr": "gossip multicast group (default 230.1.1.251; env MACULA_GOSSIP_ADDR)",
+	"port":           "gossip UDP port (default 45892; env MACULA_GOSSIP_PORT)",
+	"interval":       "heartbeat interval: a bare number is milliseconds (1500), or a Go duration (1.5s) (default 1500; env MACULA_GOSSIP_INTERVAL)",
+	"ttl":            "multicast TTL, 1-255 (default 1; env MACULA_GOSSIP_TTL)",
+	"interface":      "gossip interfaces, comma-separated (default every up, multicast-capable, non-loopback one; env MACULA_GOSSIP_IF)",
+	"secret":         "gossip HMAC secret; a comma-separated list is a keyring, the first signs (env MACULA_GOSSIP_SECRET or CLUSTER_SECRET)",
+	"expiry":         "forget a silent gossip peer after this, ms or Go duration (default 5 intervals, at least 5s)",
+	"strategy":       "discovery: auto, gossip, static, dns or mdns, any case (default auto; env CLUSTER_STRATEGY)",
+	"nodes":          "static nodes, comma-separated name@host:port (env CLUSTER_NODES)",
+	"dns-name":       "dns strategy: name to query, A/AAAA or SRV (env CLUSTER_DNS_NAME)",
+	"dns-server":     "dns strategy: DNS server host:port (default the system resolver; env CLUSTER_DNS_SERVER)",
+	"dns-port":       "dns strategy: mesh port of A/AAAA peers, 1-65535 (default 9100; env CLUSTER_DNS_PORT)",
+	"dns-mode":       "dns strategy: a or srv (default srv for names starting with _, else a; env CLUSTER_DNS_MODE)",
+	"mdns-interface": "mdns strategy: interfaces, comma-separated (env MACULA_MDNS_IF)",
+	"name":           "node name name@host (default macula-<random>@<interface IP>; env MACULA_NODE or RELEASE_NODE)",
+	"listen":         "mesh listen host:port, port 0 = any (default first free port 9100-9200; env MACULA_LISTEN)",
+	"link-timeout":   "declare a silent peer down after this, ms or Go duration, >= 1s (default 5s; env MACULA_LINK_TIMEOUT)",
+}
+
 func (f *runFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.groupAddr, "multicast-addr", "", "gossip multicast group (default 230.1.1.251; env MACULA_GOSSIP_ADDR)")
-	fs.IntVar(&f.port, "port", 0, "gossip UDP port (default 45892; env MACULA_GOSSIP_PORT)")
-	fs.StringVar(&f.interval, "interval", "", "heartbeat interval, ms or Go duration (default 1500; env MACULA_GOSSIP_INTERVAL)")
-	fs.IntVar(&f.ttl, "ttl", 0, "multicast TTL (default 1; env MACULA_GOSSIP_TTL)")
-	fs.StringVar(&f.ifaces, "interface", "", "gossip interfaces, comma-separated (default every up, multicast-capable, non-loopback one; env MACULA_GOSSIP_IF)")
-	fs.BoolVar(&f.broadcast, "broadcast", false, "send heartbeats to the interface broadcast address instead of the multicast group")
-	fs.StringVar(&f.secret, "secret", "", "gossip HMAC secret; a comma-separated list is a keyring, the first signs (env MACULA_GOSSIP_SECRET or CLUSTER_SECRET)")
-	fs.StringVar(&f.expiry, "expiry", "", "forget a silent gossip peer after this (default 5 intervals, at least 5s)")
-	fs.StringVar(&f.strategy, "strategy", "", "discovery: auto, gossip, static, dns or mdns (default auto; env CLUSTER_STRATEGY)")
-	fs.StringVar(&f.nodes, "nodes", "", "static nodes, comma-separated name@host:port (env CLUSTER_NODES)")
-	fs.StringVar(&f.dnsName, "dns-name", "", "dns strategy: name to query, A/AAAA or SRV (env CLUSTER_DNS_NAME)")
-	fs.StringVar(&f.dnsServer, "dns-server", "", "dns strategy: DNS server host:port (default the system resolver; env CLUSTER_DNS_SERVER)")
-	fs.IntVar(&f.dnsPort, "dns-port", 0, "dns strategy: mesh port of A/AAAA peers (default 9100; env CLUSTER_DNS_PORT)")
-	fs.StringVar(&f.dnsMode, "dns-mode", "", "dns strategy: a or srv (default srv for names starting with _, else a; env CLUSTER_DNS_MODE)")
-	fs.StringVar(&f.mdnsIfaces, "mdns-interface", "", "mdns strategy: interfaces, comma-separated (env MACULA_MDNS_IF)")
-	fs.StringVar(&f.name, "name", "", "node name name@host (default macula-<random>@<interface IP>; env MACULA_NODE or RELEASE_NODE)")
-	fs.StringVar(&f.cookie, "cookie", "", "mesh cookie (default env MACULA_COOKIE, RELEASE_COOKIE, then ~/.macula.cookie)")
-	fs.StringVar(&f.listen, "listen", "", "mesh listen host:port (default first free port 9100-9200; env MACULA_LISTEN)")
-	fs.StringVar(&f.linkTimeout, "link-timeout", "", "declare a silent peer down after this, ms or Go duration, >= 1s (default 5s; env MACULA_LINK_TIMEOUT)")
+	f.fs = fs
+	f.values = map[string]*string{}
+	for _, s := range runSettings {
+		f.values[s.flag] = fs.String(s.flag, "", runUsage[s.flag])
+	}
+	fs.BoolVar(&f.broadcast, "broadcast", false, "send heartbeats to the interface broadcast address instead of the multicast group (env MACULA_GOSSIP_BROADCAST)")
+	fs.StringVar(&f.cookie, "cookie", "", "mesh cookie; visible to local users in ps, prefer --cookie-file (default env MACULA_COOKIE, MACULA_COOKIE_FILE, RELEASE_COOKIE, then ~/.macula.cookie)")
+	fs.StringVar(&f.cookieFile, "cookie-file", "", "read the mesh cookie from this file, trailing newline removed (env MACULA_COOKIE_FILE)")
+	fs.StringVar(&f.secretFile, "secret-file", "", "read --secret from this file (a comma-separated keyring), trailing newline removed (env MACULA_GOSSIP_SECRET_FILE)")
 	fs.BoolVar(&f.noTransitive, "no-transitive", false, "do not connect to the peers of peers")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "mesh TLS certificate (PEM); with --tls-key enables TLS")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "mesh TLS private key (PEM)")
 	fs.StringVar(&f.tlsCA, "tls-ca", "", "CA (PEM) that peer certificates must chain to; enables mutual TLS")
-	fs.StringVar(&f.httpAddr, "http", "", "serve /healthz, /readyz, /nodes and /metrics on this address")
-	fs.IntVar(&f.minPeers, "min-peers", 0, "/readyz: ready when at least this many peers are connected")
+	fs.StringVar(&f.httpAddr, "http", "", "serve /healthz, /readyz, /nodes and /metrics on this host:port")
+	fs.StringVar(&f.control, "control", defaultControl, "loopback address where \"macula nodes\" finds this node (9181-9189 when the default port is taken), or off")
+	fs.StringVar(&f.httpMaxConns, "http-max-conns", "0", "cap on open --http connections; at the cap the oldest idle one is closed (0: an eighth of the open-file limit, 32-512)")
+	fs.StringVar(&f.minPeers, "min-peers", "0", "/readyz: ready when at least this many peers are connected")
 	fs.BoolVar(&f.jsonOut, "json", false, "print events as JSON lines on stdout (logs stay on stderr)")
 	f.logFlags.register(fs)
 }
 
-// config turns the flags into a cluster.Config holding only what was given.
-func (f *runFlags) config() (cluster.Config, error) {
+// config turns the flags into a cluster.Config holding only what was given,
+// after checking them and the environment variables they mirror.
+func (f *runFlags) config(getenv func(string) string) (cluster.Config, error) {
 	var cfg cluster.Config
 	var err error
-	if err := cluster.CheckStrategy(f.strategy); err != nil {
-		return cfg, usageError{fmt.Errorf("--strategy: %w", err)}
+	if err := applySettings(&cfg, f.fs, f.values, getenv); err != nil {
+		return cfg, err
 	}
-	cfg.Strategy = f.strategy
-	cfg.Nodes = splitComma(f.nodes)
-	g := &cfg.Gossip
-	g.Group, g.Port, g.TTL, g.Broadcast = f.groupAddr, f.port, f.ttl, f.broadcast
-	g.Interfaces, g.Secrets = splitComma(f.ifaces), splitComma(f.secret)
-	if f.interval != "" {
-		if g.Interval, err = envx.ParseDuration(f.interval); err != nil {
-			return cfg, usageError{fmt.Errorf("--interval %q: %w", f.interval, err)}
+	cfg.Gossip.Broadcast = f.broadcast
+	cfg.Mesh.Cookie, cfg.Mesh.NoTransitive = f.cookie, f.noTransitive
+	set := map[string]bool{}
+	f.fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	if set["cookie"] && f.cookie == "" {
+		return cfg, usageError{fmt.Errorf("--cookie %q: %w", f.cookie, errEmpty)}
+	}
+	cookie, err := cookieSource.resolve(set, f.cookieFile, getenv)
+	if err != nil {
+		return cfg, err
+	}
+	if cookie != "" {
+		cfg.Mesh.Cookie = cookie
+	}
+	secret, err := secretSrc.resolve(set, f.secretFile, getenv)
+	if err != nil {
+		return cfg, err
+	}
+	if secret != "" {
+		where := "--secret-file " + f.secretFile
+		if !set["secret-file"] {
+			where = "MACULA_GOSSIP_SECRET_FILE=" + getenv("MACULA_GOSSIP_SECRET_FILE")
+		}
+		list, err := parseList("secret")(secret)
+		if err != nil {
+			return cfg, usageError{fmt.Errorf("%s: %w", where, err)}
+		}
+		cfg.Gossip.Secrets = list.([]string)
+	}
+	if _, err := parseMinPeers(f.minPeers); err != nil {
+		return cfg, usageError{fmt.Errorf("--min-peers %q: %w", f.minPeers, err)}
+	}
+	if err := parseControl(f.control); err != nil {
+		return cfg, usageError{fmt.Errorf("--control %q: %w", f.control, err)}
+	}
+	if _, err := parseMinPeers(f.httpMaxConns); err != nil {
+		return cfg, usageError{fmt.Errorf("--http-max-conns %q: want a number of connections, 0 (automatic) or more", f.httpMaxConns)}
+	}
+	if f.httpAddr != "" {
+		if _, err := parseListen(f.httpAddr); err != nil {
+			return cfg, usageError{fmt.Errorf("--http %q: %w", f.httpAddr, err)}
 		}
 	}
-	if f.expiry != "" {
-		if g.Expiry, err = envx.ParseDuration(f.expiry); err != nil {
-			return cfg, usageError{fmt.Errorf("--expiry %q: %w", f.expiry, err)}
-		}
-	}
-	cfg.DNS.Name, cfg.DNS.Server, cfg.DNS.Port, cfg.DNS.Mode = f.dnsName, f.dnsServer, f.dnsPort, f.dnsMode
-	cfg.MDNS.Interfaces = splitComma(f.mdnsIfaces)
-	m := &cfg.Mesh
-	m.Name, m.Cookie, m.Listen, m.NoTransitive = f.name, f.cookie, f.listen, f.noTransitive
-	if f.linkTimeout != "" {
-		if m.LinkTimeout, err = envx.ParseDuration(f.linkTimeout); err != nil || m.LinkTimeout < time.Second {
-			return cfg, usageError{fmt.Errorf("--link-timeout %q: want milliseconds or a Go duration of at least 1s", f.linkTimeout)}
-		}
-	}
-	if m.TLS, err = f.tlsConfig(); err != nil {
+	if cfg.Mesh.TLS, err = f.tlsConfig(); err != nil {
 		return cfg, err
 	}
 	return cfg, nil
@@ -109,7 +148,7 @@ func (f *runFlags) tlsConfig() (*tls.Config, error) {
 	}
 	cert, err := tls.LoadX509KeyPair(f.tlsCert, f.tlsKey)
 	if err != nil {
-		return nil, fmt.Errorf("load TLS key pair: %w", err)
+		return nil, usageError{fmt.Errorf("--tls-cert %q, --tls-key %q: %w", f.tlsCert, f.tlsKey, err)}
 	}
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
 	if f.tlsCA == "" {
@@ -119,11 +158,11 @@ func (f *runFlags) tlsConfig() (*tls.Config, error) {
 	}
 	pem, err := os.ReadFile(f.tlsCA)
 	if err != nil {
-		return nil, fmt.Errorf("read TLS CA: %w", err)
+		return nil, usageError{fmt.Errorf("--tls-ca %q: %w", f.tlsCA, err)}
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("TLS CA %s: no PEM certificate in it", f.tlsCA)
+		return nil, usageError{fmt.Errorf("--tls-ca %q: no PEM certificate in it", f.tlsCA)}
 	}
 	// Mutual TLS: both sides must present a certificate from the CA. Peers
 	// are dialled by address, so the chain is checked, not the host name;
@@ -156,7 +195,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	base, err := f.config()
+	base, err := f.config(os.Getenv)
 	if err != nil {
 		return err
 	}
@@ -164,21 +203,67 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return usageError{err}
 	}
+	minPeers, _ := parseMinPeers(f.minPeers)
+	f.fs.Visit(func(fl *flag.Flag) {
+		switch fl.Name {
+		case "cookie":
+			log.Warn(cmdlineSecretWarning("cookie", "cookie-file", "MACULA_COOKIE_FILE"))
+		case "secret":
+			log.Warn(cmdlineSecretWarning("secret", "secret-file", "MACULA_GOSSIP_SECRET_FILE"))
+		}
+	})
+	soft, hard := openFileLimit()
+	log.Debug("open-file limit (RLIMIT_NOFILE; the Go runtime raised the soft limit to the hard one)", "soft", soft, "hard", hard)
+	maxConns, _ := parseMinPeers(f.httpMaxConns)
+	if maxConns == 0 {
+		maxConns = httpConnCap(soft)
+	}
 	cfg.Logger = log
 	cfg.EventQueue = -1
 	out := newPrinter(stdout, f.jsonOut)
-	cfg.OnEvent = out.event
+	recent := newRecentTable()
+	cfg.OnEvent = func(e cluster.Event) {
+		recent.event(e)
+		out.event(e)
+	}
 
+	// The HTTP ports are bound first: when one is taken, nothing else has
+	// started yet.
+	var httpLn, ctlLn net.Listener
+	closeListeners := func() {
+		for _, ln := range []net.Listener{httpLn, ctlLn} {
+			if ln != nil {
+				ln.Close()
+			}
+		}
+	}
+	if f.httpAddr != "" {
+		if httpLn, err = net.Listen("tcp", f.httpAddr); err != nil {
+			return fmt.Errorf("--http %s: %w", f.httpAddr, err)
+		}
+	}
+	controlSet := false
+	f.fs.Visit(func(fl *flag.Flag) { controlSet = controlSet || fl.Name == "control" })
+	if cands := controlCandidates(f.control, controlSet); len(cands) > 0 {
+		if ctlLn, err = listenFirst(cands); err != nil {
+			if controlSet {
+				closeListeners()
+				return fmt.Errorf("--control: %w", err)
+			}
+			log.Warn("no control endpoint: every default port is taken; \"macula nodes\" needs --http to reach this node", "err", err)
+		}
+	}
 	c, err := cluster.Start(ctx, cfg)
 	if err != nil {
+		closeListeners()
 		return err
 	}
-	var srv *httpServer
-	if f.httpAddr != "" {
-		if srv, err = startHTTP(f.httpAddr, c, f.minPeers, log); err != nil {
-			c.Close()
-			return err
-		}
+	var srv, ctl *httpServer
+	if httpLn != nil {
+		srv = serveHTTP(httpLn, c, recent, minPeers, maxConns, log)
+	}
+	if ctlLn != nil {
+		ctl = serveHTTP(ctlLn, c, recent, minPeers, controlMaxConns, log)
 	}
 	ready := map[string]any{"node": c.Self().Node, "addr": c.Self().Addr, "strategy": c.Strategy().Name()}
 	if gs, ok := c.Strategy().(*gossip.Strategy); ok {
@@ -187,13 +272,18 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if srv != nil {
 		ready["http"] = srv.Addr()
 	}
+	if ctl != nil {
+		ready["control"] = ctl.Addr()
+	}
 	out.ready(ready)
 
 	<-ctx.Done()
 	log.Info("leaving the cluster", "node", c.Self().Node)
 	err = c.Close()
-	if srv != nil {
-		srv.Close()
+	for _, s := range []*httpServer{srv, ctl} {
+		if s != nil {
+			s.Close()
+		}
 	}
 	return err
 }
@@ -255,7 +345,7 @@ func (p *printer) write(event string, t time.Time, fields map[string]any) {
 		return
 	}
 	line := t.Format("15:04:05.000") + " " + event
-	for _, k := range []string{"node", "addr", "source", "incarnation", "reason", "gossip", "strategy", "http"} {
+	for _, k := range []string{"node", "addr", "source", "incarnation", "reason", "gossip", "strategy", "http", "control"} {
 		if v, ok := fields[k]; ok && v != "" {
 			line += fmt.Sprintf(" %s=%v", k, v)
 		}

@@ -1,3 +1,5 @@
+//go:build linux
+
 package netlab
 
 import (
@@ -10,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 )
 
@@ -60,13 +61,13 @@ func BuildPackage(dir, pkg string) (string, error) {
 //
 // Directories of dead processes are removed by the next New, NewLab or
 // BuildMacula in any case.
-func BuildMacula(t testing.TB) string {
+func BuildMacula(t TB) string {
 	t.Helper()
 	return BuildCached(t, MaculaPkg)
 }
 
 // BuildCached is BuildMacula for any package.
-func BuildCached(t testing.TB, pkg string) string {
+func BuildCached(t TB, pkg string) string {
 	t.Helper()
 	bin, err := buildCached(pkg)
 	if err != nil {

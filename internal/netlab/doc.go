@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package netlab runs test hosts in Linux network namespaces: N hosts on one
 // virtual switch, with faults on demand (cable cut, partition, loss, netem),
 // for the scenario tests and for "macula bench". It needs root and iproute2

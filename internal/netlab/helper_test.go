@@ -1,3 +1,5 @@
+//go:build linux
+
 package netlab
 
 // Helper modes of the test binary: re-executed inside a namespace with

@@ -1,3 +1,5 @@
+//go:build linux
+
 package netlab
 
 import (
@@ -15,7 +17,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -112,7 +113,7 @@ func (h *Host) String() string { return h.NS }
 // builds the lab (t.Fatal on error) and
 // registers Close with t.Cleanup. When the test failed, the cleanup logs the
 // stderr tail and last lines of every process started in the lab.
-func New(t testing.TB, opts Options) *Lab {
+func New(t TB, opts Options) *Lab {
 	t.Helper()
 	Require(t)
 	if opts.Impair {
@@ -138,7 +139,7 @@ func New(t testing.TB, opts Options) *Lab {
 	return l
 }
 
-// NewLab makes a lab without a testing.TB, for the bench command. The caller
+// NewLab makes a lab without a TB, for the bench command. The caller
 // must Close it, also on SIGINT/SIGTERM (the package installs no signal
 // handler). If the process dies without Close, the namespaces stay until the
 // next New or NewLab on the machine removes them (their pid is dead);
@@ -404,7 +405,7 @@ func (l *Lab) Close() error {
 
 // logProcs logs what every process of the lab left behind (for failed
 // tests).
-func (l *Lab) logProcs(t testing.TB) {
+func (l *Lab) logProcs(t TB) {
 	t.Helper()
 	l.mu.Lock()
 	procs := l.procs

@@ -1,3 +1,5 @@
+//go:build linux
+
 package netlab
 
 import (
@@ -9,7 +11,6 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
-	"testing"
 )
 
 var (
@@ -54,14 +55,14 @@ func probeName() string {
 // Require skips the test when Available reports a problem, with a message
 // that says what is missing; but when the environment has CI=true it fails
 // the test instead (CI must run namespace tests).
-func Require(t testing.TB) {
+func Require(t TB) {
 	t.Helper()
 	if err := Available(); err != nil {
 		requireFail(t, err)
 	}
 }
 
-func requireFail(t testing.TB, err error) {
+func requireFail(t TB, err error) {
 	t.Helper()
 	if os.Getenv("CI") == "true" {
 		t.Fatalf("%v (CI=true: namespace tests must run, not skip)", err)
@@ -97,7 +98,7 @@ func NetemSupported() error {
 
 // RequireNetem is Require plus a kernel with the netem qdisc. Without netem
 // it skips, also when CI=true (see the comment inside).
-func RequireNetem(t testing.TB) {
+func RequireNetem(t TB) {
 	t.Helper()
 	Require(t)
 	if err := NetemSupported(); err != nil {
@@ -107,4 +108,19 @@ func RequireNetem(t testing.TB) {
 		// jitter in userspace instead.
 		t.Skipf("%v; use an Options.Impair lab for loss, delay and jitter", err)
 	}
+}
+
+// TB is the part of testing.TB that netlab uses. *testing.T and
+// *testing.B satisfy it; netlab does not import package testing itself, so
+// that the macula command (bench) can link it without test-only code.
+type TB interface {
+	Helper()
+	Name() string
+	Cleanup(func())
+	Failed() bool
+	Errorf(format string, args ...any)
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Logf(format string, args ...any)
+	Skipf(format string, args ...any)
 }

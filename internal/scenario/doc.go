@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package scenario runs multi-host cluster scenarios in network namespaces
 // (package netlab) and measures what happens: one "macula run --json"
 // process per lab host, faults injected from outside (SIGKILL, cable cut,
