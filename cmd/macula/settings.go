@@ -175,19 +175,20 @@ func parseStrategy(v string) (any, error) {
 }
 
 // parseNodes: as CLUSTER_NODES, empty entries are skipped; every entry must
-// be name@host:port (a static node without a port could never be dialled).
+// be name@host:port or host:port (a static node without a port could never
+// be dialled).
 func parseNodes(v string) (any, error) {
 	list, _ := envx.SplitList(v)
 	if len(list) == 0 {
-		return nil, errors.New("want name@host:port, comma-separated")
+		return nil, errors.New("want name@host:port or host:port, comma-separated")
 	}
 	for _, n := range list {
-		p, err := discovery.ParseNode(n)
+		p, err := discovery.ParseEntry(n)
 		if err != nil {
-			return nil, fmt.Errorf("node %q: want name@host:port", n)
+			return nil, fmt.Errorf("node %q: want name@host:port or host:port", n)
 		}
 		if !p.Dialable() {
-			return nil, fmt.Errorf("node %q has no port: want name@host:port", n)
+			return nil, fmt.Errorf("node %q has no port: want name@host:port or host:port", n)
 		}
 	}
 	return list, nil
@@ -201,7 +202,7 @@ func parseName(v string) (any, error) {
 	if p.Dialable() {
 		return nil, errors.New("want name@host without a port (the port comes from the mesh listener)")
 	}
-	return p.Node, nil
+	return p.Name, nil
 }
 
 func parseDNSMode(v string) (any, error) {
