@@ -26,7 +26,7 @@ func sizeName(n int) string {
 // as a dialer (the acceptor is a real Mesh).
 func BenchmarkHandshake(b *testing.B) {
 	a, _ := startNode(b, "a@127.0.0.1", func(c *Config) { c.OnEvent = nil; c.OnMessage = nil })
-	self := hello{Incarnation: 1, Start: 1, MaxMessage: 1 << 20, Name: "bench@127.0.0.1", Addr: "127.0.0.1:1"}
+	self := hello{Incarnation: 1, Start: 1, MaxMessage: 1 << 20, Name: "bench@127.0.0.1", Addr: "127.0.0.1:1", Features: sealFeatures}
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
 		c, err := net.Dial("tcp", a.Addr())
