@@ -22,8 +22,10 @@ const (
 	recordHeaderLen = 4
 	sealOverhead    = 16 // the AEAD tag (both ciphers)
 	// maxRecordPlain bounds the plaintext of one record: the writer seals
-	// what it has at every flush, or whenever this much is buffered.
-	maxRecordPlain = 64 << 10
+	// what it has at every flush, or whenever this much is buffered. 128 KiB
+	// holds a 64 KiB message frame whole (one seal, one open, one reader
+	// wake-up); 64 KiB records measured 10-20% slower for such messages.
+	maxRecordPlain = 128 << 10
 	maxRecordBody  = maxRecordPlain + sealOverhead
 	keyLen         = 32
 	exporterLen    = 32
@@ -248,7 +250,7 @@ type openReader struct {
 }
 
 func newOpenReader(src io.Reader, aead cipher.AEAD) *openReader {
-	return &openReader{src: src, aead: aead, buf: make([]byte, 2*(recordHeaderLen+maxRecordBody))}
+	return &openReader{src: src, aead: aead, buf: make([]byte, recordHeaderLen+maxRecordBody+readBufSize)}
 }
 
 func (o *openReader) Read(p []byte) (int, error) {

@@ -190,7 +190,7 @@ func TestSealTamper(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
 		want error
-	}{{"00000000", errMalformed}, {"00000010", errMalformed}, {"00010011", errFrameTooLarge}, {"ffffffff", errFrameTooLarge}} {
+	}{{"00000000", errMalformed}, {"00000010", errMalformed}, {"00020011", errFrameTooLarge}, {"ffffffff", errFrameTooLarge}} {
 		if _, err := readAll(unhex(t, tc.in), a); !errors.Is(err, tc.want) {
 			t.Errorf("record length %s: %v, want %v", tc.in, err, tc.want)
 		}
