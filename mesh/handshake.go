@@ -22,7 +22,7 @@ type HandshakeReason string
 // Handshake failure reasons.
 const (
 	HSBadMagic        HandshakeReason = "bad_magic"        // the peer's preamble did not start with "MCLA"
-	HSBadVersion      HandshakeReason = "bad_version"      // the peer speaks another protocol version
+	HSBadVersion      HandshakeReason = "bad_version"      // the peer speaks another wire version, or no common record cipher
 	HSMalformed       HandshakeReason = "malformed"        // a frame or its body did not parse (also: the peer echoed our nonce)
 	HSFrameTooLarge   HandshakeReason = "frame_too_large"  // a frame claimed a length over the limit
 	HSUnexpectedFrame HandshakeReason = "unexpected_frame" // a frame of a type not allowed at this step
