@@ -26,7 +26,7 @@ func sizeName(n int) string {
 // as a dialer (the acceptor is a real Mesh).
 func BenchmarkHandshake(b *testing.B) {
 	a, _ := startNode(b, "a@127.0.0.1", func(c *Config) { c.OnEvent = nil; c.OnMessage = nil })
-	self := hello{Incarnation: 1, Start: 1, MaxMessage: 1 << 20, Name: "bench@127.0.0.1", Addr: "127.0.0.1:1"}
+	self := hello{Incarnation: 1, Start: 1, MaxMessage: 1 << 20, Name: "bench@127.0.0.1", Addr: "127.0.0.1:1", Features: sealFeatures}
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
 		c, err := net.Dial("tcp", a.Addr())
@@ -44,24 +44,57 @@ func BenchmarkHandshake(b *testing.B) {
 	}
 }
 
-// BenchmarkSend: messages from one Mesh to another, until all arrived.
+// BenchmarkSend: messages from one Mesh to another, until all arrived, over
+// sealed links with each record cipher ("aes" is what two nodes with AES
+// hardware pick, "chacha" the fallback).
 func BenchmarkSend(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		feat uint64
+	}{{"aes", featSealAESGCM}, {"chacha", featSealChaCha}} {
+		b.Run(c.name, func(b *testing.B) {
+			if c.feat == featSealAESGCM && !hasAESHardware() {
+				b.Skip("no AES hardware")
+			}
+			defer func(f uint64) { sealFeatures = f }(sealFeatures)
+			sealFeatures = c.feat
+			benchSend(b, nil)
+		})
+	}
+}
+
+// BenchmarkSendTLS: the same over TLS 1.3 (records of crypto/tls, no
+// sealing of ours).
+func BenchmarkSendTLS(b *testing.B) {
+	p := newPKI(b)
+	benchSend(b, func(c *Config, n string) { c.TLS = p.mtls(p.leaf(b, n)) })
+}
+
+func benchSend(b *testing.B, mod func(*Config, string)) {
 	for _, size := range benchSizes {
 		b.Run(sizeName(size), func(b *testing.B) {
 			var got atomic.Int64
 			done := make(chan struct{}, 1)
 			var want atomic.Int64
 			want.Store(-1)
-			x, _ := startNode(b, "x@127.0.0.1", func(c *Config) { c.OnEvent = nil; c.OnMessage = nil })
-			y, ry := startNode(b, "y@127.0.0.1", func(c *Config) {
+			x, _ := startNode(b, "x@127.0.0.1", func(c *Config) {
+				c.OnEvent = nil
+				c.OnMessage = nil
+				if mod != nil {
+					mod(c, "x")
+				}
+			})
+			y, _ := startNode(b, "y@127.0.0.1", func(c *Config) {
 				c.OnEvent = nil
 				c.OnMessage = func(string, []byte) {
 					if got.Add(1) == want.Load() {
 						done <- struct{}{}
 					}
 				}
+				if mod != nil {
+					mod(c, "y")
+				}
 			})
-			_ = ry
 			x.Connect(y.Name(), y.Addr())
 			eventually(b, 10*time.Second, "link", func() bool { return linkedTo(x, y.Name()) && linkedTo(y, x.Name()) })
 			payload := make([]byte, size)

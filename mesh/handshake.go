@@ -22,7 +22,7 @@ type HandshakeReason string
 // Handshake failure reasons.
 const (
 	HSBadMagic        HandshakeReason = "bad_magic"        // the peer's preamble did not start with "MCLA"
-	HSBadVersion      HandshakeReason = "bad_version"      // the peer speaks another protocol version
+	HSBadVersion      HandshakeReason = "bad_version"      // the peer speaks another wire version, or no common record cipher
 	HSMalformed       HandshakeReason = "malformed"        // a frame or its body did not parse (also: the peer echoed our nonce)
 	HSFrameTooLarge   HandshakeReason = "frame_too_large"  // a frame claimed a length over the limit
 	HSUnexpectedFrame HandshakeReason = "unexpected_frame" // a frame of a type not allowed at this step
@@ -57,7 +57,7 @@ var handshakeFailureReasons = []HandshakeReason{
 
 // protocolErrorReasons are the keys of Stats.ProtocolErrors, present from
 // Start: the reasons link.readLoop passes to protocolError.
-var protocolErrorReasons = []HandshakeReason{HSFrameTooLarge, HSMalformed, HSUnexpectedFrame}
+var protocolErrorReasons = []HandshakeReason{HSFrameTooLarge, HSMalformed, HSUnexpectedFrame, HSTampered}
 
 // errEmptyConn: an inbound connection closed before sending its first byte.
 // That is a dial the peer abandoned because a link came up meanwhile (the
@@ -126,7 +126,10 @@ func reasonOf(ctx context.Context, err error) HandshakeReason {
 // selfHello is our hello with a fresh nonce.
 func (m *Mesh) selfHello() (hello, error) {
 	h := hello{Incarnation: m.inc, Start: m.start, MaxMessage: uint32(m.cfg.MaxMessageSize),
-		Name: m.name, Addr: m.addr}
+		Name: m.name, Addr: m.addr, Features: sealFeatures}
+	if m.cfg.TLS != nil {
+		h.Features = 0 // TLS protects the stream; see chooseSuite
+	}
 	if _, err := rand.Read(h.Nonce[:]); err != nil {
 		return h, err
 	}
@@ -164,9 +167,9 @@ func (m *Mesh) acceptHandshake(raw net.Conn) (*link, error) {
 	if [4]byte(pre[:4]) != magic {
 		return nil, hsErr(HSBadMagic, fmt.Errorf("got % x", pre[:4]))
 	}
-	if pre[4] != protoVersion {
+	if _, err := negotiateVersion(pre[4]); err != nil {
 		conn.Write(appendFrame(appendPreamble(nil), frameRefuse, []byte{refuseBadVersion}))
-		return nil, hsErr(HSBadVersion, fmt.Errorf("version %d", pre[4]))
+		return nil, hsErr(HSBadVersion, err)
 	}
 	fr := frameReader{r: conn, limit: handshakeFrameLimit}
 	typ, hbody, err := fr.next()
@@ -192,6 +195,15 @@ func (m *Mesh) acceptHandshake(raw net.Conn) (*link, error) {
 	if err != nil {
 		return nil, hsErr(HSIO, err)
 	}
+	exporter, overTLS, err := tlsExporter(conn)
+	if err != nil {
+		return nil, err
+	}
+	st, err := chooseSuite(peer.Features, self.Features, overTLS)
+	if err != nil {
+		conn.Write(appendFrame(appendPreamble(nil), frameRefuse, []byte{refuseBadVersion}))
+		return nil, hsErr(HSBadVersion, err)
+	}
 	cbody := appendHello(nil, &self)
 	if _, err := conn.Write(appendFrame(appendPreamble(nil), frameChallenge, cbody)); err != nil {
 		return nil, hsErr(ioReason(m.ctx, err), err)
@@ -207,9 +219,14 @@ func (m *Mesh) acceptHandshake(raw net.Conn) (*link, error) {
 	if err != nil {
 		return nil, hsErr(HSMalformed, err)
 	}
-	if !hmac.Equal(proof, handshakeMAC(m.cookie, labelDialer, hbody, cbody)) {
+	tr := transcript{vD: pre[4], vA: wireVersion, h: hbody, c: cbody, exporter: exporter}
+	th := tr.hash()
+	if !hmac.Equal(proof, handshakeMAC(m.cookie, labelDialer, th)) {
 		conn.Write(appendFrame(nil, frameRefuse, []byte{refuseBadCookie}))
 		return nil, hsErr(HSBadCookie, fmt.Errorf("proof from %s did not verify", peer.Name))
+	}
+	if peer.sess, err = newSession(m.cookie, th, st, false); err != nil {
+		return nil, hsErr(HSIO, err)
 	}
 	l, old, code := m.admit(peer, conn, raw, "", nil, 0)
 	if l == nil {
@@ -219,7 +236,7 @@ func (m *Mesh) acceptHandshake(raw net.Conn) (*link, error) {
 	if old != nil {
 		old.fail(ReasonRestarted)
 	}
-	welcome := appendFrame(nil, frameWelcome, handshakeMAC(m.cookie, labelAcceptor, hbody, cbody))
+	welcome := appendFrame(nil, frameWelcome, handshakeMAC(m.cookie, labelAcceptor, th))
 	if _, err := conn.Write(welcome); err != nil {
 		l.fail(ReasonClosed)
 		return nil, hsErr(ioReason(m.ctx, err), err)
@@ -243,8 +260,8 @@ func clientHandshake(conn net.Conn, cookie []byte, self hello, expect string) (h
 	if [4]byte(pre[:4]) != magic {
 		return hello{}, hsErr(HSBadMagic, fmt.Errorf("got % x", pre[:4]))
 	}
-	if pre[4] != protoVersion {
-		return hello{}, hsErr(HSBadVersion, fmt.Errorf("version %d", pre[4]))
+	if _, err := negotiateVersion(pre[4]); err != nil {
+		return hello{}, hsErr(HSBadVersion, err)
 	}
 	fr := frameReader{r: conn, limit: handshakeFrameLimit}
 	typ, cbody, err := fr.next()
@@ -275,7 +292,17 @@ func clientHandshake(conn net.Conn, cookie []byte, self hello, expect string) (h
 	if peer.Nonce == self.Nonce {
 		return hello{}, hsErr(HSMalformed, errors.New("peer echoed our nonce"))
 	}
-	proof := appendFrame(nil, frameProof, handshakeMAC(cookie, labelDialer, hbody, cbody))
+	exporter, overTLS, err := tlsExporter(conn)
+	if err != nil {
+		return hello{}, err
+	}
+	st, err := chooseSuite(self.Features, peer.Features, overTLS)
+	if err != nil {
+		return hello{}, hsErr(HSBadVersion, err)
+	}
+	tr := transcript{vD: wireVersion, vA: pre[4], h: hbody, c: cbody, exporter: exporter}
+	th := tr.hash()
+	proof := appendFrame(nil, frameProof, handshakeMAC(cookie, labelDialer, th))
 	if _, err := conn.Write(proof); err != nil {
 		return hello{}, err
 	}
@@ -298,8 +325,11 @@ func clientHandshake(conn net.Conn, cookie []byte, self hello, expect string) (h
 	if err != nil {
 		return hello{}, hsErr(HSMalformed, err)
 	}
-	if !hmac.Equal(mac, handshakeMAC(cookie, labelAcceptor, hbody, cbody)) {
+	if !hmac.Equal(mac, handshakeMAC(cookie, labelAcceptor, th)) {
 		return hello{}, hsErr(HSBadCookie, fmt.Errorf("welcome from %s did not verify", peer.Name))
+	}
+	if peer.sess, err = newSession(cookie, th, st, true); err != nil {
+		return hello{}, hsErr(HSIO, err)
 	}
 	return peer, nil
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -79,7 +80,7 @@ func TestWrongCookie(t *testing.T) {
 
 // handshakeStart is a valid preamble and hello from a node named n.
 func handshakeStart(n string) []byte {
-	h := hello{Incarnation: 1, Start: 1, MaxMessage: 1 << 20, Name: n, Addr: "127.0.0.1:1"}
+	h := hello{Incarnation: 1, Start: 1, MaxMessage: 1 << 20, Name: n, Addr: "127.0.0.1:1", Features: sealFeatures}
 	rand.Read(h.Nonce[:])
 	return appendFrame(appendPreamble(nil), frameHello, appendHello(nil, &h))
 }
@@ -134,16 +135,43 @@ func TestHostileInput(t *testing.T) {
 	}
 }
 
+// A dialer of wire version 1 (before sealed links) is refused with our
+// preamble (naming version 2) and refuse code 6.
 func TestBadVersion(t *testing.T) {
 	a, _ := startNode(t, "a@127.0.0.1", nil)
 	c := dial(t, a.Addr())
-	c.Write([]byte{'M', 'C', 'L', 'A', 2})
+	c.Write([]byte{'M', 'C', 'L', 'A', 1})
 	got := expectClosed(t, c, 5*time.Second)
 	want := appendFrame(appendPreamble(nil), frameRefuse, []byte{refuseBadVersion})
 	if !bytes.Equal(got, want) {
 		t.Fatalf("answer %x, want %x", got, want)
 	}
 	eventually(t, 5*time.Second, "counted", func() bool { return a.Stats().HandshakeFailures["bad_version"] == 1 })
+
+	// As a dialer, a version-1 acceptor's answer (preamble version 1,
+	// refuse 6) is a bad_version error naming both versions.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		s, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer s.Close()
+		io.ReadFull(s, make([]byte, preambleLen))
+		s.Write([]byte{'M', 'C', 'L', 'A', 1, 0, 0, 0, 2, byte(frameRefuse), refuseBadVersion})
+	}()
+	c2 := dial(t, ln.Addr().String())
+	c2.SetDeadline(time.Now().Add(5 * time.Second))
+	self := hello{Incarnation: 7, Start: 7, MaxMessage: 1 << 20, Name: "r@127.0.0.1", Addr: "127.0.0.1:1", Features: sealFeatures}
+	_, err = clientHandshake(c2, []byte(testCookie), self, "")
+	if reasonOf(context.Background(), err) != HSBadVersion || !strings.Contains(err.Error(), "version 1") ||
+		!strings.Contains(err.Error(), "versions 2 to 2") {
+		t.Fatalf("handshake with a version-1 acceptor: %v", err)
+	}
 }
 
 // recordConn records what is written to it.
@@ -161,7 +189,7 @@ func TestReplayedHandshake(t *testing.T) {
 	a, ra := startNode(t, "a@127.0.0.1", nil)
 	rc := &recordConn{Conn: dial(t, a.Addr())}
 	rc.SetDeadline(time.Now().Add(10 * time.Second))
-	self := hello{Incarnation: 7, Start: 7, MaxMessage: 1 << 20, Name: "r@127.0.0.1", Addr: "127.0.0.1:1"}
+	self := hello{Incarnation: 7, Start: 7, MaxMessage: 1 << 20, Name: "r@127.0.0.1", Addr: "127.0.0.1:1", Features: sealFeatures}
 	rand.Read(self.Nonce[:])
 	if _, err := clientHandshake(rc, []byte(testCookie), self, a.Name()); err != nil {
 		t.Fatalf("real handshake: %v", err)
@@ -212,7 +240,6 @@ func TestOversizedFrameAfterHandshake(t *testing.T) {
 		reason string
 	}{
 		{"over limit", binary.BigEndian.AppendUint32(nil, 1002), "frame_too_large"},
-		{"unknown type", appendFrame(nil, 0x7f, nil), "unexpected_frame"},
 		{"handshake frame", appendFrame(nil, frameHello, nil), "unexpected_frame"},
 		{"bad peers", appendFrame(nil, framePeers, []byte{0, 9}), "malformed"},
 	} {
@@ -221,14 +248,17 @@ func TestOversizedFrameAfterHandshake(t *testing.T) {
 			n := len(ra.snapshot())
 			c := dial(t, a.Addr())
 			c.SetDeadline(time.Now().Add(10 * time.Second))
-			self := hello{Incarnation: 9, Start: 9, MaxMessage: 1 << 20, Name: "r@127.0.0.1", Addr: "127.0.0.1:1"}
+			self := hello{Incarnation: 9, Start: 9, MaxMessage: 1 << 20, Name: "r@127.0.0.1", Addr: "127.0.0.1:1", Features: sealFeatures}
 			rand.Read(self.Nonce[:])
-			if _, err := clientHandshake(c, []byte(testCookie), self, a.Name()); err != nil {
+			peer, err := clientHandshake(c, []byte(testCookie), self, a.Name())
+			if err != nil {
 				t.Fatal(err)
 			}
 			ra.wait(t, 5*time.Second, "nodeup", func(r *recorder) bool { return len(r.events) == n+1 })
-			c.Write(tc.frame)
-			c.Write(make([]byte, 100))
+			sw := newSealWriter(c, peer.sess.send)
+			sw.Write(tc.frame)
+			sw.Write(make([]byte, 100))
+			sw.Flush()
 			expectClosed(t, c, 5*time.Second)
 			ra.wait(t, 5*time.Second, "nodedown", func(r *recorder) bool {
 				last := r.events[len(r.events)-1]

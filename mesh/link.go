@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -103,6 +104,13 @@ type deadlineReader struct {
 	d time.Duration
 }
 
+// frameWriter is where the writer puts frames: a bufio.Writer over TLS, a
+// sealWriter over plain TCP.
+type frameWriter interface {
+	io.Writer
+	Flush() error
+}
+
 func (r *deadlineReader) Read(p []byte) (int, error) {
 	r.c.SetReadDeadline(time.Now().Add(r.d))
 	return r.c.Read(p)
@@ -141,12 +149,19 @@ func (l *link) readLoop() {
 	m := l.m
 	defer m.wg.Done()
 	defer close(l.readerDone)
-	br := bufio.NewReaderSize(&deadlineReader{c: l.conn, d: m.cfg.LinkTimeout}, readBufSize)
-	fr := frameReader{r: br, limit: m.cfg.MaxMessageSize + 1}
+	var src io.Reader = &deadlineReader{c: l.conn, d: m.cfg.LinkTimeout}
+	if s := l.peer.sess; s != nil && s.recv != nil {
+		src = newOpenReader(src, s.recv)
+	} else {
+		src = bufio.NewReaderSize(src, readBufSize)
+	}
+	fr := frameReader{r: src, limit: m.cfg.MaxMessageSize + 1}
 	for {
 		typ, body, err := fr.next()
 		if err != nil {
 			switch {
+			case errors.Is(err, errTampered):
+				l.protocolError(HSTampered, err)
 			case errors.Is(err, errFrameTooLarge):
 				l.protocolError(HSFrameTooLarge, err)
 			case errors.Is(err, errMalformed):
@@ -178,8 +193,11 @@ func (l *link) readLoop() {
 			l.fail(ReasonLeft)
 			return
 		default:
-			l.protocolError(HSUnexpectedFrame, fmt.Errorf("unknown frame type %v", typ))
-			return
+			if typ <= lastHandshakeFrame {
+				l.protocolError(HSUnexpectedFrame, fmt.Errorf("handshake frame %v on a link", typ))
+				return
+			}
+			// A frame of a later version: ignored (see lastHandshakeFrame).
 		}
 	}
 }
@@ -204,7 +222,12 @@ func (l *link) writeLoop() {
 	m := l.m
 	defer m.wg.Done()
 	dw := &deadlineWriter{c: l.conn, d: m.cfg.LinkTimeout}
-	bw := bufio.NewWriterSize(dw, writeBufSize)
+	var bw frameWriter
+	if s := l.peer.sess; s != nil && s.send != nil {
+		bw = newSealWriter(dw, s.send)
+	} else {
+		bw = bufio.NewWriterSize(dw, writeBufSize)
+	}
 	ticker := time.NewTicker(m.cfg.LinkTimeout / 4)
 	defer ticker.Stop()
 	var hdr [frameHeaderLen]byte
@@ -242,14 +265,14 @@ func (l *link) writeLoop() {
 	l.fail(linkReason(err))
 }
 
-func writeEmpty(bw *bufio.Writer, hdr *[frameHeaderLen]byte, typ frameType) error {
+func writeEmpty(bw frameWriter, hdr *[frameHeaderLen]byte, typ frameType) error {
 	binary.BigEndian.PutUint32(hdr[:4], 1)
 	hdr[4] = byte(typ)
 	_, err := bw.Write(hdr[:])
 	return err
 }
 
-func (l *link) writeMessage(bw *bufio.Writer, hdr *[frameHeaderLen]byte, p []byte) error {
+func (l *link) writeMessage(bw frameWriter, hdr *[frameHeaderLen]byte, p []byte) error {
 	binary.BigEndian.PutUint32(hdr[:4], uint32(1+len(p)))
 	hdr[4] = byte(frameMessage)
 	if _, err := bw.Write(hdr[:]); err != nil {
@@ -265,7 +288,7 @@ func (l *link) writeMessage(bw *bufio.Writer, hdr *[frameHeaderLen]byte, p []byt
 
 // writeMessages writes p and whatever else is queued (up to writeBatch
 // messages), then flushes.
-func (l *link) writeMessages(bw *bufio.Writer, hdr *[frameHeaderLen]byte, p []byte) error {
+func (l *link) writeMessages(bw frameWriter, hdr *[frameHeaderLen]byte, p []byte) error {
 	for n := 1; ; n++ {
 		if err := l.writeMessage(bw, hdr, p); err != nil {
 			return err
@@ -289,7 +312,7 @@ func (l *link) writeMessages(bw *bufio.Writer, hdr *[frameHeaderLen]byte, p []by
 // goodbye flushes what is queued, sends goodbye, half-closes and waits
 // (bounded) for the peer to close, then closes the link. The whole sequence
 // is bounded by closeGrace.
-func (l *link) goodbye(bw *bufio.Writer, dw *deadlineWriter, hdr *[frameHeaderLen]byte) {
+func (l *link) goodbye(bw frameWriter, dw *deadlineWriter, hdr *[frameHeaderLen]byte) {
 	grace := min(l.m.cfg.LinkTimeout, closeGrace)
 	dw.until = time.Now().Add(grace)
 	var err error

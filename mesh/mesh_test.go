@@ -248,7 +248,7 @@ func TestRestartHalfOpen(t *testing.T) {
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	old := hello{Incarnation: b1.Incarnation(), Start: b1.start, MaxMessage: 1 << 20, Name: b1.Name(), Addr: b1.Addr()}
+	old := hello{Incarnation: b1.Incarnation(), Start: b1.start, MaxMessage: 1 << 20, Name: b1.Name(), Addr: b1.Addr(), Features: sealFeatures}
 	if _, err := clientHandshake(conn, []byte(testCookie), old, a.Name()); reasonOf(context.Background(), err) != "stale" {
 		t.Fatalf("stale handshake: %v", err)
 	}

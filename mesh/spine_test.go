@@ -80,7 +80,7 @@ func TestLeftIncarnationRefused(t *testing.T) {
 	k.Connect(a.Name(), a.Addr())
 	ra.waitEvent(t, 10*time.Second, NodeUp, k.Name(), "")
 	rk.waitEvent(t, 10*time.Second, NodeUp, a.Name(), "") // k's side is linked too: its goodbye will be sent
-	ghost := hello{Incarnation: k.Incarnation(), Start: k.start, MaxMessage: 1 << 20, Name: k.Name(), Addr: k.Addr()}
+	ghost := hello{Incarnation: k.Incarnation(), Start: k.start, MaxMessage: 1 << 20, Name: k.Name(), Addr: k.Addr(), Features: sealFeatures}
 	k.Close()
 	ra.waitEvent(t, 10*time.Second, NodeDown, k.Name(), ReasonLeft)
 

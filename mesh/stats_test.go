@@ -39,7 +39,7 @@ func TestStatsZeroSeries(t *testing.T) {
 		}
 	}
 	check("HandshakeFailures", st.HandshakeFailures, documented)
-	check("ProtocolErrors", st.ProtocolErrors, []string{"frame_too_large", "malformed", "unexpected_frame"})
+	check("ProtocolErrors", st.ProtocolErrors, []string{"frame_too_large", "malformed", "unexpected_frame", "tampered"})
 	check("LinksDown", st.LinksDown, []string{"closed", "timeout", "left", "restarted", "disconnected", "shutdown"})
 	if len(documented) != len(handshakeFailureReasons) {
 		t.Errorf("doc.go table lists %d failure reasons, want %d: %v", len(documented), len(handshakeFailureReasons), documented)

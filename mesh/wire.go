@@ -1,7 +1,6 @@
 package mesh
 
 import (
-	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -13,16 +12,16 @@ import (
 
 // Wire constants. doc.go describes the format byte by byte.
 const (
-	protoVersion   = 1
 	preambleLen    = 5  // magic (4) + version (1)
 	nonceLen       = 32 // bytes of fresh randomness per side per handshake
 	macLen         = sha256.Size
 	frameHeaderLen = 5 // 4-byte big-endian length + 1-byte type
 	// handshakeFrameLimit bounds the length field of every frame read before
 	// the peer has proved it holds the cookie. A hello is at most
-	// helloFixedLen+2+255+255 bytes.
+	// helloFixedLen+2+255+255+8 bytes plus extensions.
 	handshakeFrameLimit = 1024
 	helloFixedLen       = 8 + 8 + 4 + nonceLen // incarnation, start, max message, nonce
+	featuresLen         = 8
 	maxFieldLen         = 255
 	// maxPeersPerFrame bounds the entries of one peers frame.
 	maxPeersPerFrame = 4096
@@ -45,6 +44,10 @@ const (
 	frameMessage   frameType = 0x11 // user payload
 	framePeers     frameType = 0x12 // the sender's links: (name, addr) list
 	frameGoodbye   frameType = 0x13 // the sender is shutting down, empty body
+	// lastHandshakeFrame: types up to here are handshake frames, a protocol
+	// error after the handshake. Other unknown types after the handshake
+	// are ignored, so a later version may add frames.
+	lastHandshakeFrame frameType = 0x0f
 )
 
 // String names a frame type for error messages and logs: "hello (0x01)",
@@ -116,22 +119,15 @@ func refuseReason(code byte) HandshakeReason {
 	return HSRefused
 }
 
-// HMAC labels: the direction is part of the MAC input so that a proof made
-// by one side can never be reflected as the proof of the other side.
-const (
-	labelDialer   = "macula-mesh/1 dialer proof\x00"
-	labelAcceptor = "macula-mesh/1 acceptor proof\x00"
-)
-
 var (
 	errFrameTooLarge = errors.New("frame length over limit")
 	errMalformed     = errors.New("malformed message")
 )
 
-// appendPreamble appends magic and version.
+// appendPreamble appends magic and the highest version this node speaks.
 func appendPreamble(dst []byte) []byte {
 	dst = append(dst, magic[:]...)
-	return append(dst, protoVersion)
+	return append(dst, wireVersion)
 }
 
 // appendFrame appends one frame: length (1 + len(body)), type, body.
@@ -194,6 +190,11 @@ type hello struct {
 	Nonce       [nonceLen]byte // fresh random bytes
 	Name        string         // "name@host"
 	Addr        string         // advertised "host:port"
+	Features    uint64         // feature bits offered (featSeal...)
+
+	// sess is set on the peer's hello once the handshake verified: the
+	// negotiated record protection and keys. Never on the wire.
+	sess *session
 }
 
 // appendHello appends the body of a hello or challenge frame.
@@ -205,11 +206,13 @@ func appendHello(dst []byte, h *hello) []byte {
 	dst = append(dst, byte(len(h.Name)))
 	dst = append(dst, h.Name...)
 	dst = append(dst, byte(len(h.Addr)))
-	return append(dst, h.Addr...)
+	dst = append(dst, h.Addr...)
+	return binary.BigEndian.AppendUint64(dst, h.Features)
 }
 
-// parseHello parses and validates a hello or challenge body. It rejects
-// trailing bytes, so a body has exactly one encoding.
+// parseHello parses and validates a hello or challenge body. Bytes after
+// the features are ignored: later versions append fields there, and the
+// handshake MAC covers the whole body as sent, so they cannot be altered.
 func parseHello(b []byte) (hello, error) {
 	var h hello
 	if len(b) < helloFixedLen+2 {
@@ -225,9 +228,13 @@ func parseHello(b []byte) (hello, error) {
 		return h, fmt.Errorf("%w: hello name", errMalformed)
 	}
 	addr, rest, ok := cutField(rest)
-	if !ok || len(rest) != 0 {
+	if !ok {
 		return h, fmt.Errorf("%w: hello addr", errMalformed)
 	}
+	if len(rest) < featuresLen {
+		return h, fmt.Errorf("%w: hello features", errMalformed)
+	}
+	h.Features = binary.BigEndian.Uint64(rest)
 	h.Name, h.Addr = string(name), string(addr)
 	if h.Incarnation == 0 {
 		return h, fmt.Errorf("%w: zero incarnation", errMalformed)
@@ -256,23 +263,6 @@ func cutField(b []byte) (field, rest []byte, ok bool) {
 	return b[1 : 1+n], b[1+n:], true
 }
 
-// handshakeMAC is HMAC-SHA256(cookie, label || u16 len(h) || h || u16 len(c) || c)
-// where h is the dialer's hello body and c the acceptor's challenge body as
-// sent on the wire. Both bodies hold both names, incarnations, nonces and
-// advertised addresses, so the MAC binds all of them.
-func handshakeMAC(cookie []byte, label string, h, c []byte) []byte {
-	mac := hmac.New(sha256.New, cookie)
-	mac.Write([]byte(label))
-	var n [2]byte
-	binary.BigEndian.PutUint16(n[:], uint16(len(h)))
-	mac.Write(n[:])
-	mac.Write(h)
-	binary.BigEndian.PutUint16(n[:], uint16(len(c)))
-	mac.Write(n[:])
-	mac.Write(c)
-	return mac.Sum(nil)
-}
-
 // parseMAC checks the body of a proof or welcome frame.
 func parseMAC(b []byte) ([]byte, error) {
 	if len(b) != macLen {
@@ -281,9 +271,10 @@ func parseMAC(b []byte) ([]byte, error) {
 	return b, nil
 }
 
-// parseRefuse checks the body of a refuse frame.
+// parseRefuse checks the body of a refuse frame: the code, then bytes that
+// later versions may add (ignored).
 func parseRefuse(b []byte) (byte, error) {
-	if len(b) != 1 {
+	if len(b) < 1 {
 		return 0, fmt.Errorf("%w: refuse of %d bytes", errMalformed, len(b))
 	}
 	return b[0], nil
@@ -317,7 +308,9 @@ func appendPeers(dst []byte, ps []peerInfo, limit int) []byte {
 	return dst
 }
 
-// parsePeers parses and validates a peers body.
+// parsePeers parses and validates a peers body. Trailing bytes are ignored
+// (later versions may append to the frame; it travels inside a sealed
+// record or TLS).
 func parsePeers(b []byte) ([]peerInfo, error) {
 	if len(b) < 2 {
 		return nil, fmt.Errorf("%w: peers of %d bytes", errMalformed, len(b))
@@ -349,9 +342,6 @@ func parsePeers(b []byte) ([]peerInfo, error) {
 			return nil, fmt.Errorf("%w: %w", errMalformed, err)
 		}
 		out = append(out, p)
-	}
-	if len(rest) != 0 {
-		return nil, fmt.Errorf("%w: %d trailing bytes after peers", errMalformed, len(rest))
 	}
 	return out, nil
 }

@@ -28,21 +28,25 @@ func seq(from byte) (n [nonceLen]byte) {
 
 var (
 	goldenH = hello{Incarnation: 0x0102030405060708, Start: 0x1112131415161718, MaxMessage: 1 << 20,
-		Nonce: seq(0x20), Name: "a@127.0.0.1", Addr: "127.0.0.1:9100"}
+		Nonce: seq(0x20), Name: "a@127.0.0.1", Addr: "127.0.0.1:9100", Features: featSealAESGCM | featSealChaCha}
 	goldenC = hello{Incarnation: 0x8877665544332211, Start: 1, MaxMessage: 1024,
-		Nonce: seq(0x40), Name: "b@127.0.0.1", Addr: "127.0.0.1:9101"}
+		Nonce: seq(0x40), Name: "b@127.0.0.1", Addr: "127.0.0.1:9101", Features: featSealChaCha}
 )
 
 const (
 	goldenHHex = "0102030405060708 1112131415161718 00100000" +
 		" 202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f" +
-		" 0b 61403132372e302e302e31 0e 3132372e302e302e313a39313030"
+		" 0b 61403132372e302e302e31 0e 3132372e302e302e313a39313030 0000000000000003"
 	goldenCHex = "8877665544332211 0000000000000001 00000400" +
 		" 404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f" +
-		" 0b 62403132372e302e302e31 0e 3132372e302e302e313a39313031"
-	// Computed independently (Python hmac) over the bodies above, cookie "cookie".
-	goldenProofHex   = "1e28a7d6f78c410abbaf6c1cf74c3e9df3662e06ebc8fdf89f74f75aa59adec3"
-	goldenWelcomeHex = "cb967bfcc0d204a76cd0b0e0aaa3b85bc4d97409893461b2c868f7d9ca238630"
+		" 0b 62403132372e302e302e31 0e 3132372e302e302e313a39313031 0000000000000002"
+	// Computed independently (Python hashlib/hmac) over the bodies above,
+	// versions 2 and 2, cookie "cookie", no TLS exporter.
+	goldenTranscriptHex = "eb18918dca3ed048c508d7799ea66371866ba84331776c4ecec9513468fc9af7"
+	goldenProofHex      = "cba4fc15822c47231e69c888679bcc7eef410de733aebb6468087578ac145ee7"
+	goldenWelcomeHex    = "31cd465d724f17673dbb377f26496577c521dd7245a3c505082eaedf60d86208"
+	// The dialer proof with the TLS exporter 00 01 .. 1f.
+	goldenProofTLSHex = "7ee4b90128b9bdcc296ba6e84c85ca9b0ed7b01b0aaecc400fdc38fc5e57c187"
 )
 
 func TestHelloGolden(t *testing.T) {
@@ -72,7 +76,7 @@ func TestFrameGolden(t *testing.T) {
 		{frameGoodbye, nil, "00000001 13"},
 		{frameMessage, []byte("hi"), "00000003 11 6869"},
 		{frameRefuse, []byte{refuseStale}, "00000002 05 02"},
-		{frameHello, unhex(t, goldenHHex), "00000050 01" + goldenHHex},
+		{frameHello, unhex(t, goldenHHex), "00000058 01" + goldenHHex},
 	} {
 		want := unhex(t, tc.hex)
 		if got := appendFrame(nil, tc.typ, tc.body); !bytes.Equal(got, want) {
@@ -87,21 +91,44 @@ func TestFrameGolden(t *testing.T) {
 			t.Errorf("after one frame: %v, want EOF", err)
 		}
 	}
-	if got, want := appendPreamble(nil), unhex(t, "4d434c41 01"); !bytes.Equal(got, want) {
+	if got, want := appendPreamble(nil), unhex(t, "4d434c41 02"); !bytes.Equal(got, want) {
 		t.Errorf("preamble %x, want %x", got, want)
 	}
 }
 
 func TestMACGolden(t *testing.T) {
 	h, c := unhex(t, goldenHHex), unhex(t, goldenCHex)
-	if got := handshakeMAC([]byte("cookie"), labelDialer, h, c); !bytes.Equal(got, unhex(t, goldenProofHex)) {
+	tr := transcript{vD: 2, vA: 2, h: h, c: c}
+	th := tr.hash()
+	if !bytes.Equal(th, unhex(t, goldenTranscriptHex)) {
+		t.Fatalf("transcript hash %x", th)
+	}
+	if got := handshakeMAC([]byte("cookie"), labelDialer, th); !bytes.Equal(got, unhex(t, goldenProofHex)) {
 		t.Errorf("dialer proof %x", got)
 	}
-	if got := handshakeMAC([]byte("cookie"), labelAcceptor, h, c); !bytes.Equal(got, unhex(t, goldenWelcomeHex)) {
+	if got := handshakeMAC([]byte("cookie"), labelAcceptor, th); !bytes.Equal(got, unhex(t, goldenWelcomeHex)) {
 		t.Errorf("acceptor proof %x", got)
 	}
-	if bytes.Equal(handshakeMAC([]byte("cookie"), labelDialer, h, c), handshakeMAC([]byte("cookie2"), labelDialer, h, c)) {
+	if bytes.Equal(handshakeMAC([]byte("cookie"), labelDialer, th), handshakeMAC([]byte("cookie2"), labelDialer, th)) {
 		t.Error("MAC does not depend on the cookie")
+	}
+	x := make([]byte, 32)
+	for i := range x {
+		x[i] = byte(i)
+	}
+	trx := transcript{vD: 2, vA: 2, h: h, c: c, exporter: x}
+	if got := handshakeMAC([]byte("cookie"), labelDialer, trx.hash()); !bytes.Equal(got, unhex(t, goldenProofTLSHex)) {
+		t.Errorf("dialer proof with TLS exporter %x", got)
+	}
+	// Every input changes the transcript: versions, both bodies, exporter.
+	for _, other := range []transcript{
+		{vD: 3, vA: 2, h: h, c: c}, {vD: 2, vA: 3, h: h, c: c},
+		{vD: 2, vA: 2, h: append(bytes.Clone(h), 0), c: c}, {vD: 2, vA: 2, h: h, c: append(bytes.Clone(c), 0)},
+		{vD: 2, vA: 2, h: c, c: h}, {vD: 2, vA: 2, h: h, c: c, exporter: x[:31]},
+	} {
+		if bytes.Equal(other.hash(), th) {
+			t.Errorf("transcript %+v hashes like the golden one", other)
+		}
 	}
 }
 
@@ -156,8 +183,8 @@ func TestParseHelloErrors(t *testing.T) {
 	}{
 		{"empty", nil},
 		{"short", good[:40]},
-		{"trailing", append(bytes.Clone(good), 0)},
-		{"truncated addr", good[:len(good)-1]},
+		{"truncated features", good[:len(good)-1]},
+		{"no features", good[:len(good)-featuresLen]},
 		{"zero incarnation", mut(func(b []byte) []byte { copy(b, make([]byte, 8)); return b })},
 		{"zero max", mut(func(b []byte) []byte { copy(b[16:], make([]byte, 4)); return b })},
 		{"name with port", appendHello(nil, &hello{Incarnation: 1, MaxMessage: 1, Name: "a@h:1", Addr: "h:1"})},
@@ -174,6 +201,15 @@ func TestParseHelloErrors(t *testing.T) {
 	}
 }
 
+// Bytes after the features are extensions of later versions: ignored.
+func TestParseHelloTrailing(t *testing.T) {
+	in := append(unhex(t, goldenHHex), 0xde, 0xad, 0xbe, 0xef)
+	h, err := parseHello(in)
+	if err != nil || h != goldenH {
+		t.Fatalf("parseHello with trailing bytes = %+v, %v", h, err)
+	}
+}
+
 func TestPeers(t *testing.T) {
 	ps := []peerInfo{{"a@127.0.0.1", "127.0.0.1:1"}, {"b@::1", "[::1]:2"}}
 	body := appendPeers(nil, ps, 1<<20)
@@ -185,11 +221,15 @@ func TestPeers(t *testing.T) {
 	if err != nil || len(back) != 2 || back[0] != ps[0] || back[1] != ps[1] {
 		t.Fatalf("parsePeers = %v, %v", back, err)
 	}
+	// Trailing bytes are a later version's extension: ignored.
+	if back, err := parsePeers(append(bytes.Clone(body), 1, 2, 3)); err != nil || len(back) != 2 {
+		t.Fatalf("parsePeers with trailing bytes = %v, %v", back, err)
+	}
 	// A limit drops entries that do not fit.
 	if got := appendPeers(nil, ps, 2+1+11+1+11); !bytes.Equal(got[:2], []byte{0, 1}) {
 		t.Fatalf("limited appendPeers count %x", got[:2])
 	}
-	for _, bad := range []string{"", "00", "0001", "ffff", "0001 00 00", "0001 01 61 01 61", "0000 00"} {
+	for _, bad := range []string{"", "00", "0001", "ffff", "0001 00 00", "0001 01 61 01 61"} {
 		if _, err := parsePeers(unhex(t, bad)); !errors.Is(err, errMalformed) {
 			t.Errorf("parsePeers(%s) = %v, want errMalformed", bad, err)
 		}
@@ -228,11 +268,11 @@ func TestValidateName(t *testing.T) {
 func FuzzReadFrame(f *testing.F) {
 	f.Add(unhex(f, "00000001 10"))
 	f.Add(unhex(f, "00000003 11 6869 00000001 13"))
-	f.Add(unhex(f, "00000050 01"+goldenHHex))
+	f.Add(unhex(f, "00000058 01"+goldenHHex))
 	f.Add(unhex(f, "ffffffff"))
 	f.Add(unhex(f, "00000000 10"))
 	f.Add(unhex(f, "00000010 11 0102"))
-	f.Add(unhex(f, "4d434c41 01 00000001 10"))
+	f.Add(unhex(f, "4d434c41 02 00000001 10"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		const limit = 256
 		fr := frameReader{r: bytes.NewReader(data), limit: limit}
@@ -280,15 +320,15 @@ func FuzzHandshake(f *testing.F) {
 			if h.Incarnation == 0 || h.MaxMessage == 0 || validateName(h.Name) != nil || validateAddr(h.Addr) != nil {
 				t.Fatalf("accepted invalid hello %+v", h)
 			}
-			if re := appendHello(nil, &h); !bytes.Equal(re, msg) {
-				t.Fatalf("hello re-encodes to %x, input %x", re, msg)
+			if re := appendHello(nil, &h); !bytes.HasPrefix(msg, re) {
+				t.Fatalf("hello re-encodes to %x, not a prefix of input %x", re, msg)
 			}
 		case 1:
 			if mac, err := parseMAC(msg); err == nil && len(mac) != macLen {
 				t.Fatalf("accepted MAC of %d bytes", len(mac))
 			}
 		case 2:
-			if code, err := parseRefuse(msg); err == nil && (len(msg) != 1 || code != msg[0]) {
+			if code, err := parseRefuse(msg); err == nil && (len(msg) < 1 || code != msg[0]) {
 				t.Fatalf("refuse %x parsed as %d", msg, code)
 			}
 		case 3:
@@ -296,8 +336,8 @@ func FuzzHandshake(f *testing.F) {
 			if err != nil {
 				return
 			}
-			if re := appendPeers(nil, ps, len(msg)); !bytes.Equal(re, msg) {
-				t.Fatalf("peers re-encode to %x, input %x", re, msg)
+			if re := appendPeers(nil, ps, len(msg)); !bytes.HasPrefix(msg, re) {
+				t.Fatalf("peers re-encode to %x, not a prefix of input %x", re, msg)
 			}
 		}
 	})

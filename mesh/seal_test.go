@@ -1,0 +1,225 @@
+package mesh
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"io"
+	mrand "math/rand/v2"
+	"testing"
+
+	"golang.org/x/crypto/hkdf"
+)
+
+// Computed independently (Python hmac and the "cryptography" package) from
+// the golden transcript of wire_test.go and cookie "cookie": the dialer's
+// first two records, a message frame "hi" and a tick, one record each.
+const (
+	goldenKeyDAChaCha  = "e0e0d2ed81c32f0621b60c1efcbbaa06691be3d192263bce14e31bb9abaec897"
+	goldenRecordChaCha = "000000172bd136acb41365ecdcbe4597f5c9c9536f554a73a78291" +
+		"000000156edfa716c94999470f187edb7ef8b72a68161fe3ab"
+	goldenRecordAES = "000000178e5dd8e203ccd629aa97a05a907635aee41179704f3e63" +
+		"000000158b9569f553946d4ee0e301d929d8beec1784a6b1a5"
+)
+
+func goldenSessions(t testing.TB, s suite) (dialer, acceptor *session) {
+	t.Helper()
+	tr := transcript{vD: 2, vA: 2, h: unhex(t, goldenHHex), c: unhex(t, goldenCHex)}
+	th := tr.hash()
+	d, err := newSession([]byte("cookie"), th, s, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := newSession([]byte("cookie"), th, s, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, a
+}
+
+func TestKeyGolden(t *testing.T) {
+	tr := transcript{vD: 2, vA: 2, h: unhex(t, goldenHHex), c: unhex(t, goldenCHex)}
+	prk := hkdf.Extract(sha256.New, []byte("cookie"), tr.hash())
+	if got := expand(prk, labelKeyDA+suiteChaCha.String()); !bytes.Equal(got, unhex(t, goldenKeyDAChaCha)) {
+		t.Fatalf("k_D2A %x", got)
+	}
+}
+
+func TestRecordGolden(t *testing.T) {
+	for _, tc := range []struct {
+		s   suite
+		hex string
+	}{{suiteChaCha, goldenRecordChaCha}, {suiteAESGCM, goldenRecordAES}} {
+		t.Run(tc.s.String(), func(t *testing.T) {
+			d, a := goldenSessions(t, tc.s)
+			var out bytes.Buffer
+			w := newSealWriter(&out, d.send)
+			w.Write(appendFrame(nil, frameMessage, []byte("hi")))
+			w.Flush()
+			w.Write(appendFrame(nil, frameTick, nil))
+			w.Flush()
+			if want := unhex(t, tc.hex); !bytes.Equal(out.Bytes(), want) {
+				t.Fatalf("records\n got %x\nwant %x", out.Bytes(), want)
+			}
+			fr := frameReader{r: newOpenReader(bytes.NewReader(out.Bytes()), a.recv), limit: 1 << 20}
+			for _, want := range []frameType{frameMessage, frameTick} {
+				if typ, _, err := fr.next(); err != nil || typ != want {
+					t.Fatalf("next = %v, %v; want %v", typ, err, want)
+				}
+			}
+			if _, _, err := fr.next(); err != io.EOF {
+				t.Fatalf("after the records: %v, want EOF", err)
+			}
+			// The acceptor's own send key does not open the dialer's records.
+			fr = frameReader{r: newOpenReader(bytes.NewReader(out.Bytes()), a.send), limit: 1 << 20}
+			if _, _, err := fr.next(); !errors.Is(err, errTampered) {
+				t.Fatalf("reflected record: %v, want errTampered", err)
+			}
+		})
+	}
+}
+
+// A stream of frames of random sizes, written and flushed at random points,
+// reads back identical; many small frames share a record.
+func TestSealRoundTrip(t *testing.T) {
+	for _, s := range []suite{suiteChaCha, suiteAESGCM} {
+		d, a := goldenSessions(t, s)
+		var out bytes.Buffer
+		w := newSealWriter(&out, d.send)
+		rng := mrand.New(mrand.NewPCG(1, 2))
+		var want [][]byte
+		for i := range 2000 {
+			n := rng.IntN(300)
+			if i%100 == 0 {
+				n = rng.IntN(200 << 10) // spans several records
+			}
+			p := make([]byte, n)
+			rand.Read(p)
+			want = append(want, p)
+			w.Write(appendFrame(nil, frameMessage, p))
+			if rng.IntN(50) == 0 {
+				w.Flush()
+			}
+		}
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if w.ctr > 200 {
+			t.Errorf("%v: %d records for %d frames: small frames are not batched", s, w.ctr, len(want))
+		}
+		fr := frameReader{r: newOpenReader(bytes.NewReader(out.Bytes()), a.recv), limit: 1 << 20}
+		for i, p := range want {
+			typ, body, err := fr.next()
+			if err != nil || typ != frameMessage || !bytes.Equal(body, p) {
+				t.Fatalf("%v: frame %d: %v %d bytes %v", s, i, typ, len(body), err)
+			}
+		}
+		if _, _, err := fr.next(); err != io.EOF {
+			t.Fatalf("%v: after the stream: %v", s, err)
+		}
+	}
+}
+
+// readAll reads frames until an error.
+func readAll(stream []byte, s *session) (n int, err error) {
+	fr := frameReader{r: newOpenReader(bytes.NewReader(stream), s.recv), limit: 1 << 20}
+	for {
+		if _, _, err := fr.next(); err != nil {
+			return n, err
+		}
+		n++
+	}
+}
+
+// Every single-bit flip, every cut, a replayed, a dropped, a reordered and
+// an injected record: never a frame from a damaged record.
+func TestSealTamper(t *testing.T) {
+	d, a := goldenSessions(t, suiteChaCha)
+	var out bytes.Buffer
+	w := newSealWriter(&out, d.send)
+	var recs [][]byte
+	for _, m := range []string{"one", "two", "three"} {
+		start := out.Len()
+		w.Write(appendFrame(nil, frameMessage, []byte(m)))
+		w.Flush()
+		recs = append(recs, bytes.Clone(out.Bytes()[start:]))
+	}
+	stream := out.Bytes()
+	if n, err := readAll(stream, a); n != 3 || err != io.EOF {
+		t.Fatalf("clean stream: %d frames, %v", n, err)
+	}
+	for bit := range len(stream) * 8 {
+		bad := bytes.Clone(stream)
+		bad[bit/8] ^= 1 << (bit % 8)
+		rec := 0
+		for off := len(recs[0]); bit/8 >= off; off += len(recs[rec]) {
+			rec++
+		}
+		n, err := readAll(bad, a)
+		if n > rec || err == io.EOF || err == nil {
+			t.Fatalf("bit %d (record %d) flipped: %d frames, %v", bit, rec, n, err)
+		}
+	}
+	for cut := 1; cut < len(stream); cut++ {
+		if n, err := readAll(stream[:cut], a); err == io.EOF && n < 3 && !atBoundary(recs, cut) {
+			t.Fatalf("cut at %d: clean EOF after %d frames", cut, n)
+		}
+	}
+	cat := func(rs ...[]byte) []byte { return bytes.Join(rs, nil) }
+	forged := make([]byte, len(recs[1]))
+	copy(forged, recs[1][:4])
+	rand.Read(forged[4:])
+	for _, tc := range []struct {
+		name   string
+		stream []byte
+		ok     int
+	}{
+		{"replayed", cat(recs[0], recs[0], recs[1]), 1},
+		{"dropped", cat(recs[0], recs[2]), 1},
+		{"reordered", cat(recs[1], recs[0]), 0},
+		{"injected", cat(recs[0], forged, recs[1]), 1},
+		{"plaintext frame injected", cat(recs[0], appendFrame(nil, frameMessage, make([]byte, 40)), recs[1]), 1},
+	} {
+		n, err := readAll(tc.stream, a)
+		if n != tc.ok || !errors.Is(err, errTampered) {
+			t.Errorf("%s: %d frames, %v; want %d then errTampered", tc.name, n, err, tc.ok)
+		}
+	}
+	// Lengths out of range are refused before reading the body.
+	for _, tc := range []struct {
+		in   string
+		want error
+	}{{"00000000", errMalformed}, {"00000010", errMalformed}, {"00020011", errFrameTooLarge}, {"ffffffff", errFrameTooLarge}} {
+		if _, err := readAll(unhex(t, tc.in), a); !errors.Is(err, tc.want) {
+			t.Errorf("record length %s: %v, want %v", tc.in, err, tc.want)
+		}
+	}
+}
+
+func atBoundary(recs [][]byte, cut int) bool {
+	off := 0
+	for _, r := range recs {
+		off += len(r)
+		if cut == off {
+			return true
+		}
+	}
+	return false
+}
+
+func FuzzOpenReader(f *testing.F) {
+	f.Add(unhex(f, goldenRecordChaCha))
+	f.Add(unhex(f, "00000011 00000000000000000000000000000000 00"))
+	f.Add(unhex(f, "ffffffff"))
+	_, a := goldenSessions(f, suiteChaCha)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fr := frameReader{r: newOpenReader(bytes.NewReader(data), a.recv), limit: 1 << 10}
+		for range len(data) + 1 {
+			if _, _, err := fr.next(); err != nil {
+				return
+			}
+		}
+		t.Fatal("more frames than bytes")
+	})
+}
