@@ -492,18 +492,10 @@ func (c *Cluster) RemoveNode(node string) error {
 	if !ok {
 		return fmt.Errorf("cluster: remove %q: not in the static list", node)
 	}
-	// Stop dialling at once (the spine's Forget follows), then close the
-	// link: by name, or by the name learned for the address.
-	c.mesh.Forget(p.Key())
-	name := p.Name
-	if name == "" {
-		c.mu.Lock()
-		name = c.byAddr[p.Addr]
-		c.mu.Unlock()
-	}
-	if name != "" {
-		c.mesh.Disconnect(name)
-	}
+	// Stop dialling and close the link at once, by name or by address:
+	// the mesh knows the link of an address even before the spine has
+	// seen its NodeUp.
+	c.mesh.Disconnect(p.Key())
 	return nil
 }
 

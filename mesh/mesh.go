@@ -239,10 +239,16 @@ func (m *Mesh) forgetLocked(key string) {
 // Disconnect is Forget plus closing the link, if any: NodeDown with reason
 // "disconnected" here, reason "closed" at the peer. The peer may connect
 // again if it wants this node.
-func (m *Mesh) Disconnect(name string) {
+//
+// key may also be an address given to an address-only Connect: the link
+// dialled at or advertising that address is closed.
+func (m *Mesh) Disconnect(key string) {
 	m.mu.Lock()
-	m.forgetLocked(name)
-	l := m.links[name]
+	m.forgetLocked(key)
+	l := m.links[key]
+	if l == nil {
+		l = m.addrLinks[key]
+	}
 	if l != nil {
 		m.removeLocked(l, ReasonDisconnected)
 	}
