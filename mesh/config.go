@@ -125,35 +125,31 @@ func normalize(cfg *Config) error {
 	case cfg.LinkTimeout < MinLinkTimeout:
 		cfg.LinkTimeout = MinLinkTimeout
 	}
-	switch {
-	case cfg.HandshakeTimeout < 0:
-		return bad("HandshakeTimeout", cfg.HandshakeTimeout)
-	case cfg.HandshakeTimeout == 0:
-		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	for _, f := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{{"HandshakeTimeout", &cfg.HandshakeTimeout, DefaultHandshakeTimeout}} {
+		if err := orDefault(f.name, f.v, f.def); err != nil {
+			return err
+		}
 	}
-	switch {
-	case cfg.MaxPendingHandshakes < 0:
-		return bad("MaxPendingHandshakes", cfg.MaxPendingHandshakes)
-	case cfg.MaxPendingHandshakes == 0:
-		cfg.MaxPendingHandshakes = DefaultMaxPendingHandshakes
+	for _, f := range []struct {
+		name string
+		v    *int
+		def  int
+	}{
+		{"MaxPendingHandshakes", &cfg.MaxPendingHandshakes, DefaultMaxPendingHandshakes},
+		{"MaxMessageSize", &cfg.MaxMessageSize, DefaultMaxMessageSize},
+		{"SendQueue", &cfg.SendQueue, DefaultSendQueue},
+		{"MaxDials", &cfg.MaxDials, DefaultMaxDials},
+	} {
+		if err := orDefault(f.name, f.v, f.def); err != nil {
+			return err
+		}
 	}
-	switch {
-	case cfg.MaxMessageSize < 0 || cfg.MaxMessageSize > MaxMessageSizeLimit:
+	if cfg.MaxMessageSize > MaxMessageSizeLimit {
 		return bad("MaxMessageSize", cfg.MaxMessageSize)
-	case cfg.MaxMessageSize == 0:
-		cfg.MaxMessageSize = DefaultMaxMessageSize
-	}
-	switch {
-	case cfg.SendQueue < 0:
-		return bad("SendQueue", cfg.SendQueue)
-	case cfg.SendQueue == 0:
-		cfg.SendQueue = DefaultSendQueue
-	}
-	switch {
-	case cfg.MaxDials < 0:
-		return bad("MaxDials", cfg.MaxDials)
-	case cfg.MaxDials == 0:
-		cfg.MaxDials = DefaultMaxDials
 	}
 	if cfg.Listen != "" {
 		if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
@@ -164,6 +160,18 @@ func normalize(cfg *Config) error {
 		if err := validateAddr(cfg.Advertise); err != nil {
 			return fmt.Errorf("%w: Advertise: %w", ErrInvalidConfig, err)
 		}
+	}
+	return nil
+}
+
+// orDefault applies a zero-means-default field: negative is an error, zero
+// becomes def.
+func orDefault[T int | time.Duration](name string, v *T, def T) error {
+	switch {
+	case *v < 0:
+		return fmt.Errorf("%w: %s %v", ErrInvalidConfig, name, *v)
+	case *v == 0:
+		*v = def
 	}
 	return nil
 }
