@@ -385,3 +385,46 @@ func loopbackInterface() (*net.Interface, error) {
 	}
 	return nil, errors.New("no loopback interface")
 }
+
+// TestSameAddressNewNameAtFacade: a static entry by address; the node
+// there is replaced by a node of another name on the same address (a pod
+// replaced on the same IP). The facade reports the old name down and lost,
+// then the new name discovered and up, each once, in that order.
+func TestSameAddressNewNameAtFacade(t *testing.T) {
+	a := start(t, cluster.Config{Strategy: cluster.StrategyStatic,
+		Mesh: mesh.Config{Name: "obs@127.0.0.1", Cookie: "c", Listen: "127.0.0.1:0"}})
+	b1, err := cluster.Start(context.Background(), cluster.Config{Strategy: cluster.StrategyStatic,
+		Mesh: mesh.Config{Name: "old@127.0.0.1", Cookie: "c", Listen: "127.0.0.1:0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := b1.Self().Addr
+	if err := a.c.AddNode(addr); err != nil {
+		t.Fatal(err)
+	}
+	a.rec.waitFor(t, wait, "old up", func(evs []cluster.Event) bool { return up(evs)["old@127.0.0.1"] })
+	b1.Close()
+	var b2 *cluster.Cluster
+	deadline := time.Now().Add(wait)
+	for b2 == nil { // the port is free once b1 has closed its listener
+		b2, err = cluster.Start(context.Background(), cluster.Config{Strategy: cluster.StrategyStatic,
+			Mesh: mesh.Config{Name: "new@127.0.0.1", Cookie: "c", Listen: addr}})
+		if err != nil {
+			if time.Now().After(deadline) {
+				t.Fatal(err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	defer b2.Close()
+	a.rec.waitFor(t, wait, "new up", func(evs []cluster.Event) bool { return up(evs)["new@127.0.0.1"] })
+	var seq []string
+	for _, e := range a.rec.all() {
+		seq = append(seq, e.Kind.String()+" "+e.Node)
+	}
+	want := []string{"discovered old@127.0.0.1", "nodeup old@127.0.0.1", "nodedown old@127.0.0.1",
+		"lost old@127.0.0.1", "discovered new@127.0.0.1", "nodeup new@127.0.0.1"}
+	if strings.Join(seq, ", ") != strings.Join(want, ", ") {
+		t.Fatalf("events:\n  %s\nwant\n  %s", strings.Join(seq, "\n  "), strings.Join(want, "\n  "))
+	}
+}
