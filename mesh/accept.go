@@ -84,6 +84,12 @@ func (m *Mesh) failHandshake(remote net.Addr, outbound bool, reason HandshakeRea
 	if remote != nil {
 		ra = remote.String()
 	}
+	if reason == HSSelf {
+		// This node dialled its own address (an address-only target
+		// such as a DNS record of our own pod): both ends are us.
+		m.log.Debug("mesh: reached self", "remote", ra, "outbound", outbound)
+		return
+	}
 	if reason == HSDuplicate {
 		m.log.Debug("mesh: duplicate connection refused", "remote", ra, "outbound", outbound, "err", err)
 		return

@@ -217,6 +217,12 @@ func (m *Mesh) dial(ps *peerState, addr string, gen uint64) {
 	} else {
 		ps.failures++
 		m.log.Debug("mesh: dial failed", "peer", ps.key, "addr", addr, "err", err)
+		if ps.name == "" && reasonOf(m.ctx, err) == HSSelf {
+			// An address-only target that is this node (DNS lists every
+			// pod, us included, perhaps under another spelling): stop.
+			m.log.Debug("mesh: address is this node, not dialling it again", "addr", addr)
+			ps.wanted, ps.transitive = false, 0
+		}
 	}
 	if !m.needDialLocked(ps) {
 		m.gcPeerLocked(ps)
@@ -266,11 +272,14 @@ func (m *Mesh) dialOnce(ps *peerState, addr string, gen uint64) error {
 		m.mu.Unlock()
 		raw.Close()
 		reason := reasonOf(m.ctx, err)
-		if reason == HSDuplicate {
+		switch {
+		case reason == HSDuplicate:
 			if linked {
 				return nil
 			}
-		} else {
+		case reason == HSSelf && ps.name == "":
+			// Dialled ourselves by address: not a failure (see dial).
+		default:
 			m.failHandshake(raw.RemoteAddr(), true, reason, err)
 		}
 		return fmt.Errorf("mesh: handshake with %s at %s: %w", label, addr, err)

@@ -234,7 +234,7 @@
 //	too_many_pending  HSTooManyPending   MaxPendingHandshakes inbound handshakes were already running
 //	tls               HSTLS              the TLS handshake failed
 //	stale             HSStale            an older incarnation than the linked one
-//	self              HSSelf             a node reached itself
+//	self              HSSelf             a node reached itself (its own address, e.g. from DNS); never counted
 //	name_conflict     HSNameConflict     another live node has the same name
 //	forgotten         HSForgotten        Forget or Disconnect ran while we dialled
 //	left              HSLeft             this incarnation of the peer said goodbye; a late connection of it is refused

@@ -52,7 +52,7 @@ const (
 var handshakeFailureReasons = []HandshakeReason{
 	HSBadMagic, HSBadVersion, HSMalformed, HSFrameTooLarge, HSUnexpectedFrame,
 	HSBadCookie, HSWrongNode, HSTimeout, HSClosed, HSTooManyPending, HSTLS,
-	HSStale, HSSelf, HSNameConflict, HSForgotten, HSLeft, HSShutdown, HSIO, HSRefused,
+	HSStale, HSNameConflict, HSForgotten, HSLeft, HSShutdown, HSIO, HSRefused,
 }
 
 // protocolErrorReasons are the keys of Stats.ProtocolErrors, present from

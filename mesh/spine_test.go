@@ -185,3 +185,22 @@ func TestDialsBounded(t *testing.T) {
 		t.Errorf("%d peer states left after Forget", n)
 	}
 }
+
+// TestConnectOwnAddress: an address-only target that turns out to be this
+// node (DNS lists every pod, us included) is dropped after one attempt,
+// without a warning or a handshake failure.
+func TestConnectOwnAddress(t *testing.T) {
+	a, ra := startNode(t, "a@127.0.0.1", func(c *Config) { c.Advertise = "localhost:1" })
+	a.Connect("", a.ListenAddr().String())
+	eventually(t, 10*time.Second, "target dropped", func() bool {
+		a.mu.RLock()
+		defer a.mu.RUnlock()
+		return len(a.peers) == 0
+	})
+	if n := nonZero(a.Stats().HandshakeFailures); len(n) != 0 {
+		t.Errorf("handshake failures %v", n)
+	}
+	if ev := ra.snapshot(); len(ev) != 0 {
+		t.Errorf("events: %s", fmtEvents(ev))
+	}
+}

@@ -19,7 +19,7 @@ func TestStatsZeroSeries(t *testing.T) {
 	// Rows of doc.go's table: "//	reason  HSConstant  meaning".
 	var documented []string
 	for _, m := range regexp.MustCompile(`(?m)^//\t([a-z_]+) +HS[A-Za-z]+ `).FindAllSubmatch(doc, -1) {
-		if r := string(m[1]); r != string(HSDuplicate) {
+		if r := string(m[1]); r != string(HSDuplicate) && r != string(HSSelf) { // never counted
 			documented = append(documented, r)
 		}
 	}
