@@ -6,14 +6,14 @@
 // order, when a peer is discovered or lost and when its link comes up or
 // goes down:
 //
-//	strategy (gossip | static | dns | mdns | yours)   finds peers {name, addr}
-//	        |  the current set of peers (level-triggered)
+//	strategy (gossip | static | dns | mdns | yours)   finds peers {name, addr} (addr alone is fine)
+//	        |  Found / Gone to a non-blocking Sink, coalesced per peer
 //	        v
-//	cluster                                           connects what is found, retries with backoff
+//	cluster: the event spine                          one loop owns membership, logs each change once
 //	        |  Connect / Forget / Disconnect
 //	        v
-//	mesh (TCP links)                                  handshake, liveness, messages
-//	        |  NodeUp / NodeDown
+//	mesh (sealed TCP links)                           bounded dialling, handshake, liveness, messages
+//	        |  NodeUp / NodeDown to a non-blocking sink
 //	        v
 //	Events() and Config.OnEvent                       in order, exactly once
 //
@@ -21,7 +21,7 @@
 //
 //	strategy  finds peers by                          use it for
 //	gossip    UDP multicast heartbeats (Macula's)     a LAN, Docker networks, bare metal: zero config
-//	static    a list of name@host:port                fixed hosts, tests, networks without multicast
+//	static    a list of name@host:port or host:port   fixed hosts, tests, networks without multicast
 //	dns       A/AAAA or SRV records, polled           Kubernetes headless services, cloud DNS
 //	mdns      DNS-SD _macula._tcp.local               LANs where mDNS is allowed and multicast routed
 //	auto      static if Nodes is set, else gossip     the default, as in Macula
@@ -42,7 +42,23 @@
 // be drained after Close returns.
 //
 // Every NodeUp is followed by exactly one NodeDown for that link, also at
-// Close (reason "shutdown").
+// Close (reason "shutdown"). A panic in OnEvent is recovered, logged with its
+// stack and counted (Stats().EventPanics); the stream goes on.
+//
+// # Names and addresses
+//
+// A peer has a name ("name@host", the identity its handshake proves) and an
+// address ("host:port", where to dial). A strategy that knows only
+// addresses (DNS, "host:port" static entries) gets each peer reported
+// under its real name once the first link to that address has told it; a
+// new name at a known address is the old one Lost and the new one
+// Discovered.
+//
+// # Errors
+//
+// After Close every call that can fail returns an error matching ErrClosed
+// (errors.Is), which is the same value as gossip.ErrClosed, mesh.ErrClosed
+// and the other packages' ErrClosed.
 //
 // # Several clusters in one process
 //
