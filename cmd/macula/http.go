@@ -70,7 +70,7 @@ func (s *httpServer) Close() {
 
 // serveHTTP serves the node's endpoints on ln until Close.
 // At most maxConns connections are open at a time (see connLimiter).
-func serveHTTP(ln net.Listener, c *cluster.Cluster, recent *recentTable, minPeers, maxConns int, log *slog.Logger) *httpServer {
+func serveHTTP(ln net.Listener, c *cluster.Cluster, recent *recentTable, ui *webUI, minPeers, maxConns int, log *slog.Logger) *httpServer {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newCollector(c))
 	mux := http.NewServeMux()
@@ -92,6 +92,9 @@ func serveHTTP(ln net.Listener, c *cluster.Cluster, recent *recentTable, minPeer
 		enc.Encode(viewOf(c, recent))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if ui != nil {
+		ui.register(mux, c, recent)
+	}
 	limit := newConnLimiter(maxConns, log)
 	s := &httpServer{ln: ln, limit: limit, done: make(chan struct{}),
 		srv: &http.Server{Handler: mux,

@@ -11,7 +11,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"strconv"
 	"sync"
 	"time"
 
@@ -222,8 +221,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	cfg.EventQueue = -1
 	out := newPrinter(stdout, f.jsonOut)
 	recent := newRecentTable()
+	ui := &webUI{view: newClusterView(log, nil), hub: newEventHub()}
+	cfg.Mesh.OnMessage = ui.view.receive
 	cfg.OnEvent = func(e cluster.Event) {
 		recent.event(e)
+		ui.view.event(e)
+		ui.hub.publish(e)
 		out.event(e)
 	}
 
@@ -258,12 +261,18 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		closeListeners()
 		return err
 	}
+	viewCtx, stopView := context.WithCancel(context.Background())
+	viewDone := make(chan struct{})
+	go func() {
+		defer close(viewDone)
+		ui.view.run(viewCtx, c)
+	}()
 	var srv, ctl *httpServer
 	if httpLn != nil {
-		srv = serveHTTP(httpLn, c, recent, minPeers, maxConns, log)
+		srv = serveHTTP(httpLn, c, recent, ui, minPeers, maxConns, log)
 	}
 	if ctlLn != nil {
-		ctl = serveHTTP(ctlLn, c, recent, minPeers, controlMaxConns, log)
+		ctl = serveHTTP(ctlLn, c, recent, ui, minPeers, controlMaxConns, log)
 	}
 	ready := map[string]any{"node": c.Self().Node, "addr": c.Self().Addr, "strategy": c.Strategy().Name()}
 	if gs, ok := c.Strategy().(*gossip.Strategy); ok {
@@ -279,6 +288,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	<-ctx.Done()
 	log.Info("leaving the cluster", "node", c.Self().Node)
+	stopView()
+	<-viewDone
 	err = c.Close()
 	for _, s := range []*httpServer{srv, ctl} {
 		if s != nil {
@@ -322,16 +333,7 @@ func (p *printer) event(e cluster.Event) {
 }
 
 func (p *printer) writeEvent(e cluster.Event) {
-	f := map[string]any{"node": e.Node}
-	switch e.Kind {
-	case cluster.Discovered, cluster.Lost:
-		f["addr"], f["source"] = e.Addr, e.Source
-	case cluster.NodeUp:
-		f["addr"], f["incarnation"] = e.Addr, strconv.FormatUint(e.Incarnation, 10)
-	case cluster.NodeDown:
-		f["reason"] = e.Reason
-	}
-	p.write(e.Kind.String(), e.Time, f)
+	p.write(e.Kind.String(), e.Time, eventFields(e))
 }
 
 func (p *printer) write(event string, t time.Time, fields map[string]any) {
