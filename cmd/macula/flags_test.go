@@ -72,6 +72,7 @@ func TestRunRefusesBadFlagValues(t *testing.T) {
 		{"interval", "soon", "milliseconds"},
 		{"interval", "-1s", "milliseconds"},
 		{"expiry", "0", "milliseconds"},
+		{"on-event-timeout", "0", "milliseconds"},
 		{"link-timeout", "10ms", "at least 1s"},
 		{"min-peers", "-1", "0 or more"},
 		{"min-peers", "many", "0 or more"},

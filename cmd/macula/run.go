@@ -31,6 +31,7 @@ type runFlags struct {
 	tlsCert, tlsKey, tlsCA  string
 	httpAddr, minPeers      string
 	httpMaxConns            string
+	onEvent, onEventTimeout string
 	control                 string
 	broadcast, noTransitive bool
 	jsonOut                 bool
@@ -77,6 +78,8 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.control, "control", defaultControl, "loopback address where \"macula nodes\" finds this node (9181-9189 when the default port is taken), or off")
 	fs.StringVar(&f.httpMaxConns, "http-max-conns", "0", "cap on open --http connections; at the cap the oldest idle one is closed (0: an eighth of the open-file limit, 32-512)")
 	fs.StringVar(&f.minPeers, "min-peers", "0", "/readyz: ready when at least this many peers are connected")
+	fs.StringVar(&f.onEvent, "on-event", "", "run this shell command for each membership event, with MACULA_EVENT, MACULA_NODE, ... in its environment and the event as a JSON line on stdin (README: event handlers)")
+	fs.StringVar(&f.onEventTimeout, "on-event-timeout", "10s", "kill an --on-event command that runs longer than this, ms or Go duration")
 	fs.BoolVar(&f.jsonOut, "json", false, "print events as JSON lines on stdout (logs stay on stderr)")
 	f.logFlags.register(fs)
 }
@@ -126,6 +129,9 @@ func (f *runFlags) config(getenv func(string) string) (cluster.Config, error) {
 	}
 	if _, err := parseMinPeers(f.httpMaxConns); err != nil {
 		return cfg, usageError{fmt.Errorf("--http-max-conns %q: want a number of connections, 0 (automatic) or more", f.httpMaxConns)}
+	}
+	if _, err := parsePositiveDuration(f.onEventTimeout); err != nil {
+		return cfg, usageError{fmt.Errorf("--on-event-timeout %q: %w", f.onEventTimeout, err)}
 	}
 	if f.httpAddr != "" {
 		if _, err := parseListen(f.httpAddr); err != nil {
@@ -223,7 +229,15 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	recent := newRecentTable()
 	ui := &webUI{view: newClusterView(log, nil), hub: newEventHub()}
 	cfg.Mesh.OnMessage = ui.view.receive
+	var hook *eventHook
+	if f.onEvent != "" {
+		t, _ := parsePositiveDuration(f.onEventTimeout)
+		hook = newEventHook(f.onEvent, t.(time.Duration), log)
+	}
 	cfg.OnEvent = func(e cluster.Event) {
+		if hook != nil {
+			hook.push(e)
+		}
 		recent.event(e)
 		ui.view.event(e)
 		ui.hub.publish(e)
@@ -259,7 +273,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	c, err := cluster.Start(ctx, cfg)
 	if err != nil {
 		closeListeners()
+		if hook != nil {
+			hook.Close()
+		}
 		return err
+	}
+	if hook != nil {
+		hook.start(c.Self())
 	}
 	viewCtx, stopView := context.WithCancel(context.Background())
 	viewDone := make(chan struct{})
@@ -291,6 +311,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	stopView()
 	<-viewDone
 	err = c.Close()
+	if hook != nil {
+		hook.Close() // after the last event
+	}
 	for _, s := range []*httpServer{srv, ctl} {
 		if s != nil {
 			s.Close()
