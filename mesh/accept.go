@@ -139,6 +139,7 @@ func (m *Mesh) serveInbound(raw net.Conn) {
 	defer donePending()
 	raw.SetDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
 	stop := m.watchShutdown(raw)
+	hsStart := time.Now()
 	l, err := m.acceptHandshake(raw)
 	stop()
 	donePending()
@@ -152,5 +153,6 @@ func (m *Mesh) serveInbound(raw net.Conn) {
 		raw.Close()
 		return
 	}
+	m.st.hs.observe(time.Since(hsStart))
 	l.start()
 }

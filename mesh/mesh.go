@@ -45,6 +45,9 @@ type Stats struct {
 	MessagesReceived  uint64            // messages read from a link
 	BytesSent         uint64            // payload bytes of MessagesSent
 	BytesReceived     uint64            // payload bytes of MessagesReceived
+
+	// Handshakes are the durations of the successful handshakes (hsstats.go).
+	Handshakes HandshakeHistogram
 }
 
 // Mesh is a node of the mesh: a listener and a set of links, at most one per
