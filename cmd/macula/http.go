@@ -70,9 +70,8 @@ func (s *httpServer) Close() {
 
 // serveHTTP serves the node's endpoints on ln until Close.
 // At most maxConns connections are open at a time (see connLimiter).
-func serveHTTP(ln net.Listener, c *cluster.Cluster, recent *recentTable, ui *webUI, minPeers, maxConns int, log *slog.Logger) *httpServer {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(newCollector(c))
+func serveHTTP(ln net.Listener, c *cluster.Cluster, recent *recentTable, ui *webUI, minPeers, maxConns int, log *slog.Logger, metrics ...prometheus.Collector) *httpServer {
+	reg := newRegistry(c, metrics...)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")

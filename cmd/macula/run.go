@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	cluster "github.com/macula-io/cluster"
 	"github.com/macula-io/cluster/gossip"
 	"github.com/macula-io/cluster/internal/envx"
@@ -288,11 +290,19 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		ui.view.run(viewCtx, c)
 	}()
 	var srv, ctl *httpServer
+	// Each listener has its own registry: collectors are built per server.
+	metrics := func() []prometheus.Collector {
+		m := viewMetrics(ui.view)
+		if hook != nil {
+			m = append(m, hookMetrics(hook)...)
+		}
+		return m
+	}
 	if httpLn != nil {
-		srv = serveHTTP(httpLn, c, recent, ui, minPeers, maxConns, log)
+		srv = serveHTTP(httpLn, c, recent, ui, minPeers, maxConns, log, metrics()...)
 	}
 	if ctlLn != nil {
-		ctl = serveHTTP(ctlLn, c, recent, ui, minPeers, controlMaxConns, log)
+		ctl = serveHTTP(ctlLn, c, recent, ui, minPeers, controlMaxConns, log, metrics()...)
 	}
 	ready := map[string]any{"node": c.Self().Node, "addr": c.Self().Addr, "strategy": c.Strategy().Name()}
 	if gs, ok := c.Strategy().(*gossip.Strategy); ok {
