@@ -25,6 +25,9 @@ type Link struct {
 	Incarnation uint64    // peer's incarnation
 	Since       time.Time // when the link came up
 	Outbound    bool      // this node dialled the connection
+
+	// Tags are the peer's tags (its Config.Tags), a copy; nil = none.
+	Tags map[string]string
 }
 
 // Stats are counters since Start, for metrics. Maps are copies. LinksDown,
