@@ -73,6 +73,8 @@ func TestRunRefusesBadFlagValues(t *testing.T) {
 		{"interval", "-1s", "milliseconds"},
 		{"expiry", "0", "milliseconds"},
 		{"on-event-timeout", "0", "milliseconds"},
+		{"tag", "novalue", "key=value"},
+		{"tag", "bad key=v", "letters, digits"},
 		{"link-timeout", "10ms", "at least 1s"},
 		{"min-peers", "-1", "0 or more"},
 		{"min-peers", "many", "0 or more"},

@@ -122,6 +122,7 @@ func hookEnv(e cluster.Event, self cluster.Member) []string {
 		"MACULA_SOURCE=" + e.Source,
 		"MACULA_REASON=" + e.Reason,
 		"MACULA_INCARNATION=" + incarnationString(e),
+		"MACULA_TAGS=" + formatTags(e.Tags),
 		"MACULA_TIME=" + e.Time.UTC().Format(time.RFC3339Nano),
 		"MACULA_SELF=" + self.Node,
 		"MACULA_SELF_ADDR=" + self.Addr,

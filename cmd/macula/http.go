@@ -18,10 +18,11 @@ import (
 // nodesView is the JSON of /nodes and the input of `macula nodes`.
 type nodesView struct {
 	Self struct {
-		Node        string `json:"node"`
-		Addr        string `json:"addr"`
-		Incarnation uint64 `json:"incarnation,string"`
-		Strategy    string `json:"strategy"`
+		Node        string            `json:"node"`
+		Addr        string            `json:"addr"`
+		Incarnation uint64            `json:"incarnation,string"`
+		Strategy    string            `json:"strategy"`
+		Tags        map[string]string `json:"tags,omitempty"`
 	} `json:"self"`
 	Discovered []nodeView `json:"discovered"`
 	Connected  []nodeView `json:"connected"`
@@ -31,25 +32,26 @@ type nodesView struct {
 }
 
 type nodeView struct {
-	Node        string    `json:"node"`
-	Addr        string    `json:"addr"`
-	Source      string    `json:"source,omitempty"`
-	Incarnation uint64    `json:"incarnation,omitempty,string"`
-	Outbound    *bool     `json:"outbound,omitempty"`
-	Since       time.Time `json:"since"`
+	Node        string            `json:"node"`
+	Addr        string            `json:"addr"`
+	Source      string            `json:"source,omitempty"`
+	Incarnation uint64            `json:"incarnation,omitempty,string"`
+	Outbound    *bool             `json:"outbound,omitempty"`
+	Since       time.Time         `json:"since"`
+	Tags        map[string]string `json:"tags,omitempty"`
 }
 
 func viewOf(c *cluster.Cluster, recent *recentTable) nodesView {
 	var v nodesView
 	v.Self.Node, v.Self.Addr = c.Self().Node, c.Self().Addr
-	v.Self.Incarnation, v.Self.Strategy = c.Mesh().Incarnation(), c.Strategy().Name()
+	v.Self.Incarnation, v.Self.Strategy, v.Self.Tags = c.Mesh().Incarnation(), c.Strategy().Name(), c.Self().Tags
 	v.Discovered, v.Connected, v.Recent = []nodeView{}, []nodeView{}, recent.list(time.Now())
 	for _, p := range c.Discovered() {
 		v.Discovered = append(v.Discovered, nodeView{Node: p.Node, Addr: p.Addr, Source: p.Source, Since: p.Since})
 	}
 	for _, m := range c.Connected() {
 		out := m.Outbound
-		v.Connected = append(v.Connected, nodeView{Node: m.Node, Addr: m.Addr, Incarnation: m.Incarnation, Outbound: &out, Since: m.Since})
+		v.Connected = append(v.Connected, nodeView{Node: m.Node, Addr: m.Addr, Incarnation: m.Incarnation, Outbound: &out, Since: m.Since, Tags: m.Tags})
 	}
 	return v
 }

@@ -34,6 +34,7 @@ type runFlags struct {
 	httpAddr, minPeers      string
 	httpMaxConns            string
 	onEvent, onEventTimeout string
+	tags                    tagFlag
 	control                 string
 	broadcast, noTransitive bool
 	jsonOut                 bool
@@ -80,6 +81,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.control, "control", defaultControl, "loopback address where \"macula nodes\" finds this node (9181-9189 when the default port is taken), or off")
 	fs.StringVar(&f.httpMaxConns, "http-max-conns", "0", "cap on open --http connections; at the cap the oldest idle one is closed (0: an eighth of the open-file limit, 32-512)")
 	fs.StringVar(&f.minPeers, "min-peers", "0", "/readyz: ready when at least this many peers are connected")
+	fs.Var(&f.tags, "tag", "a tag of this node, key=value; repeat for more (env MACULA_TAGS, comma-separated); peers see them in events, /nodes and the page")
 	fs.StringVar(&f.onEvent, "on-event", "", "run this shell command for each membership event, with MACULA_EVENT, MACULA_NODE, ... in its environment and the event as a JSON line on stdin (README: event handlers)")
 	fs.StringVar(&f.onEventTimeout, "on-event-timeout", "10s", "kill an --on-event command that runs longer than this, ms or Go duration")
 	fs.BoolVar(&f.jsonOut, "json", false, "print events as JSON lines on stdout (logs stay on stderr)")
@@ -131,6 +133,15 @@ func (f *runFlags) config(getenv func(string) string) (cluster.Config, error) {
 	}
 	if _, err := parseMinPeers(f.httpMaxConns); err != nil {
 		return cfg, usageError{fmt.Errorf("--http-max-conns %q: want a number of connections, 0 (automatic) or more", f.httpMaxConns)}
+	}
+	if len(f.tags.list) > 0 {
+		if cfg.Tags, err = parseTags(f.tags.list); err != nil {
+			return cfg, usageError{fmt.Errorf("--tag %w", err)}
+		}
+	} else if env := getenv("MACULA_TAGS"); env != "" {
+		if cfg.Tags, err = parseTags(splitComma(env)); err != nil {
+			return cfg, usageError{fmt.Errorf("MACULA_TAGS=%q: %w", env, err)}
+		}
 	}
 	if _, err := parsePositiveDuration(f.onEventTimeout); err != nil {
 		return cfg, usageError{fmt.Errorf("--on-event-timeout %q: %w", f.onEventTimeout, err)}
@@ -229,7 +240,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	cfg.EventQueue = -1
 	out := newPrinter(stdout, f.jsonOut)
 	recent := newRecentTable()
-	ui := &webUI{view: newClusterView(log, nil), hub: newEventHub()}
+	ui := &webUI{view: newClusterView(log, cfg.Tags), hub: newEventHub()}
 	cfg.Mesh.OnMessage = ui.view.receive
 	var hook *eventHook
 	if f.onEvent != "" {
@@ -380,8 +391,10 @@ func (p *printer) write(event string, t time.Time, fields map[string]any) {
 		return
 	}
 	line := t.Format("15:04:05.000") + " " + event
-	for _, k := range []string{"node", "addr", "source", "incarnation", "reason", "gossip", "strategy", "http", "control"} {
-		if v, ok := fields[k]; ok && v != "" {
+	for _, k := range []string{"node", "addr", "source", "incarnation", "reason", "tags", "gossip", "strategy", "http", "control"} {
+		if t, ok := fields[k].(map[string]string); ok {
+			line += " " + k + "=" + formatTags(t)
+		} else if v, ok := fields[k]; ok && v != "" {
 			line += fmt.Sprintf(" %s=%v", k, v)
 		}
 	}

@@ -218,7 +218,7 @@ func (v *clusterView) build(now time.Time, self cluster.Member, connected []clus
 	me := add(viewNode{Node: self.Node, Addr: self.Addr, State: "self", Reporting: true, Tags: v.tags})
 	sees[self.Node] = map[string]bool{}
 	for _, m := range connected {
-		add(viewNode{Node: m.Node, Addr: m.Addr, State: "up"})
+		add(viewNode{Node: m.Node, Addr: m.Addr, State: "up", Tags: m.Tags})
 		sees[self.Node][m.Node] = true
 	}
 	me.Sees = len(sees[self.Node])
@@ -235,7 +235,10 @@ func (v *clusterView) build(now time.Time, self cluster.Member, connected []clus
 	v.mu.Lock()
 	for name, r := range v.reports {
 		n := add(viewNode{Node: name, Addr: r.Addr, State: "unknown"})
-		n.Reporting, n.ReportAge, n.Tags = true, now.Sub(r.at).Milliseconds(), r.Tags
+		n.Reporting, n.ReportAge = true, now.Sub(r.at).Milliseconds()
+		if n.Tags == nil { // the handshake's tags (authenticated) come first
+			n.Tags = r.Tags
+		}
 		set := map[string]bool{}
 		for _, l := range r.Links {
 			set[l.Node] = true
@@ -363,6 +366,9 @@ func eventFields(e cluster.Event) map[string]any {
 		f["addr"], f["source"] = e.Addr, e.Source
 	case cluster.NodeUp:
 		f["addr"], f["incarnation"] = e.Addr, strconv.FormatUint(e.Incarnation, 10)
+		if len(e.Tags) > 0 {
+			f["tags"] = e.Tags
+		}
 	case cluster.NodeDown:
 		f["reason"] = e.Reason
 	}

@@ -293,3 +293,52 @@ func TestClusterPageInBrowser(t *testing.T) {
 	browse(t, bin, profile, base+"/", "--screenshot="+shot)
 	t.Logf("screenshot: %s", shot)
 }
+
+// TestRunTags: --tag reaches the peers: in their nodeup JSON events, in
+// /nodes, in `macula nodes` (column and --tag filter) and on the page.
+func TestRunTags(t *testing.T) {
+	common := []string{"--strategy", "static", "--listen", "127.0.0.1:0", "--interface", "lo"}
+	a := startRun(t, append(common, "--name", "a@127.0.0.1", "--tag", "role=db")...)
+	ra := a.waitFor(t, "a ready", is("ready", ""))
+	b := startRun(t, append(common, "--name", "b@127.0.0.1", "--tag", "role=web", "--tag", "version=1.2", "--nodes", ra["addr"].(string))...)
+	b.waitFor(t, "b ready", is("ready", ""))
+	up := a.waitFor(t, "a sees b", is("nodeup", "b@127.0.0.1"))
+	if tags, _ := up["tags"].(map[string]any); tags["role"] != "web" || tags["version"] != "1.2" {
+		t.Fatalf("nodeup %v", up)
+	}
+	if tags, _ := b.waitFor(t, "b sees a", is("nodeup", "a@127.0.0.1"))["tags"].(map[string]any); tags["role"] != "db" {
+		t.Fatalf("b's nodeup tags %v", tags)
+	}
+	ctl := ra["control"].(string)
+	var out, errb strings.Builder
+	if code := realMain([]string{"nodes", "--http", ctl, "--tag", "role=web"}, &out, &errb); code != 0 {
+		t.Fatalf("nodes --tag: exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "role=web,version=1.2") || !strings.Contains(out.String(), "tags role=db") {
+		t.Errorf("nodes --tag role=web:\n%s", out.String())
+	}
+	out.Reset()
+	realMain([]string{"nodes", "--http", ctl, "--tag", "role=cache"}, &out, &errb)
+	if strings.Contains(out.String(), "b@127.0.0.1") || !strings.Contains(out.String(), "0 connected") {
+		t.Errorf("nodes --tag role=cache:\n%s", out.String())
+	}
+	resp, err := http.Get("http://" + ctl + "/nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v nodesView
+	json.NewDecoder(resp.Body).Decode(&v)
+	resp.Body.Close()
+	if v.Self.Tags["role"] != "db" || len(v.Connected) != 1 || v.Connected[0].Tags["version"] != "1.2" {
+		t.Errorf("/nodes %+v", v)
+	}
+	resp, err = http.Get("http://" + ctl + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(page), `"role":"web"`) {
+		t.Errorf("the page's data lacks b's tags")
+	}
+}
