@@ -109,7 +109,9 @@ func parseExtensions(b []byte, h *hello) {
 		v := b[3 : 3+n]
 		b = b[3+n:]
 		if typ == extTags {
-			if _, err := parseTags(v); err == nil {
+			// Only the canonical form (sorted keys, no duplicate, at
+			// least one tag): one set of tags has one encoding.
+			if tags, err := parseTags(v); err == nil && encodeTags(tags) == string(v) {
 				h.Tags = string(v)
 			}
 		}

@@ -84,3 +84,25 @@ func TestTagsAcrossTheHandshake(t *testing.T) {
 		t.Errorf("b's links %+v", l)
 	}
 }
+
+// FuzzHelloExtensions: any bytes after a hello's features parse without
+// error or panic; tags, when found, are valid and re-encode to themselves.
+func FuzzHelloExtensions(f *testing.F) {
+	base := appendHello(nil, &hello{Incarnation: 1, MaxMessage: 1, Name: "a@h", Addr: "h:1"})
+	f.Add([]byte{extTags, 0, 15, 2, 2, 'a', 'z', 1, '1', 4, 'r', 'o', 'l', 'e', 3, 'w', 'e', 'b'})
+	f.Add([]byte{0x7f, 0, 2, 'x', 'y', extTags, 0, 3, 1, 1, 'k', 0})
+	f.Add([]byte{0xde, 0xad, 0xbe, 0xef})
+	f.Fuzz(func(t *testing.T, ext []byte) {
+		h, err := parseHello(append(append([]byte{}, base...), ext...))
+		if err != nil {
+			t.Fatalf("extensions made the hello invalid: %v", err)
+		}
+		if h.Tags == "" {
+			return
+		}
+		tags := decodeTags(h.Tags)
+		if err := ValidateTags(tags); err != nil || encodeTags(tags) != h.Tags {
+			t.Fatalf("tags %q: %v, re-encoded %q", h.Tags, err, encodeTags(tags))
+		}
+	})
+}

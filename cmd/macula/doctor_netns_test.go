@@ -49,8 +49,12 @@ func startLabNode(t *testing.T, h *netlab.Host, name, secret, cookie string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	p, err := h.Start(ctx, []string{"MACULA_COOKIE=" + cookie}, binary, "run", "--json", "--interface", "eth0",
-		"--interval", "200", "--secret", secret, "--name", name+"@"+h.IP.String(), "--listen", h.IP.String()+":9100", "--control", "off")
+	args := []string{"run", "--json", "--interface", "eth0", "--interval", "200",
+		"--name", name + "@" + h.IP.String(), "--listen", h.IP.String() + ":9100", "--control", "off"}
+	if secret != "" {
+		args = append(args, "--secret", secret)
+	}
+	p, err := h.Start(ctx, []string{"MACULA_COOKIE=" + cookie, "MACULA_GOSSIP_SECRET=", "CLUSTER_SECRET="}, binary, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,11 +70,12 @@ func startLabNode(t *testing.T, h *netlab.Host, name, secret, cookie string) {
 // nodes it hears, the source that fails the secret, and the node that
 // refuses the cookie, each FAIL with a fix naming the host.
 func TestDoctorListensAndDials(t *testing.T) {
-	lab := netlab.New(t, netlab.Options{Hosts: 4})
+	lab := netlab.New(t, netlab.Options{Hosts: 5})
 	h := lab.Hosts
 	startLabNode(t, h[1], "good", "s3cret", "c00kie")
 	startLabNode(t, h[2], "badsecret", "other", "c00kie")
 	startLabNode(t, h[3], "badcookie", "s3cret", "other")
+	startLabNode(t, h[4], "nosecret", "", "c00kie")
 	out, code := runDoctor(t, h[0], "--interface", "eth0", "--secret", "s3cret", "--cookie", "c00kie", "--listen-for", "2s")
 	for _, want := range []string{
 		"[ ok ] send/receive on eth0",
@@ -83,20 +88,41 @@ func TestDoctorListensAndDials(t *testing.T) {
 		"[FAIL] mesh cookie at badcookie@198.18.0.13 (198.18.0.13:9100)",
 		"the node refuses this host's cookie",
 		`fix: run the node at 198.18.0.13 with this host's cookie: ssh 198.18.0.13 macula run --cookie "c00kie"`,
-		"2 failed",
+		"198.18.0.14     nosecret@198.18.0.14:9100  FAILS the secret: unsigned",
+		"[FAIL] gossip secret of 198.18.0.14",
+		"unsigned (it runs without a secret)",
+		"3 failed",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("doctor output lacks %q", want)
 		}
 	}
-	if strings.Contains(out, "mesh cookie at badsecret") {
-		t.Error("doctor dialled the node that fails the secret")
+	if strings.Contains(out, "mesh cookie at badsecret") || strings.Contains(out, "mesh cookie at nosecret") {
+		t.Error("doctor dialled a node that fails the secret")
 	}
 	if code != 1 {
 		t.Errorf("exit status %d, want 1", code)
 	}
 	if t.Failed() {
 		t.Logf("doctor output:\n%s", out)
+	}
+
+	// No secret here: the nodes that sign are reported (a node started
+	// here would be ignored by them), the one without a secret is fine.
+	out, _ = runDoctor(t, h[0], "--interface", "eth0", "--cookie", "c00kie", "--listen-for", "2s")
+	for _, want := range []string{
+		"198.18.0.11     good@198.18.0.11:9100  signed (this host has no secret)",
+		"[FAIL] gossip secret of 198.18.0.11",
+		"its heartbeats are signed, this host has no secret",
+		"fix: scp 198.18.0.11:.macula.secret ~/.macula.secret && macula doctor --secret-file ~/.macula.secret",
+		"[ ok ] mesh cookie at nosecret@198.18.0.14",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("without a secret: output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "gossip secret of 198.18.0.14") {
+		t.Errorf("without a secret: the unsigned node is reported:\n%s", out)
 	}
 
 	// Files: the fix copies the file.

@@ -223,9 +223,9 @@ func pageRows(dom string) (nodes, links map[string]string) {
 func TestClusterPageInBrowser(t *testing.T) {
 	bin := chromium(t)
 	common := []string{"--strategy", "static", "--listen", "127.0.0.1:0", "--link-timeout", "1s", "--interface", "lo"}
-	a := startRun(t, append(common, "--name", "a@127.0.0.1")...)
+	a := startRun(t, append(common, "--name", "a@127.0.0.1", "--tag", "role=lb")...)
 	ra := a.waitFor(t, "a ready", is("ready", ""))
-	b := startRun(t, append(common, "--name", "b@127.0.0.1", "--nodes", ra["addr"].(string))...)
+	b := startRun(t, append(common, "--name", "b@127.0.0.1", "--tag", "role=web", "--nodes", ra["addr"].(string))...)
 	rb := b.waitFor(t, "b ready", is("ready", ""))
 	c := startRun(t, append(common, "--name", "c@127.0.0.1", "--nodes", ra["addr"].(string)+","+rb["addr"].(string))...)
 	c.waitFor(t, "c ready", is("ready", ""))
@@ -267,6 +267,11 @@ func TestClusterPageInBrowser(t *testing.T) {
 	}
 	if len(links) != 3 || links["a@127.0.0.1 b@127.0.0.1"] != "ok" || links["b@127.0.0.1 c@127.0.0.1"] != "ok" {
 		t.Fatalf("page links %v, want 3 ok\n%s", links, dom)
+	}
+	for _, tag := range []string{`<span class="tag">role=lb</span>`, `<span class="tag">role=web</span>`} {
+		if !strings.Contains(dom, tag) {
+			t.Errorf("the page lacks %s", tag)
+		}
 	}
 	shot := filepath.Join(dir, "cluster-page-3-nodes.png")
 	browse(t, bin, profile, base+"/", "--screenshot="+shot)
@@ -341,4 +346,20 @@ func TestRunTags(t *testing.T) {
 	if !strings.Contains(string(page), `"role":"web"`) {
 		t.Errorf("the page's data lacks b's tags")
 	}
+}
+
+// FuzzClusterViewReceive: any mesh message is ignored, refused or kept as
+// a bounded report; never a panic.
+func FuzzClusterViewReceive(f *testing.F) {
+	f.Add(report("b", "a", "c"))
+	f.Add([]byte(`{"t":"macula.links","v":2,"node":"b","links":[{"node":"a"}],"tags":{"k":"v"},"new":1}`))
+	f.Add([]byte(`{"t":"macula.links"`))
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		v := newClusterView(slog.New(slog.DiscardHandler), nil)
+		v.receive("b", msg)
+		if r, ok := v.reports["b"]; ok && (len(r.Links) > maxReportLinks || r.Node != "b") {
+			t.Fatalf("kept %+v", r)
+		}
+		v.build(time.Now(), cluster.Member{Node: "a"}, nil, nil, nil, nil)
+	})
 }

@@ -83,7 +83,8 @@
     ol.textContent = "";
     events.slice().reverse().forEach(function (e) {
       var extra = ["addr", "source", "reason"].filter(function (k) { return e[k]; })
-        .map(function (k) { return k + "=" + e[k]; }).join(" ");
+        .map(function (k) { return k + "=" + e[k]; }).join(" ") +
+        (e.tags ? " tags=" + Object.keys(e.tags).sort().map(function (k) { return k + "=" + e.tags[k]; }).join(",") : "");
       ol.appendChild(el("li", { "class": e.event }, new Date(e.time).toLocaleTimeString() + " " + e.event + " " + e.node + " " + extra));
     });
   }
