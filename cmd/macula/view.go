@@ -13,25 +13,33 @@ import (
 	cluster "github.com/macula-io/cluster"
 )
 
-// The cluster view: every `macula run` tells its connected peers which
-// links it has, over the mesh, so that any node can show every link of the
-// whole cluster as each node sees it (the page at /, the JSON at /cluster).
+// The cluster view: a node whose page (or /cluster) is being read asks
+// its connected peers, over the mesh, which links they have, so that it can
+// show every link of the whole cluster as each node sees it. Nothing is
+// sent while nobody looks.
 //
-// The message is one JSON object (linkReport) with "t": "macula.links"
-// and a version "v"; a receiver ignores any other mesh message, fields it
-// does not know, and reports whose "node" is not the authenticated sender.
-// It is bounded: at most maxReportLinks links per report, maxReportBytes
-// per message, maxReporters remembered senders, and one report accepted
-// per sender every minReportGap; a node sends one every reportInterval and
-// at most one every minReportGap after a membership change.
+// Two messages, each one JSON object with "t" and a version "v": a request
+// ("t": "macula.links.request"), sent to every connected peer at most once
+// per requestEvery and only while the view is read; and the answer, a
+// linkReport ("t": "macula.links") to the requester only, at most one per
+// replyGap per requester. A receiver ignores any other mesh message, fields
+// it does not know, and reports whose "node" is not the authenticated
+// sender. Bounds: maxReportLinks links per report, maxReportBytes per
+// message, maxReporters remembered senders, a queue of requestQueue
+// requests to answer (more are dropped and counted); a report older than
+// reportStale counts as missing.
 const (
 	reportType     = "macula.links"
+	requestType    = "macula.links.request"
 	reportVersion  = 1
-	reportInterval = 2 * time.Second
+	requestEvery   = time.Second
+	replyGap       = 500 * time.Millisecond
 	minReportGap   = 250 * time.Millisecond
+	reportStale    = 10 * time.Second
 	maxReportLinks = 1024
 	maxReportBytes = 128 << 10
 	maxReporters   = 1024
+	requestQueue   = 64
 	sendTimeout    = time.Second
 )
 
@@ -55,22 +63,26 @@ type storedReport struct {
 	at time.Time
 }
 
-// clusterView collects the peers' link reports and sends ours.
+// clusterView collects the peers' link reports and answers their requests.
 type clusterView struct {
-	log     *slog.Logger
-	tags    map[string]string
-	kick    chan struct{}
-	dropped atomic.Uint64 // reports refused (malformed, spoofed, too frequent, table full)
+	log      *slog.Logger
+	tags     map[string]string
+	demandCh chan struct{}
+	requests chan string   // peers that asked for our report
+	dropped  atomic.Uint64 // messages refused (malformed, spoofed, too frequent, table or queue full)
 
-	mu      sync.Mutex
-	reports map[string]storedReport
+	mu         sync.Mutex
+	reports    map[string]storedReport
+	lastDemand time.Time
 }
 
 func newClusterView(log *slog.Logger, tags map[string]string) *clusterView {
-	return &clusterView{log: log, tags: tags, kick: make(chan struct{}, 1), reports: map[string]storedReport{}}
+	return &clusterView{log: log, tags: tags, demandCh: make(chan struct{}, 1),
+		requests: make(chan string, requestQueue), reports: map[string]storedReport{}}
 }
 
-// receive is the mesh's OnMessage: it keeps the sender's latest report.
+// receive is the mesh's OnMessage: it keeps the sender's latest report and
+// queues its requests. It never blocks.
 func (v *clusterView) receive(from string, payload []byte) {
 	if len(payload) == 0 || payload[0] != '{' {
 		return // not ours
@@ -80,12 +92,25 @@ func (v *clusterView) receive(from string, payload []byte) {
 		return
 	}
 	var r linkReport
-	if err := json.Unmarshal(payload, &r); err != nil || r.T != reportType {
-		if err == nil {
-			return // somebody else's JSON message
-		}
+	if err := json.Unmarshal(payload, &r); err != nil {
 		v.dropped.Add(1)
 		return
+	}
+	switch r.T {
+	case requestType:
+		if r.V < 1 {
+			v.dropped.Add(1)
+			return
+		}
+		select {
+		case v.requests <- from:
+		default:
+			v.dropped.Add(1)
+		}
+		return
+	case reportType:
+	default:
+		return // somebody else's JSON message
 	}
 	if r.V < 1 || r.Node != from || len(r.Links) > maxReportLinks || len(r.Tags) > maxReportLinks {
 		v.dropped.Add(1)
@@ -108,55 +133,73 @@ func (v *clusterView) receive(from string, payload []byte) {
 }
 
 // event is fed every membership event: a peer that went down no longer
-// speaks for its links; any change is worth a report to the others.
+// speaks for its links.
 func (v *clusterView) event(e cluster.Event) {
 	if e.Kind == cluster.NodeDown {
 		v.mu.Lock()
 		delete(v.reports, e.Node)
 		v.mu.Unlock()
 	}
-	if e.Kind == cluster.NodeUp || e.Kind == cluster.NodeDown {
+}
+
+// demand says the view is being read: the peers are asked for fresh
+// reports, at most once per requestEvery.
+func (v *clusterView) demand(now time.Time) {
+	v.mu.Lock()
+	due := now.Sub(v.lastDemand) >= requestEvery
+	if due {
+		v.lastDemand = now
+	}
+	v.mu.Unlock()
+	if due {
 		select {
-		case v.kick <- struct{}{}:
+		case v.demandCh <- struct{}{}:
 		default:
 		}
 	}
 }
 
-// run sends our report to every connected peer every reportInterval and
-// soon after each membership change, until ctx is done.
+// run sends the requests demand asks for and answers the peers' requests,
+// until ctx is done.
 func (v *clusterView) run(ctx context.Context, c *cluster.Cluster) {
-	t := time.NewTicker(reportInterval)
-	defer t.Stop()
 	var seq uint64
+	replied := map[string]time.Time{}
+	send := func(to string, b []byte) {
+		sctx, cancel := context.WithTimeout(ctx, sendTimeout)
+		defer cancel()
+		if err := c.Send(sctx, to, b); err != nil {
+			v.log.Debug("cluster view: not sent", "to", to, "err", err)
+		}
+	}
+	request, _ := json.Marshal(linkReport{T: requestType, V: reportVersion, Node: c.Self().Node})
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-		case <-v.kick:
-		}
-		seq++
-		members := c.Connected()
-		r := linkReport{T: reportType, V: reportVersion, Node: c.Self().Node, Addr: c.Self().Addr, Seq: seq, Tags: v.tags, Links: []reportLink{}}
-		for _, m := range members {
-			if len(r.Links) == maxReportLinks {
-				break
+		case <-v.demandCh:
+			for _, m := range c.Connected() {
+				send(m.Node, request)
 			}
-			r.Links = append(r.Links, reportLink{Node: m.Node, Addr: m.Addr})
-		}
-		b, _ := json.Marshal(r)
-		for _, m := range members {
-			sctx, cancel := context.WithTimeout(ctx, sendTimeout)
-			if err := c.Send(sctx, m.Node, b); err != nil {
-				v.log.Debug("cluster view: report not sent", "to", m.Node, "err", err)
+		case from := <-v.requests:
+			now := time.Now()
+			if now.Sub(replied[from]) < replyGap {
+				v.dropped.Add(1)
+				continue
 			}
-			cancel()
-		}
-		select { // rate limit: at most one report per minReportGap
-		case <-ctx.Done():
-			return
-		case <-time.After(minReportGap):
+			if len(replied) >= maxReporters {
+				clear(replied)
+			}
+			replied[from] = now
+			seq++
+			r := linkReport{T: reportType, V: reportVersion, Node: c.Self().Node, Addr: c.Self().Addr, Seq: seq, Tags: v.tags, Links: []reportLink{}}
+			for _, m := range c.Connected() {
+				if len(r.Links) == maxReportLinks {
+					break
+				}
+				r.Links = append(r.Links, reportLink{Node: m.Node, Addr: m.Addr})
+			}
+			b, _ := json.Marshal(r)
+			send(from, b)
 		}
 	}
 }
@@ -197,6 +240,7 @@ type viewLink struct {
 // snapshot builds the whole-cluster view as this node sees it.
 func (v *clusterView) snapshot(c *cluster.Cluster, recent *recentTable, hub *eventHub) clusterJSON {
 	now := time.Now()
+	v.demand(now)
 	return v.build(now, c.Self(), c.Connected(), c.Discovered(), recent.list(now), hub.backlog())
 }
 
@@ -234,6 +278,9 @@ func (v *clusterView) build(now time.Time, self cluster.Member, connected []clus
 	}
 	v.mu.Lock()
 	for name, r := range v.reports {
+		if now.Sub(r.at) > reportStale {
+			continue // counts as missing: asked again
+		}
 		n := add(viewNode{Node: name, Addr: r.Addr, State: "unknown"})
 		n.Reporting, n.ReportAge = true, now.Sub(r.at).Milliseconds()
 		if n.Tags == nil { // the handshake's tags (authenticated) come first

@@ -66,6 +66,17 @@ func TestClusterViewLinks(t *testing.T) {
 	if nodes["f"].Addr != "127.0.0.1:9" || nodes["f"].Reason != "timeout" || nodes["b"].Sees != 2 || !nodes["b"].Reporting {
 		t.Errorf("nodes %+v", nodes)
 	}
+	// A report older than reportStale counts as missing.
+	v.mu.Lock()
+	r := v.reports["d"]
+	r.at = time.Now().Add(-2 * reportStale)
+	v.reports["d"] = r
+	v.mu.Unlock()
+	for _, l := range v.build(time.Now(), cluster.Member{Node: "a"}, []cluster.Member{{Node: "d"}}, nil, nil, nil).Links {
+		if l.A == "a" && l.B == "d" && l.BA != "unknown" {
+			t.Errorf("stale report still counts: %+v", l)
+		}
+	}
 	v.event(cluster.Event{Kind: cluster.NodeDown, Node: "c"})
 	if _, ok := v.reports["c"]; ok {
 		t.Error("a node that went down still speaks for its links")
@@ -98,6 +109,14 @@ func TestClusterViewReceiveBounds(t *testing.T) {
 	if v.dropped.Load() != 5 || len(v.reports) != 0 {
 		t.Fatalf("bad reports: dropped %d, reports %v", v.dropped.Load(), v.reports)
 	}
+	// Requests are queued for the run loop, at most requestQueue of them.
+	for range requestQueue + 3 {
+		v.receive("b", []byte(`{"t":"macula.links.request","v":1}`))
+	}
+	if len(v.requests) != requestQueue || v.dropped.Load() != 5+3 {
+		t.Fatalf("requests: queued %d, dropped %d", len(v.requests), v.dropped.Load())
+	}
+	v.dropped.Store(5)
 	v.receive("b", report("b", "a"))
 	v.receive("b", report("b")) // too soon after the first
 	if v.dropped.Load() != 6 || len(v.reports["b"].Links) != 1 {
@@ -278,7 +297,11 @@ func TestClusterPageInBrowser(t *testing.T) {
 	t.Logf("screenshot: %s", shot)
 
 	c.cmd.Process.Kill()
+	// c is down, and b's report (asked for again) no longer lists it.
 	waitCluster("c down", func(v clusterJSON) bool {
+		if len(v.Links) != 1 {
+			return false
+		}
 		for _, n := range v.Nodes {
 			if n.Node == "c@127.0.0.1" {
 				return n.State == "down"

@@ -102,6 +102,7 @@
   events = initial.events || [];
   render(initial);
   renderEvents();
+  setTimeout(refresh, 300); // the peers' reports were asked for when this page was served
   setInterval(refresh, 2000);
   if (window.EventSource) {
     var live = document.getElementById("live");
