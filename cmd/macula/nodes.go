@@ -238,7 +238,11 @@ func printNodes(w io.Writer, v nodesView, now time.Time) {
 	}
 	for _, r := range v.Recent {
 		if !seen[r.Node] {
-			row(r.Node, "-", "-")
+			addr := r.Addr
+			if addr == "" {
+				addr = "-"
+			}
+			row(r.Node, addr, "-")
 		}
 	}
 	tw.Flush()

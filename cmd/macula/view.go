@@ -274,7 +274,7 @@ func (v *clusterView) build(now time.Time, self cluster.Member, connected []clus
 		if r.Reason == "left" {
 			st = "left"
 		}
-		add(viewNode{Node: r.Node, State: st, Reason: r.Reason})
+		add(viewNode{Node: r.Node, Addr: r.Addr, State: st, Reason: r.Reason})
 	}
 	v.mu.Lock()
 	for name, r := range v.reports {

@@ -247,7 +247,7 @@ func TestClusterPageInBrowser(t *testing.T) {
 	b := startRun(t, append(common, "--name", "b@127.0.0.1", "--tag", "role=web", "--nodes", ra["addr"].(string))...)
 	rb := b.waitFor(t, "b ready", is("ready", ""))
 	c := startRun(t, append(common, "--name", "c@127.0.0.1", "--nodes", ra["addr"].(string)+","+rb["addr"].(string))...)
-	c.waitFor(t, "c ready", is("ready", ""))
+	rc := c.waitFor(t, "c ready", is("ready", ""))
 	base := "http://" + ra["control"].(string)
 
 	// Wait until a has every report (the page then shows 3 ok links).
@@ -313,6 +313,9 @@ func TestClusterPageInBrowser(t *testing.T) {
 	nodes, links = pageRows(dom)
 	if nodes["c@127.0.0.1"] != "down" || nodes["b@127.0.0.1"] != "up" || links["a@127.0.0.1 b@127.0.0.1"] != "ok" || len(links) != 1 {
 		t.Fatalf("after killing c: nodes %v links %v\n%s", nodes, links, dom)
+	}
+	if !strings.Contains(dom, "<td>"+rc["addr"].(string)+"</td>") {
+		t.Errorf("the down node's address is not shown\n%s", dom)
 	}
 	if !strings.Contains(dom, `class="nodedown"`) {
 		t.Errorf("the events list shows no nodedown\n%s", dom)
