@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -55,6 +56,9 @@ type Member struct {
 	Incarnation uint64
 	Since       time.Time
 	Outbound    bool // we dialled the link
+
+	// Tags are the node's tags (its Config.Tags), a copy; nil = none.
+	Tags map[string]string
 }
 
 // Stats are the node's counters in one shape: the facade's own, the
@@ -142,6 +146,12 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	c.strategy, c.static = strat, st
 
 	mcfg := cfg.Mesh
+	if len(cfg.Tags) > 0 {
+		if len(mcfg.Tags) > 0 {
+			return nil, fmt.Errorf("cluster: %w: Tags and Mesh.Tags are both set", mesh.ErrInvalidConfig)
+		}
+		mcfg.Tags = cfg.Tags
+	}
 	if mcfg.Logger == nil {
 		mcfg.Logger = log
 	}
@@ -164,7 +174,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	c.mesh = m
-	c.self = Member{Node: m.Name(), Addr: m.Addr(), Incarnation: m.Incarnation(), Since: time.Now()}
+	c.self = Member{Node: m.Name(), Addr: m.Addr(), Incarnation: m.Incarnation(), Since: time.Now(), Tags: maps.Clone(mcfg.Tags)}
 
 	go c.loop()
 	self := discovery.Peer{Name: m.Name(), Addr: m.Addr()}
@@ -348,8 +358,9 @@ func (c *Cluster) link(v mesh.Event) {
 	}
 	e.Kind = NodeUp
 	c.mu.Lock()
+	e.Tags = v.Tags
 	c.members[v.Node] = Member{Node: v.Node, Addr: v.Addr, Incarnation: v.Incarnation, Since: v.Time,
-		Outbound: v.Dialled != ""}
+		Outbound: v.Dialled != "", Tags: maps.Clone(v.Tags)}
 	c.byAddr[v.Addr] = v.Node
 	if v.Dialled != "" {
 		c.byAddr[v.Dialled] = v.Node
@@ -414,7 +425,11 @@ func (c *Cluster) callOnEvent(e Event) {
 func (c *Cluster) Events() <-chan Event { return c.events }
 
 // Self is this node: its name, mesh address, incarnation and start time.
-func (c *Cluster) Self() Member { return c.self }
+func (c *Cluster) Self() Member {
+	s := c.self
+	s.Tags = maps.Clone(s.Tags)
+	return s
+}
 
 // Strategy returns the running strategy (its Name, and its own Stats where
 // it has them; Stats().Discovery has them in one shape).
@@ -448,6 +463,7 @@ func (c *Cluster) Connected() []Member {
 	c.mu.Lock()
 	out := make([]Member, 0, len(c.members))
 	for _, m := range c.members {
+		m.Tags = maps.Clone(m.Tags)
 		out = append(out, m)
 	}
 	c.mu.Unlock()

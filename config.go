@@ -64,6 +64,12 @@ type Config struct {
 	// OnEvent. Mesh.OnMessage receives messages sent with Send.
 	Mesh mesh.Config
 
+	// Tags are this node's metadata (role, version, a service port), at
+	// most mesh.MaxTags of them in mesh.MaxTagBytes, sent to every peer in
+	// the authenticated handshake; peers see them in Member.Tags and NodeUp
+	// events. It sets Mesh.Tags (give one of the two). nil = none.
+	Tags map[string]string
+
 	// OnEvent, when non-nil, is called for every event, in order, from one
 	// goroutine. It is lossless: a slow OnEvent delays later events (and
 	// the reconciliation that produces them), it never drops any. It must

@@ -55,6 +55,9 @@ type Event struct {
 	Reason string
 	// Time the event was observed.
 	Time time.Time
+	// Tags of a NodeUp: the peer's tags (its Config.Tags); nil = none.
+	// Read-only: the Events channel and OnEvent share the map.
+	Tags map[string]string
 }
 
 func (e Event) String() string {

@@ -145,6 +145,7 @@ func (m *Mesh) serveInbound(raw net.Conn) {
 	defer donePending()
 	raw.SetDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
 	stop := m.watchShutdown(raw)
+	hsStart := time.Now()
 	l, err := m.acceptHandshake(raw)
 	stop()
 	donePending()
@@ -158,5 +159,6 @@ func (m *Mesh) serveInbound(raw net.Conn) {
 		raw.Close()
 		return
 	}
+	m.st.hs.observe(time.Since(hsStart))
 	l.start()
 }

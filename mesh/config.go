@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"time"
 
@@ -105,6 +106,10 @@ type Config struct {
 	// must not call the Mesh (hand the event to a queue; the cluster
 	// facade does). nil = no callback.
 	OnEvent func(Event)
+	// Tags are this node's metadata, sent to every peer in the handshake
+	// (authenticated like the name) and seen in their NodeUp events and
+	// Links; see ValidateTags for the bounds. nil = none.
+	Tags map[string]string
 	// OnMessage receives each inbound message with the sender's name,
 	// from the link's reader goroutine: in order per sender, concurrently
 	// across senders. payload belongs to the callee. While it runs the
@@ -161,6 +166,10 @@ func normalize(cfg *Config) error {
 			return fmt.Errorf("%w: Advertise: %w", ErrInvalidConfig, err)
 		}
 	}
+	if err := ValidateTags(cfg.Tags); err != nil {
+		return fmt.Errorf("%w: Tags: %w", ErrInvalidConfig, err)
+	}
+	cfg.Tags = maps.Clone(cfg.Tags)
 	return nil
 }
 

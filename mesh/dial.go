@@ -263,6 +263,7 @@ func (m *Mesh) dialOnce(ps *peerState, addr string, gen uint64) error {
 
 	raw.SetDeadline(time.Now().Add(m.cfg.HandshakeTimeout))
 	stop := m.watchShutdown(raw)
+	hsStart := time.Now()
 	l, old, err := m.dialHandshake(raw, addr, ps, gen)
 	stop()
 	if err != nil {
@@ -284,6 +285,7 @@ func (m *Mesh) dialOnce(ps *peerState, addr string, gen uint64) error {
 		}
 		return fmt.Errorf("mesh: handshake with %s at %s: %w", label, addr, err)
 	}
+	m.st.hs.observe(time.Since(hsStart))
 	if old != nil {
 		old.fail(ReasonRestarted)
 	}

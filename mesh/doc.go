@@ -98,7 +98,9 @@
 //	53+n    1     m = length of advertised address (1-255)
 //	54+n    m     advertised address, "host:port"
 //	54+n+m  8     features offered: bit 0 AES-256-GCM records, bit 1 ChaCha20-Poly1305 records
-//	62+n+m  ...   extensions of later versions: ignored, but covered by the MACs
+//	62+n+m  ...   extensions, covered by the MACs: each type (1), length (2, big-endian), value;
+//	              type 0x01 = the node's tags (tags.go); unknown types, and bytes that do not
+//	              parse as extensions (older versions called the area "ignored"), are ignored
 //
 // Unknown feature bits are ignored. The features a link uses are those both
 // hellos offer. Over plain TCP a node offers ChaCha20-Poly1305, and

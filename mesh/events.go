@@ -51,4 +51,7 @@ type Event struct {
 	Incarnation uint64 // peer's incarnation (of the link that came up or went down)
 	Reason      Reason // NodeDown only
 	Time        time.Time
+
+	// Tags are the peer's tags (its Config.Tags), a copy; NodeUp only.
+	Tags map[string]string
 }

@@ -126,7 +126,7 @@ func reasonOf(ctx context.Context, err error) HandshakeReason {
 // selfHello is our hello with a fresh nonce.
 func (m *Mesh) selfHello() (hello, error) {
 	h := hello{Incarnation: m.inc, Start: m.start, MaxMessage: uint32(m.cfg.MaxMessageSize),
-		Name: m.name, Addr: m.addr, Features: sealFeatures}
+		Name: m.name, Addr: m.addr, Features: sealFeatures, Tags: encodeTags(m.cfg.Tags)}
 	if m.cfg.TLS != nil {
 		h.Features = 0 // TLS protects the stream; see chooseSuite
 	}

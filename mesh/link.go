@@ -61,7 +61,7 @@ func newLink(m *Mesh, peer hello, conn, raw net.Conn, outbound bool) *link {
 
 func (l *link) info() Link {
 	return Link{Node: l.peer.Name, Addr: l.peer.Addr, Incarnation: l.peer.Incarnation,
-		Since: l.since, Outbound: l.outbound}
+		Since: l.since, Outbound: l.outbound, Tags: decodeTags(l.peer.Tags)}
 }
 
 // start runs the reader and writer. The caller is a goroutine counted in

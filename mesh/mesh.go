@@ -25,6 +25,9 @@ type Link struct {
 	Incarnation uint64    // peer's incarnation
 	Since       time.Time // when the link came up
 	Outbound    bool      // this node dialled the connection
+
+	// Tags are the peer's tags (its Config.Tags), a copy; nil = none.
+	Tags map[string]string
 }
 
 // Stats are counters since Start, for metrics. Maps are copies. LinksDown,
@@ -45,6 +48,9 @@ type Stats struct {
 	MessagesReceived  uint64            // messages read from a link
 	BytesSent         uint64            // payload bytes of MessagesSent
 	BytesReceived     uint64            // payload bytes of MessagesReceived
+
+	// Handshakes are the durations of the successful handshakes (hsstats.go).
+	Handshakes HandshakeHistogram
 }
 
 // Mesh is a node of the mesh: a listener and a set of links, at most one per

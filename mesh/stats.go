@@ -11,6 +11,7 @@ type counters struct {
 	msgsSent, msgsRecv, bytesSent, bytesRecv atomic.Uint64
 	mu                                       sync.Mutex
 	linksDown, hsFail, proto                 map[string]uint64
+	hs                                       hsHist // see hsstats.go
 }
 
 // init puts every known key of the labelled counters at 0, so that Stats
@@ -67,5 +68,6 @@ func (c *counters) snapshot() Stats {
 	s.MessagesReceived = c.msgsRecv.Load()
 	s.BytesSent = c.bytesSent.Load()
 	s.BytesReceived = c.bytesRecv.Load()
+	s.Handshakes = c.hs.snapshot()
 	return s
 }

@@ -52,7 +52,7 @@ func (m *Mesh) emitLocked(e Event) {
 func (m *Mesh) emitUpLocked(l *link) {
 	m.st.linksUp.Add(1)
 	m.emitLocked(Event{Kind: NodeUp, Node: l.peer.Name, Addr: l.peer.Addr, Dialled: l.dialled,
-		Incarnation: l.peer.Incarnation, Time: time.Now()})
+		Incarnation: l.peer.Incarnation, Tags: decodeTags(l.peer.Tags), Time: time.Now()})
 }
 
 func (m *Mesh) emitDownLocked(l *link, r Reason) {

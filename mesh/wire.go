@@ -192,6 +192,10 @@ type hello struct {
 	Addr        string         // advertised "host:port"
 	Features    uint64         // feature bits offered (featSeal...)
 
+	// Tags is the value of the extTags extension (tags.go), "" = none: a
+	// string, so that a hello stays comparable.
+	Tags string
+
 	// sess is set on the peer's hello once the handshake verified: the
 	// negotiated record protection and keys. Never on the wire.
 	sess *session
@@ -207,7 +211,7 @@ func appendHello(dst []byte, h *hello) []byte {
 	dst = append(dst, h.Name...)
 	dst = append(dst, byte(len(h.Addr)))
 	dst = append(dst, h.Addr...)
-	return binary.BigEndian.AppendUint64(dst, h.Features)
+	return appendExtensions(binary.BigEndian.AppendUint64(dst, h.Features), h)
 }
 
 // parseHello parses and validates a hello or challenge body. Bytes after
@@ -235,6 +239,7 @@ func parseHello(b []byte) (hello, error) {
 		return h, fmt.Errorf("%w: hello features", errMalformed)
 	}
 	h.Features = binary.BigEndian.Uint64(rest)
+	parseExtensions(rest[featuresLen:], &h)
 	h.Name, h.Addr = string(name), string(addr)
 	if h.Incarnation == 0 {
 		return h, fmt.Errorf("%w: zero incarnation", errMalformed)

@@ -96,6 +96,7 @@ type recentTable struct {
 
 type recentMember struct {
 	Node   string    `json:"node"`
+	Addr   string    `json:"addr,omitempty"`
 	Reason string    `json:"reason"`
 	Since  time.Time `json:"since"`
 }
@@ -109,7 +110,7 @@ func (r *recentTable) event(e cluster.Event) {
 	case cluster.NodeUp:
 		delete(r.down, e.Node)
 	case cluster.NodeDown:
-		r.down[e.Node] = recentMember{Node: e.Node, Reason: e.Reason, Since: e.Time}
+		r.down[e.Node] = recentMember{Node: e.Node, Addr: e.Addr, Reason: e.Reason, Since: e.Time}
 		if len(r.down) > recentMax { // forget the oldest
 			var oldest string
 			for n, m := range r.down {

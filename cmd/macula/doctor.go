@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -60,16 +62,49 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	ifaces := fs.String("interface", "", "gossip interfaces to check, comma-separated (default: MACULA_GOSSIP_IF, else every up, multicast-capable, non-loopback one)")
 	group := fs.String("multicast-addr", "", "gossip group (default 230.1.1.251; env MACULA_GOSSIP_ADDR)")
 	port := fs.Int("port", 0, "gossip UDP port (default 45892; env MACULA_GOSSIP_PORT)")
-	secret := fs.String("secret", "", "gossip secret, to check that one is configured")
-	cookie := fs.String("cookie", "", "mesh cookie, to check that one is configured")
+	secret := fs.String("secret", "", "gossip secret (a comma-separated keyring): heartbeats heard are checked against it (env MACULA_GOSSIP_SECRET or CLUSTER_SECRET)")
+	secretFile := fs.String("secret-file", "", "read --secret from this file (env MACULA_GOSSIP_SECRET_FILE)")
+	cookie := fs.String("cookie", "", "mesh cookie: every node heard is dialled with it (env MACULA_COOKIE, RELEASE_COOKIE, else ~/.macula.cookie if it exists)")
+	cookieFile := fs.String("cookie-file", "", "read --cookie from this file (env MACULA_COOKIE_FILE)")
 	listen := fs.String("listen", "", "mesh listen address to check (default the range 9100-9200; env MACULA_LISTEN)")
+	listenFor := fs.String("listen-for", "3s", "listen this long for the heartbeats of running nodes, ms or Go duration (0: do not listen)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	var listenDur time.Duration
+	if *listenFor != "0" {
+		v, err := parsePositiveDuration(*listenFor)
+		if err != nil {
+			return usageError{fmt.Errorf("--listen-for %q: %w", *listenFor, err)}
+		}
+		listenDur = v.(time.Duration)
+	}
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	sec, err := resolveDoctorSecret(secretSrc, set, *secret, *secretFile, "CLUSTER_SECRET", os.Getenv)
+	if err != nil {
+		return err
+	}
+	ck, err := resolveDoctorSecret(cookieSource, set, *cookie, *cookieFile, "RELEASE_COOKIE", os.Getenv)
+	if err != nil {
+		return err
+	}
+	if ck.value == "" {
+		if home, err := os.UserHomeDir(); err == nil {
+			path := filepath.Join(home, ".macula.cookie")
+			if v, err := readSecretFile(path); err == nil {
+				ck = doctorSecret{value: v, file: path, display: "~/.macula.cookie"}
+			}
+		}
+	}
 	base := cluster.Config{}
 	base.Gossip.Interfaces, base.Gossip.Group, base.Gossip.Port = splitComma(*ifaces), *group, *port
-	if *secret != "" {
-		base.Gossip.Secrets = []string{*secret}
+	if sec.value != "" {
+		list, err := parseList("secret")(sec.value)
+		if err != nil {
+			return usageError{fmt.Errorf("%s: %w", sec.where(), err)}
+		}
+		base.Gossip.Secrets = list.([]string)
 	}
 	gcfg, err := gossip.ConfigFromEnv(base.Gossip, os.Getenv)
 	if err != nil {
@@ -84,7 +119,7 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		gport = 45892
 	}
 	d := &doctor{out: stdout}
-	fmt.Fprintf(stdout, "macula doctor %s (%s/%s): gossip %s, mesh %s\n\n", version(), runtime.GOOS, runtime.GOARCH,
+	fmt.Fprintf(stdout, "macula doctor %s: gossip %s, mesh %s\n\n", version(),
 		net.JoinHostPort(grp, fmt.Sprint(gport)), orDefault(*listen, os.Getenv("MACULA_LISTEN"), "ports 9100-9200"))
 
 	gaddr, err := netip.ParseAddr(grp)
@@ -104,8 +139,28 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			d.selfTest(ctx, ifi, gaddr, gport)
 		}
 	}
-	d.checkSecret(*secret, gcfg.Secrets)
-	d.checkCookie(*cookie)
+	d.checkSecret(sec, gcfg.Secrets)
+	d.checkCookie(ck)
+	if valid && gaddr.Is4() && len(chosen) > 0 && listenDur > 0 {
+		var names []string
+		for _, ifi := range chosen {
+			names = append(names, ifi.Name)
+		}
+		where := strings.Join(names, ",")
+		fmt.Fprintf(stdout, "\nlistening %v on %s for heartbeats...\n", listenDur, where)
+		heard, err := d.listen(ctx, chosen, gaddr, gport, gcfg.Secrets, listenDur)
+		if err != nil {
+			d.report(statusFail, "listen on "+where, err.Error(), "see the port and send/receive checks above")
+		} else {
+			good := d.reportHeard(heard, gcfg.Secrets, sec.fix, listenDur, where)
+			if ck.value != "" {
+				d.probeCookies(ctx, good, ck.value, ck.fix)
+			} else if len(good) > 0 {
+				d.report(statusWarn, "mesh cookie of the nodes heard", "not checked: this host has no cookie",
+					"give this host the cluster's cookie and run again: macula doctor --cookie-file ~/.macula.cookie")
+			}
+		}
+	}
 
 	fmt.Fprintf(stdout, "\n%d failed, %d warnings\n", d.failed, d.warned)
 	if d.failed > 0 {
@@ -155,16 +210,19 @@ func (d *doctor) checkInterfaces(want mcast.Want) []mcast.Interface {
 	}
 	b.WriteString("(* = used for gossip)\n")
 	if len(missing) > 0 {
-		d.report(statusFail, "interfaces", b.String()+fmt.Sprintf("interface %q does not exist", missing[0]),
-			"pass an existing name to --interface / MACULA_GOSSIP_IF (see the list above)")
+		fix := "macula doctor (without --interface: every up, multicast-capable interface)"
+		if len(ifs) > 0 {
+			fix = "macula doctor --interface " + ifs[0].Name + "  (or another name of the list above)"
+		}
+		d.report(statusFail, "interfaces", b.String()+fmt.Sprintf("interface %q does not exist", missing[0]), fix)
 		return chosen
 	}
 	switch {
 	case len(chosen) == 0 && len(want.Names) > 0:
-		d.report(statusFail, "interfaces", b.String()+"the named interfaces are down", "bring them up: ip link set IFACE up")
+		d.report(statusFail, "interfaces", b.String()+"the named interfaces are down", "ip link set "+strings.Join(want.Names, " up && ip link set ")+" up")
 	case len(chosen) == 0:
 		d.report(statusFail, "interfaces", b.String()+"no up, running, multicast-capable, non-loopback interface with an IPv4 address",
-			"connect a network, or name one with --interface (e.g. lo for a single-host cluster)")
+			"macula doctor --interface lo  (a single-host cluster; for several hosts connect a network first)")
 	default:
 		d.report(statusOK, "interfaces", b.String(), "")
 	}
@@ -211,11 +269,9 @@ func (d *doctor) checkRoute(group netip.Addr, pinned []string) {
 	case len(pinned) > 0:
 		d.report(statusOK, "multicast route", "no 224.0.0.0/4 route, but gossip is pinned to "+strings.Join(pinned, ",")+" (the interface is chosen per packet), so none is needed", "")
 	case defaultVia != "":
-		d.report(statusWarn, "multicast route", "no 224.0.0.0/4 route: multicast follows the default route via "+defaultVia,
-			"ip route add 224.0.0.0/4 dev IFACE, or pin gossip with --interface")
+		d.report(statusOK, "multicast route", "no 224.0.0.0/4 route (multicast follows the default route via "+defaultVia+"); gossip picks the interface per packet, so the send/receive test below is what counts", "")
 	default:
-		d.report(statusFail, "multicast route", "no route covers "+group.String(),
-			"ip route add 224.0.0.0/4 dev IFACE, or pin gossip with --interface")
+		d.report(statusOK, "multicast route", "no route covers "+group.String()+"; gossip picks the interface per packet, so the send/receive test below is what counts", "")
 	}
 }
 
@@ -224,7 +280,7 @@ func (d *doctor) checkUDPPort(group netip.Addr, port int) {
 	c, err := mcast.Listen(context.Background(), mcast.Config{Group: group, Port: port})
 	if err != nil {
 		d.report(statusFail, fmt.Sprintf("gossip port %d/udp", port), err.Error(),
-			"another program holds the port without SO_REUSEADDR (find it with `ss -ulpn sport = :PORT`), or pick another port with --port / MACULA_GOSSIP_PORT")
+			fmt.Sprintf("find the program that holds it without SO_REUSEADDR: ss -ulpn 'sport = :%d' (or give every node another port: macula run --port %d)", port, port+1))
 		return
 	}
 	c.Close()
@@ -235,7 +291,7 @@ func (d *doctor) checkMeshPorts(listen string) {
 	if listen != "" {
 		ln, err := net.Listen("tcp", listen)
 		if err != nil {
-			d.report(statusFail, "mesh listen "+listen, err.Error(), "free the port or choose another with --listen / MACULA_LISTEN")
+			d.report(statusFail, "mesh listen "+listen, err.Error(), "macula run --listen "+nextPort(listen)+"  (or stop what holds the port: ss -tlpn 'sport = :"+portOf(listen)+"')")
 			return
 		}
 		ln.Close()
@@ -257,7 +313,7 @@ func (d *doctor) checkMeshPorts(listen string) {
 	}
 	if free == 0 {
 		d.report(statusFail, "mesh ports 9100-9200/tcp", "all 101 ports are in use",
-			"stop other nodes, or choose a port with --listen / MACULA_LISTEN")
+			"macula run --listen :0  (any free port; or stop other nodes: ss -tlpn 'sport >= :9100 and sport <= :9200')")
 		return
 	}
 	d.report(statusOK, "mesh ports 9100-9200/tcp", fmt.Sprintf("%d free, the next node takes %d; peers must reach them (firewall: allow 9100-9200/tcp)", free, first), "")
@@ -275,7 +331,7 @@ func (d *doctor) selfTest(ctx context.Context, ifi mcast.Interface, group netip.
 	}
 	defer c.Close()
 	if err := c.Join(&ifi.Interface); err != nil {
-		d.report(statusFail, title, "join group: "+err.Error(), "the interface must support multicast: ip link set "+ifi.Name+" multicast on")
+		d.report(statusFail, title, "join group: "+err.Error(), "ip link set "+ifi.Name+" multicast on")
 		return
 	}
 	nonce := make([]byte, 8)
@@ -287,7 +343,7 @@ func (d *doctor) selfTest(ctx context.Context, ifi mcast.Interface, group netip.
 	for attempt := 0; attempt < 3; attempt++ {
 		// Out of ifi only, from its address, as gossip sends.
 		if err := c.WriteTo(probe, ifi.Index, ifi.Source4(), c.Group()); err != nil {
-			d.report(statusFail, title, "send: "+err.Error(), "check the route and that the interface is up")
+			d.report(statusFail, title, "send: "+err.Error(), "ip link set "+ifi.Name+" up multicast on && ip route replace 224.0.0.0/4 dev "+ifi.Name)
 			return
 		}
 		c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
@@ -302,43 +358,31 @@ func (d *doctor) selfTest(ctx context.Context, ifi mcast.Interface, group netip.
 			}
 		}
 	}
-	d.report(statusFail, title, "sent 3 probes, none came back within 2s",
-		"a firewall may drop multicast: allow udp to "+group.String()+":"+fmt.Sprint(port)+" (e.g. iptables -I INPUT -d 224.0.0.0/4 -j ACCEPT)")
+	d.report(statusFail, title, "sent 3 probes, none came back within 2s: a firewall drops multicast, or the interface does not deliver it",
+		fmt.Sprintf("iptables -I INPUT -i %s -p udp -d %s --dport %d -j ACCEPT  (nftables: nft insert rule inet filter input iifname %s ip daddr %s udp dport %d accept)",
+			ifi.Name, group, port, ifi.Name, group, port))
 }
 
-func (d *doctor) checkSecret(flagSecret string, secrets []string) {
-	src := ""
-	switch {
-	case flagSecret != "":
-		src = "--secret"
-	case os.Getenv("MACULA_GOSSIP_SECRET") != "":
-		src = "MACULA_GOSSIP_SECRET"
-	case os.Getenv("CLUSTER_SECRET") != "":
-		src = "CLUSTER_SECRET"
-	}
+func (d *doctor) checkSecret(sec doctorSecret, secrets []string) {
 	if len(secrets) == 0 {
 		d.report(statusWarn, "gossip secret", "none: heartbeats are unsigned and any host on the LAN can announce nodes",
-			"set MACULA_GOSSIP_SECRET or CLUSTER_SECRET (the same on every node)")
+			"(umask 077; openssl rand -hex 32 > ~/.macula.secret), copy the file to every node, and run them with --secret-file ~/.macula.secret")
 		return
 	}
-	d.report(statusOK, "gossip secret", fmt.Sprintf("%d key(s) from %s; heartbeats are signed with HMAC-SHA256", len(secrets), src), "")
+	d.report(statusOK, "gossip secret", fmt.Sprintf("%d key(s) from %s; heartbeats are signed with HMAC-SHA256", len(secrets), sec.where()), "")
 }
 
-func (d *doctor) checkCookie(flagCookie string) {
-	switch {
-	case flagCookie != "":
-		d.report(statusOK, "mesh cookie", "from --cookie", "")
-		return
-	case os.Getenv("MACULA_COOKIE") != "":
-		d.report(statusOK, "mesh cookie", "from MACULA_COOKIE", "")
-		return
-	case os.Getenv("RELEASE_COOKIE") != "":
-		d.report(statusOK, "mesh cookie", "from RELEASE_COOKIE", "")
+func (d *doctor) checkCookie(ck doctorSecret) {
+	if ck.value != "" && ck.file != "" && ck.display == "~/.macula.cookie" {
+		// the default file: checked below, with its mode
+	} else if ck.value != "" {
+		d.report(statusOK, "mesh cookie", "from "+ck.where(), "")
 		return
 	}
 	home, err := os.UserHomeDir()
 	if err != nil {
-		d.report(statusFail, "mesh cookie", "no MACULA_COOKIE/RELEASE_COOKIE and no home directory: "+err.Error(), "set MACULA_COOKIE")
+		d.report(statusFail, "mesh cookie", "no MACULA_COOKIE/RELEASE_COOKIE and no home directory: "+err.Error(),
+			"(umask 077; openssl rand -hex 32 > macula.cookie), copy the file to every node, and run them with --cookie-file macula.cookie")
 		return
 	}
 	path := filepath.Join(home, ".macula.cookie")
@@ -346,12 +390,89 @@ func (d *doctor) checkCookie(flagCookie string) {
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		d.report(statusWarn, "mesh cookie", path+" does not exist yet: the first node creates a random one, so nodes on other hosts will not share it",
-			"set the same MACULA_COOKIE (or RELEASE_COOKIE) on every node")
+			"(umask 077; openssl rand -hex 32 > ~/.macula.cookie), then copy ~/.macula.cookie to every node")
 	case err != nil:
-		d.report(statusFail, "mesh cookie", err.Error(), "")
+		d.report(statusFail, "mesh cookie", err.Error(), "chmod 600 "+path+" && chown \"$(id -u)\" "+path)
 	case st.Mode().Perm()&0o077 != 0:
 		d.report(statusWarn, "mesh cookie", fmt.Sprintf("from %s, but its mode is %v: other users can read it", path, st.Mode().Perm()), "chmod 600 "+path)
 	default:
 		d.report(statusOK, "mesh cookie", "from "+path, "")
 	}
+}
+
+// doctorSecret is a secret as the doctor found it, and how to give it to
+// another host (a fix that can be pasted).
+type doctorSecret struct {
+	value   string
+	file    string // the file it came from, if any
+	env     string // the variable it came from, if any
+	flag    string // the flag it came from, if any
+	display string // file as shown
+	fix     string // "..." to give it to the node at a host: see fixFor
+}
+
+func (s doctorSecret) where() string {
+	switch {
+	case s.flag != "":
+		return "--" + s.flag
+	case s.env != "":
+		return s.env
+	case s.display != "":
+		return s.display
+	}
+	return s.file
+}
+
+// resolveDoctorSecret finds a secret as `macula run` does: flag, file
+// flag, variable, file variable, then the fallback variable.
+func resolveDoctorSecret(src secretSource, set map[string]bool, value, file, fallbackEnv string, getenv func(string) string) (doctorSecret, error) {
+	v, err := src.resolve(set, file, getenv)
+	if err != nil {
+		return doctorSecret{}, err
+	}
+	var s doctorSecret
+	switch {
+	case v != "" && set[src.fileFlag]:
+		s = doctorSecret{value: v, file: file}
+	case v != "":
+		s = doctorSecret{value: v, file: getenv(src.fileEnv), env: src.fileEnv}
+	case set[src.flag]:
+		s = doctorSecret{value: value, flag: src.flag}
+	case getenv(src.env) != "":
+		s = doctorSecret{value: getenv(src.env), env: src.env}
+	case getenv(fallbackEnv) != "":
+		s = doctorSecret{value: getenv(fallbackEnv), env: fallbackEnv}
+	}
+	s.fix = s.fixFor(src)
+	return s, nil
+}
+
+// fixFor is the pasteable way to hand the secret to another host.
+func (s doctorSecret) fixFor(src secretSource) string {
+	switch {
+	case s.value == "":
+		if src.flag == "secret" {
+			return "scp {host}:.macula.secret ~/.macula.secret && macula doctor --secret-file ~/.macula.secret"
+		}
+		return "scp {host}:.macula.cookie ~/.macula.cookie && macula doctor"
+	case s.file != "":
+		return "scp " + s.file + " {host}:" + s.file + " && ssh {host} macula run --" + src.fileFlag + " " + s.file + "  (restart the node there)"
+	case s.env != "":
+		return "ssh {host} \"" + s.env + "='$" + s.env + "' macula run\"  (restart the node there)"
+	}
+	return "ssh {host} macula run --" + s.flag + " " + strconv.Quote(s.value) + "  (restart the node there)"
+}
+
+func nextPort(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return ":0"
+	}
+	p, _ := strconv.Atoi(port)
+	return net.JoinHostPort(host, strconv.Itoa(min(p+1, 65535)))
+}
+
+func portOf(listen string) string {
+	_, port, _ := net.SplitHostPort(listen)
+	return port
 }

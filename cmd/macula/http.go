@@ -18,10 +18,11 @@ import (
 // nodesView is the JSON of /nodes and the input of `macula nodes`.
 type nodesView struct {
 	Self struct {
-		Node        string `json:"node"`
-		Addr        string `json:"addr"`
-		Incarnation uint64 `json:"incarnation,string"`
-		Strategy    string `json:"strategy"`
+		Node        string            `json:"node"`
+		Addr        string            `json:"addr"`
+		Incarnation uint64            `json:"incarnation,string"`
+		Strategy    string            `json:"strategy"`
+		Tags        map[string]string `json:"tags,omitempty"`
 	} `json:"self"`
 	Discovered []nodeView `json:"discovered"`
 	Connected  []nodeView `json:"connected"`
@@ -31,25 +32,26 @@ type nodesView struct {
 }
 
 type nodeView struct {
-	Node        string    `json:"node"`
-	Addr        string    `json:"addr"`
-	Source      string    `json:"source,omitempty"`
-	Incarnation uint64    `json:"incarnation,omitempty,string"`
-	Outbound    *bool     `json:"outbound,omitempty"`
-	Since       time.Time `json:"since"`
+	Node        string            `json:"node"`
+	Addr        string            `json:"addr"`
+	Source      string            `json:"source,omitempty"`
+	Incarnation uint64            `json:"incarnation,omitempty,string"`
+	Outbound    *bool             `json:"outbound,omitempty"`
+	Since       time.Time         `json:"since"`
+	Tags        map[string]string `json:"tags,omitempty"`
 }
 
 func viewOf(c *cluster.Cluster, recent *recentTable) nodesView {
 	var v nodesView
 	v.Self.Node, v.Self.Addr = c.Self().Node, c.Self().Addr
-	v.Self.Incarnation, v.Self.Strategy = c.Mesh().Incarnation(), c.Strategy().Name()
+	v.Self.Incarnation, v.Self.Strategy, v.Self.Tags = c.Mesh().Incarnation(), c.Strategy().Name(), c.Self().Tags
 	v.Discovered, v.Connected, v.Recent = []nodeView{}, []nodeView{}, recent.list(time.Now())
 	for _, p := range c.Discovered() {
 		v.Discovered = append(v.Discovered, nodeView{Node: p.Node, Addr: p.Addr, Source: p.Source, Since: p.Since})
 	}
 	for _, m := range c.Connected() {
 		out := m.Outbound
-		v.Connected = append(v.Connected, nodeView{Node: m.Node, Addr: m.Addr, Incarnation: m.Incarnation, Outbound: &out, Since: m.Since})
+		v.Connected = append(v.Connected, nodeView{Node: m.Node, Addr: m.Addr, Incarnation: m.Incarnation, Outbound: &out, Since: m.Since, Tags: m.Tags})
 	}
 	return v
 }
@@ -70,9 +72,8 @@ func (s *httpServer) Close() {
 
 // serveHTTP serves the node's endpoints on ln until Close.
 // At most maxConns connections are open at a time (see connLimiter).
-func serveHTTP(ln net.Listener, c *cluster.Cluster, recent *recentTable, minPeers, maxConns int, log *slog.Logger) *httpServer {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(newCollector(c))
+func serveHTTP(ln net.Listener, c *cluster.Cluster, recent *recentTable, ui *webUI, minPeers, maxConns int, log *slog.Logger, metrics ...prometheus.Collector) *httpServer {
+	reg := newRegistry(c, metrics...)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
@@ -92,6 +93,9 @@ func serveHTTP(ln net.Listener, c *cluster.Cluster, recent *recentTable, minPeer
 		enc.Encode(viewOf(c, recent))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if ui != nil {
+		ui.register(mux, c, recent)
+	}
 	limit := newConnLimiter(maxConns, log)
 	s := &httpServer{ln: ln, limit: limit, done: make(chan struct{}),
 		srv: &http.Server{Handler: mux,

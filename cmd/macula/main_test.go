@@ -278,7 +278,7 @@ func TestDemo(t *testing.T) {
 
 func TestDoctorLoopback(t *testing.T) {
 	var out, errb bytes.Buffer
-	code := realMain([]string{"doctor", "--interface", "lo", "--port", fmt.Sprint(testUDPPort(t)), "--listen", "127.0.0.1:0",
+	code := realMain([]string{"doctor", "--interface", "lo", "--port", fmt.Sprint(testUDPPort(t)), "--listen", "127.0.0.1:0", "--listen-for", "200ms",
 		"--secret", "s", "--cookie", "c"}, &out, &errb)
 	if code != 0 {
 		t.Fatalf("doctor on lo: exit %d\n%s%s", code, out.String(), errb.String())

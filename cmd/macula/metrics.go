@@ -2,12 +2,17 @@ package main
 
 import (
 	"maps"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	cluster "github.com/macula-io/cluster"
+	"github.com/macula-io/cluster/mesh"
 )
 
 // collector exports the library's counters at scrape time; the library
@@ -40,7 +45,67 @@ var (
 	descEvents     = prometheus.NewDesc("macula_events_total", "Membership events emitted.", nil, nil)
 	descDropped    = prometheus.NewDesc("macula_events_dropped_total", "Events a slow Events-channel reader missed.", nil, nil)
 	descPanics     = prometheus.NewDesc("macula_event_handler_panics_total", "OnEvent calls that panicked (recovered).", nil, nil)
+	descHandshake  = prometheus.NewDesc("macula_mesh_handshake_duration_seconds", "Durations of the successful mesh handshakes (TCP connection to admitted link), both directions.", nil, nil)
 )
+
+// handshakeBuckets are mesh.HandshakeBuckets in seconds.
+var handshakeBuckets = func() []float64 {
+	b := make([]float64, len(mesh.HandshakeBuckets))
+	for i, d := range mesh.HandshakeBuckets {
+		b[i] = d.Seconds()
+	}
+	return b
+}()
+
+// newBuildInfo is macula_build_info: 1, labelled with the module version,
+// the VCS commit and the Go version the binary was built with.
+func newBuildInfo() prometheus.Collector {
+	version, commit, goVersion := "unknown", "unknown", runtime.Version()
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		version = bi.Main.Version
+		if version == "" || version == "(devel)" {
+			version = "devel"
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				commit = s.Value
+			}
+		}
+	}
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "macula_build_info",
+		Help:        "Always 1; the labels describe the macula binary.",
+		ConstLabels: prometheus.Labels{"version": version, "commit": commit, "goversion": goVersion}},
+		func() float64 { return 1 })
+}
+
+// newRegistry is what /metrics serves: the node's collector, the Go
+// runtime's and the process's collectors and macula_build_info.
+func newRegistry(c *cluster.Cluster, extra ...prometheus.Collector) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(newCollector(c), newBuildInfo(),
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(extra...)
+	return reg
+}
+
+// hookMetrics are the --on-event counters: macula_event_hook_runs_total
+// by result (ok, failed, timeout, dropped), every one from the start.
+func hookMetrics(h *eventHook) []prometheus.Collector {
+	var out []prometheus.Collector
+	for result, v := range map[string]*atomic.Uint64{"ok": &h.ok, "failed": &h.failed, "timeout": &h.timedOut, "dropped": &h.dropped} {
+		out = append(out, prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "macula_event_hook_runs_total",
+			Help:        "--on-event commands by result (dropped: the queue was full, or shutdown).",
+			ConstLabels: prometheus.Labels{"result": result}}, func() float64 { return float64(v.Load()) }))
+	}
+	return out
+}
+
+// viewMetrics count the cluster-view reports refused (view.go).
+func viewMetrics(v *clusterView) []prometheus.Collector {
+	return []prometheus.Collector{prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "macula_cluster_view_reports_refused_total",
+		Help: "Link reports from peers refused: malformed, naming another node, too large or too frequent."},
+		func() float64 { return float64(v.dropped.Load()) })}
+}
 
 func newCollector(c *cluster.Cluster) *collector {
 	st := c.Stats()
@@ -72,7 +137,7 @@ func metricName(s string) string {
 func (col *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descLinksUp, descLinksDown, descHSFail, descProto, descDuplicates,
 		descDials, descDialFails, descPending, descMsgs, descMsgBytes, descDiscovered, descConnected,
-		descEvents, descDropped, descPanics, col.rejected, col.peers} {
+		descEvents, descDropped, descPanics, descHandshake, col.rejected, col.peers} {
 		ch <- d
 	}
 	for _, d := range col.counters {
@@ -119,4 +184,11 @@ func (col *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descEvents, st.Events)
 	counter(descDropped, st.EventsDropped)
 	counter(descPanics, st.EventPanics)
+	hs := ms.Handshakes
+	cum, buckets := uint64(0), make(map[float64]uint64, len(handshakeBuckets))
+	for i, le := range handshakeBuckets {
+		cum += hs.Counts[i]
+		buckets[le] = cum
+	}
+	ch <- prometheus.MustNewConstHistogram(descHandshake, hs.Count, hs.Sum.Seconds(), buckets)
 }

@@ -2,11 +2,12 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	cluster "github.com/macula-io/cluster"
@@ -36,8 +37,9 @@ func TestMetricsEveryStrategy(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			reg := prometheus.NewRegistry()
-			reg.MustRegister(newCollector(c))
+			hook := newEventHook("true", time.Second, slog.New(slog.DiscardHandler))
+			defer hook.Close()
+			reg := newRegistry(c, append(viewMetrics(newClusterView(slog.New(slog.DiscardHandler), nil)), hookMetrics(hook)...)...)
 			problems, err := testutil.GatherAndLint(reg)
 			if err != nil {
 				t.Fatal(err)
@@ -69,7 +71,9 @@ func TestMetricsEveryStrategy(t *testing.T) {
 				`macula_mesh_handshake_failures_total{reason="bad_cookie"} 0`,
 				`macula_mesh_links_down_total{reason="timeout"} 0`,
 				`macula_mesh_protocol_errors_total{reason="malformed"} 0`,
-				"macula_mesh_duplicate_links_total 0", "macula_event_handler_panics_total 0") {
+				"macula_mesh_duplicate_links_total 0", "macula_event_handler_panics_total 0",
+				`macula_build_info{commit="`, `macula_event_hook_runs_total{result="dropped"} 0`,
+				`macula_event_hook_runs_total{result="timeout"} 0`, "macula_cluster_view_reports_refused_total 0", "go_goroutines ", "go_info{version=", "process_open_fds ") {
 				if !strings.Contains(text, w) {
 					t.Errorf("metrics lack %q:\n%s", w, text)
 				}
@@ -79,3 +83,49 @@ func TestMetricsEveryStrategy(t *testing.T) {
 }
 
 func strconvF(v float64) string { return strconv.FormatFloat(v, 'f', 6, 64) }
+
+// TestMetricsHandshakeHistogram: macula_mesh_handshake_duration_seconds
+// exists with every bucket at 0 from the start and counts the handshakes
+// of a link on both nodes.
+func TestMetricsHandshakeHistogram(t *testing.T) {
+	start := func(name string, nodes ...string) *cluster.Cluster {
+		c, err := cluster.Start(context.Background(), cluster.Config{Strategy: cluster.StrategyStatic, Nodes: nodes,
+			Mesh: mesh.Config{Name: name, Cookie: "c", Listen: "127.0.0.1:0"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	histogram := func(c *cluster.Cluster) (count uint64, buckets int) {
+		mfs, err := newRegistry(c).Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() == "macula_mesh_handshake_duration_seconds" {
+				h := mf.GetMetric()[0].GetHistogram()
+				return h.GetSampleCount(), len(h.GetBucket())
+			}
+		}
+		t.Fatal("no macula_mesh_handshake_duration_seconds")
+		return 0, 0
+	}
+	a := start("a@127.0.0.1")
+	if n, b := histogram(a); n != 0 || b != len(mesh.HandshakeBuckets) {
+		t.Fatalf("at start: count %d, %d buckets", n, b)
+	}
+	b := start("b@127.0.0.1", a.Self().Addr)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		na, _ := histogram(a)
+		nb, _ := histogram(b)
+		if na == 1 && nb == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("handshakes counted: a %d, b %d; want 1 each", na, nb)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -19,6 +19,8 @@ func cmdNodes(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	jsonOut := fs.Bool("json", false, "print the raw JSON view")
 	watch := fs.Bool("watch", false, "keep watching: print the view again whenever membership changes (Ctrl-C stops)")
 	every := fs.String("interval", "1s", "--watch: how often to ask, ms or Go duration")
+	var tagF tagFlag
+	fs.Var(&tagF, "tag", "only connected members with this tag, key=value; repeat: all of them")
 	status := fs.String("status", "", "only members in this state: up (connected), down (went down, not by leaving), left (left gracefully), discovered (found, not connected)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -27,6 +29,10 @@ func cmdNodes(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	case "", "up", "down", "left", "discovered":
 	default:
 		return usageError{fmt.Errorf("--status %q: want up, down, left or discovered", *status)}
+	}
+	want, err := parseTags(tagF.list)
+	if err != nil {
+		return usageError{fmt.Errorf("--tag %w", err)}
 	}
 	interval, err := envx.ParseDuration(*every)
 	if err != nil || interval < 100*time.Millisecond {
@@ -46,7 +52,7 @@ func cmdNodes(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			_, err := stdout.Write(body)
 			return err
 		}
-		printNodes(stdout, filterView(v, *status), time.Now())
+		printNodes(stdout, filterTags(filterView(v, *status), want), time.Now())
 		return nil
 	}
 	last := "\x00" // matches no key: the first view is always printed
@@ -63,7 +69,7 @@ func cmdNodes(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				last = key
 			}
 		default:
-			v = filterView(v, *status)
+			v = filterTags(filterView(v, *status), want)
 			if key := membershipKey(v); key != last {
 				last = key
 				if *jsonOut {
@@ -110,6 +116,29 @@ func fetchNodes(ctx context.Context, url, addr string) ([]byte, nodesView, error
 	return body, v, nil
 }
 
+// filterTags keeps the connected members that have every tag of want
+// (and their discovered rows); members not connected have no known tags.
+func filterTags(v nodesView, want map[string]string) nodesView {
+	if len(want) == 0 {
+		return v
+	}
+	keep := map[string]bool{}
+	out := v
+	out.Connected, out.Discovered, out.Recent = []nodeView{}, []nodeView{}, []recentMember{}
+	for _, c := range v.Connected {
+		if matchTags(c.Tags, want) {
+			keep[c.Node] = true
+			out.Connected = append(out.Connected, c)
+		}
+	}
+	for _, d := range v.Discovered {
+		if keep[d.Node] {
+			out.Discovered = append(out.Discovered, d)
+		}
+	}
+	return out
+}
+
 // filterView keeps the members in one state: up, down, left, discovered.
 func filterView(v nodesView, status string) nodesView {
 	if status == "" {
@@ -152,7 +181,7 @@ func membershipKey(v nodesView) string {
 		fmt.Fprintf(&b, "d %s %s|", d.Node, d.Addr)
 	}
 	for _, c := range v.Connected {
-		fmt.Fprintf(&b, "c %s %s %d|", c.Node, c.Addr, c.Incarnation)
+		fmt.Fprintf(&b, "c %s %s %d %s|", c.Node, c.Addr, c.Incarnation, formatTags(c.Tags))
 	}
 	for _, r := range v.Recent {
 		fmt.Fprintf(&b, "r %s %s|", r.Node, r.Reason)
@@ -161,7 +190,11 @@ func membershipKey(v nodesView) string {
 }
 
 func printNodes(w io.Writer, v nodesView, now time.Time) {
-	fmt.Fprintf(w, "self: %s  addr %s  strategy %s  incarnation %d\n\n", v.Self.Node, v.Self.Addr, v.Self.Strategy, v.Self.Incarnation)
+	fmt.Fprintf(w, "self: %s  addr %s  strategy %s  incarnation %d", v.Self.Node, v.Self.Addr, v.Self.Strategy, v.Self.Incarnation)
+	if len(v.Self.Tags) > 0 {
+		fmt.Fprintf(w, "  tags %s", formatTags(v.Self.Tags))
+	}
+	fmt.Fprint(w, "\n\n")
 	connected := map[string]nodeView{}
 	for _, n := range v.Connected {
 		connected[n.Node] = n
@@ -172,10 +205,13 @@ func printNodes(w io.Writer, v nodesView, now time.Time) {
 		recent[r.Node] = r
 	}
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tADDR\tDISCOVERED\tCONNECTED\tDIRECTION")
+	fmt.Fprintln(tw, "NODE\tADDR\tDISCOVERED\tCONNECTED\tDIRECTION\tTAGS")
 	row := func(node, addr, disc string) {
-		conn, dir := "-", "-"
+		conn, dir, tags := "-", "-", "-"
 		if c, ok := connected[node]; ok {
+			if len(c.Tags) > 0 {
+				tags = formatTags(c.Tags)
+			}
 			conn = "up " + ago(now, c.Since)
 			if c.Addr != "" {
 				addr = c.Addr
@@ -189,7 +225,7 @@ func printNodes(w io.Writer, v nodesView, now time.Time) {
 		if addr == "" {
 			addr = "(not dialable)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", node, addr, disc, conn, dir)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", node, addr, disc, conn, dir, tags)
 	}
 	for _, d := range v.Discovered {
 		seen[d.Node] = true
@@ -202,7 +238,11 @@ func printNodes(w io.Writer, v nodesView, now time.Time) {
 	}
 	for _, r := range v.Recent {
 		if !seen[r.Node] {
-			row(r.Node, "-", "-")
+			addr := r.Addr
+			if addr == "" {
+				addr = "-"
+			}
+			row(r.Node, addr, "-")
 		}
 	}
 	tw.Flush()

@@ -11,9 +11,10 @@ import (
 	"io"
 	"net"
 	"os"
-	"strconv"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	cluster "github.com/macula-io/cluster"
 	"github.com/macula-io/cluster/gossip"
@@ -32,6 +33,8 @@ type runFlags struct {
 	tlsCert, tlsKey, tlsCA  string
 	httpAddr, minPeers      string
 	httpMaxConns            string
+	onEvent, onEventTimeout string
+	tags                    tagFlag
 	control                 string
 	broadcast, noTransitive bool
 	jsonOut                 bool
@@ -78,6 +81,9 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.control, "control", defaultControl, "loopback address where \"macula nodes\" finds this node (9181-9189 when the default port is taken), or off")
 	fs.StringVar(&f.httpMaxConns, "http-max-conns", "0", "cap on open --http connections; at the cap the oldest idle one is closed (0: an eighth of the open-file limit, 32-512)")
 	fs.StringVar(&f.minPeers, "min-peers", "0", "/readyz: ready when at least this many peers are connected")
+	fs.Var(&f.tags, "tag", "a tag of this node, key=value; repeat for more (env MACULA_TAGS, comma-separated); peers see them in events, /nodes and the page")
+	fs.StringVar(&f.onEvent, "on-event", "", "run this shell command for each membership event, with MACULA_EVENT, MACULA_NODE, ... in its environment and the event as a JSON line on stdin (README: event handlers)")
+	fs.StringVar(&f.onEventTimeout, "on-event-timeout", "10s", "kill an --on-event command that runs longer than this, ms or Go duration")
 	fs.BoolVar(&f.jsonOut, "json", false, "print events as JSON lines on stdout (logs stay on stderr)")
 	f.logFlags.register(fs)
 }
@@ -127,6 +133,18 @@ func (f *runFlags) config(getenv func(string) string) (cluster.Config, error) {
 	}
 	if _, err := parseMinPeers(f.httpMaxConns); err != nil {
 		return cfg, usageError{fmt.Errorf("--http-max-conns %q: want a number of connections, 0 (automatic) or more", f.httpMaxConns)}
+	}
+	if len(f.tags.list) > 0 {
+		if cfg.Tags, err = parseTags(f.tags.list); err != nil {
+			return cfg, usageError{fmt.Errorf("--tag %w", err)}
+		}
+	} else if env := getenv("MACULA_TAGS"); env != "" {
+		if cfg.Tags, err = parseTags(splitComma(env)); err != nil {
+			return cfg, usageError{fmt.Errorf("MACULA_TAGS=%q: %w", env, err)}
+		}
+	}
+	if _, err := parsePositiveDuration(f.onEventTimeout); err != nil {
+		return cfg, usageError{fmt.Errorf("--on-event-timeout %q: %w", f.onEventTimeout, err)}
 	}
 	if f.httpAddr != "" {
 		if _, err := parseListen(f.httpAddr); err != nil {
@@ -222,8 +240,20 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	cfg.EventQueue = -1
 	out := newPrinter(stdout, f.jsonOut)
 	recent := newRecentTable()
+	ui := &webUI{view: newClusterView(log, cfg.Tags), hub: newEventHub()}
+	cfg.Mesh.OnMessage = ui.view.receive
+	var hook *eventHook
+	if f.onEvent != "" {
+		t, _ := parsePositiveDuration(f.onEventTimeout)
+		hook = newEventHook(f.onEvent, t.(time.Duration), log)
+	}
 	cfg.OnEvent = func(e cluster.Event) {
+		if hook != nil {
+			hook.push(e)
+		}
 		recent.event(e)
+		ui.view.event(e)
+		ui.hub.publish(e)
 		out.event(e)
 	}
 
@@ -256,14 +286,34 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	c, err := cluster.Start(ctx, cfg)
 	if err != nil {
 		closeListeners()
+		if hook != nil {
+			hook.Close()
+		}
 		return err
 	}
+	if hook != nil {
+		hook.start(c.Self())
+	}
+	viewCtx, stopView := context.WithCancel(context.Background())
+	viewDone := make(chan struct{})
+	go func() {
+		defer close(viewDone)
+		ui.view.run(viewCtx, c)
+	}()
 	var srv, ctl *httpServer
+	// Each listener has its own registry: collectors are built per server.
+	metrics := func() []prometheus.Collector {
+		m := viewMetrics(ui.view)
+		if hook != nil {
+			m = append(m, hookMetrics(hook)...)
+		}
+		return m
+	}
 	if httpLn != nil {
-		srv = serveHTTP(httpLn, c, recent, minPeers, maxConns, log)
+		srv = serveHTTP(httpLn, c, recent, ui, minPeers, maxConns, log, metrics()...)
 	}
 	if ctlLn != nil {
-		ctl = serveHTTP(ctlLn, c, recent, minPeers, controlMaxConns, log)
+		ctl = serveHTTP(ctlLn, c, recent, ui, minPeers, controlMaxConns, log, metrics()...)
 	}
 	ready := map[string]any{"node": c.Self().Node, "addr": c.Self().Addr, "strategy": c.Strategy().Name()}
 	if gs, ok := c.Strategy().(*gossip.Strategy); ok {
@@ -279,7 +329,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 	<-ctx.Done()
 	log.Info("leaving the cluster", "node", c.Self().Node)
+	stopView()
+	<-viewDone
 	err = c.Close()
+	if hook != nil {
+		hook.Close() // after the last event
+	}
 	for _, s := range []*httpServer{srv, ctl} {
 		if s != nil {
 			s.Close()
@@ -322,16 +377,7 @@ func (p *printer) event(e cluster.Event) {
 }
 
 func (p *printer) writeEvent(e cluster.Event) {
-	f := map[string]any{"node": e.Node}
-	switch e.Kind {
-	case cluster.Discovered, cluster.Lost:
-		f["addr"], f["source"] = e.Addr, e.Source
-	case cluster.NodeUp:
-		f["addr"], f["incarnation"] = e.Addr, strconv.FormatUint(e.Incarnation, 10)
-	case cluster.NodeDown:
-		f["reason"] = e.Reason
-	}
-	p.write(e.Kind.String(), e.Time, f)
+	p.write(e.Kind.String(), e.Time, eventFields(e))
 }
 
 func (p *printer) write(event string, t time.Time, fields map[string]any) {
@@ -345,8 +391,10 @@ func (p *printer) write(event string, t time.Time, fields map[string]any) {
 		return
 	}
 	line := t.Format("15:04:05.000") + " " + event
-	for _, k := range []string{"node", "addr", "source", "incarnation", "reason", "gossip", "strategy", "http", "control"} {
-		if v, ok := fields[k]; ok && v != "" {
+	for _, k := range []string{"node", "addr", "source", "incarnation", "reason", "tags", "gossip", "strategy", "http", "control"} {
+		if t, ok := fields[k].(map[string]string); ok {
+			line += " " + k + "=" + formatTags(t)
+		} else if v, ok := fields[k]; ok && v != "" {
 			line += fmt.Sprintf(" %s=%v", k, v)
 		}
 	}
