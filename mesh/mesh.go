@@ -41,6 +41,7 @@ type Stats struct {
 	HandshakeFailures map[string]uint64 // failed handshakes (both directions) by reason; see doc.go
 	ProtocolErrors    map[string]uint64 // links closed for a bad frame after the handshake, by reason
 	DuplicateLinks    uint64            // connections dropped because the pair already had a link or a winning dial (crossed dials: normal; counted by the node that drops them, never in HandshakeFailures)
+	LinkReplacements  uint64            // links replaced by a newer connection of the same peer incarnation, without NodeDown/NodeUp (crossed dials both committed, a peer re-dialling)
 	PendingHandshakes uint64            // inbound handshakes in progress now
 	Dials             uint64            // outbound TCP connection attempts
 	DialFailures      uint64            // outbound TCP connection attempts that failed

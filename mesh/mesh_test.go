@@ -637,15 +637,17 @@ func TestIPv6(t *testing.T) {
 // HandshakeFailures does not fire on a healthy cluster forming.
 func TestCrossedDialsAreNotFailures(t *testing.T) {
 	p := newPKI(t)
-	for _, useTLS := range []bool{false, true} {
-		t.Run("TLS="+strconv.FormatBool(useTLS), func(t *testing.T) {
+	for _, tc := range []struct{ useTLS, byAddr bool }{{false, false}, {true, false}, {false, true}} {
+		useTLS := tc.useTLS
+		t.Run("TLS="+strconv.FormatBool(useTLS)+",byAddr="+strconv.FormatBool(tc.byAddr), func(t *testing.T) {
 			const n, rounds = 5, 6
 			var dups uint64
 			for round := range rounds {
 				ns := names(n)
 				nodes := make([]*Mesh, n)
+				recs := make([]*recorder, n)
 				for i := range n {
-					nodes[i], _ = startNode(t, ns[i], func(c *Config) {
+					nodes[i], recs[i] = startNode(t, ns[i], func(c *Config) {
 						if useTLS {
 							c.TLS = p.mtls(p.leaf(t, ns[i]))
 						}
@@ -656,7 +658,11 @@ func TestCrossedDialsAreNotFailures(t *testing.T) {
 				for i := range n {
 					for j := range n {
 						if i != j {
-							wg.Go(func() { <-start; nodes[i].Connect(ns[j], nodes[j].Addr()) })
+							name := ns[j]
+							if tc.byAddr {
+								name = "" // learned in the handshake; transitive lists cross too
+							}
+							wg.Go(func() { <-start; nodes[i].Connect(name, nodes[j].Addr()) })
 						}
 					}
 				}
@@ -668,11 +674,20 @@ func TestCrossedDialsAreNotFailures(t *testing.T) {
 				for i := range n {
 					eventually(t, 10*time.Second, "quiet", nodes[i].quiet)
 				}
+				// Crossed dials are link business: no member went down.
+				for i := range n {
+					for _, e := range recs[i].snapshot() {
+						if e.Kind == NodeDown {
+							t.Errorf("round %d: %s saw %v during formation", round, ns[i], e)
+						}
+					}
+				}
 				// Stop redialling, then close: Close waits for every
 				// goroutine, so the counters read afterwards are final.
 				for i := range n {
 					for j := range n {
 						nodes[i].Forget(ns[j])
+						nodes[i].Forget(nodes[j].Addr())
 					}
 				}
 				for i := range n {

@@ -8,6 +8,7 @@ import (
 
 type counters struct {
 	linksUp, duplicates, dials, dialFailures atomic.Uint64
+	relinks                                  atomic.Uint64
 	msgsSent, msgsRecv, bytesSent, bytesRecv atomic.Uint64
 	mu                                       sync.Mutex
 	linksDown, hsFail, proto                 map[string]uint64
@@ -62,6 +63,8 @@ func (c *counters) snapshot() Stats {
 	}
 	s.LinksUp = c.linksUp.Load()
 	s.DuplicateLinks = c.duplicates.Load()
+	s.LinkReplacements = c.relinks.Load()
+
 	s.Dials = c.dials.Load()
 	s.DialFailures = c.dialFailures.Load()
 	s.MessagesSent = c.msgsSent.Load()

@@ -67,6 +67,15 @@ func (m *Mesh) removeLocked(l *link, r Reason) {
 	if l.removed {
 		return
 	}
+	m.unlinkLocked(l)
+	if r == ReasonLeft {
+		m.rememberLeftLocked(l.peer)
+	}
+	m.emitDownLocked(l, r)
+}
+
+// unlinkLocked takes l out of the table without an event.
+func (m *Mesh) unlinkLocked(l *link) {
 	l.removed = true
 	if m.links[l.peer.Name] == l {
 		delete(m.links, l.peer.Name)
@@ -76,10 +85,6 @@ func (m *Mesh) removeLocked(l *link, r Reason) {
 			delete(m.addrLinks, a)
 		}
 	}
-	if r == ReasonLeft {
-		m.rememberLeftLocked(l.peer)
-	}
-	m.emitDownLocked(l, r)
 }
 
 // linkDown is called once per link when it fails. If the link is still in
@@ -199,7 +204,16 @@ func (m *Mesh) admit(peer hello, conn, raw net.Conn, dialled string, ps *peerSta
 		m.st.duplicates.Add(1)
 		return nil, nil, refuseDuplicate
 	}
-	if old != nil {
+	// A new connection of the same incarnation (crossed dials that both
+	// acceptors committed to, or a peer re-dialling a link it gave up)
+	// replaces the link without NodeDown/NodeUp: the member did not change,
+	// only its TCP connection. A new incarnation is a restart: both events.
+	relink := old != nil && reason == ReasonClosed
+	switch {
+	case relink:
+		m.unlinkLocked(old)
+		m.st.relinks.Add(1)
+	case old != nil:
 		m.removeLocked(old, reason)
 	}
 	l = newLink(m, peer, conn, raw, outbound)
@@ -209,7 +223,9 @@ func (m *Mesh) admit(peer hello, conn, raw net.Conn, dialled string, ps *peerSta
 	if dialled != "" {
 		m.addrLinks[dialled] = l
 	}
-	m.emitUpLocked(l)
+	if !relink {
+		m.emitUpLocked(l)
+	}
 	m.peersChangedLocked()
 	return l, old, 0
 }
@@ -274,8 +290,11 @@ func (m *Mesh) learnPeers(from *link, ps []peerInfo) {
 		return
 	}
 	for _, p := range ps {
-		if p.Name == m.name || m.links[p.Name] != nil {
+		if p.Name == m.name || m.links[p.Name] != nil || m.addrLinks[p.Addr] != nil {
 			continue
+		}
+		if byAddr := m.peers[p.Addr]; byAddr != nil && byAddr.name == "" {
+			continue // an address-only target will link it: one dial, not two
 		}
 		if t, ok := m.leftNames[p.Name]; ok {
 			if time.Since(t) <= leftMemory {

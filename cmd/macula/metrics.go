@@ -34,6 +34,7 @@ var (
 	descLinksDown  = prometheus.NewDesc("macula_mesh_links_down_total", "Mesh links lost, by reason.", []string{"reason"}, nil)
 	descHSFail     = prometheus.NewDesc("macula_mesh_handshake_failures_total", "Mesh handshakes failed, by reason (crossed dials are not failures: see macula_mesh_duplicate_links_total).", []string{"reason"}, nil)
 	descProto      = prometheus.NewDesc("macula_mesh_protocol_errors_total", "Mesh links closed for a bad frame after the handshake, by reason.", []string{"reason"}, nil)
+	descRelinks    = prometheus.NewDesc("macula_mesh_link_replacements_total", "Links replaced by a newer connection of the same peer incarnation, without nodedown/nodeup.", nil, nil)
 	descDuplicates = prometheus.NewDesc("macula_mesh_duplicate_links_total", "Connections dropped because the pair already had a link or a winning dial (normal with simultaneous dials).", nil, nil)
 	descDials      = prometheus.NewDesc("macula_mesh_dials_total", "Outbound TCP connection attempts.", nil, nil)
 	descDialFails  = prometheus.NewDesc("macula_mesh_dial_failures_total", "Outbound TCP connection attempts that failed.", nil, nil)
@@ -135,7 +136,7 @@ func metricName(s string) string {
 }
 
 func (col *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLinksUp, descLinksDown, descHSFail, descProto, descDuplicates,
+	for _, d := range []*prometheus.Desc{descLinksUp, descLinksDown, descHSFail, descProto, descDuplicates, descRelinks,
 		descDials, descDialFails, descPending, descMsgs, descMsgBytes, descDiscovered, descConnected,
 		descEvents, descDropped, descPanics, descHandshake, col.rejected, col.peers} {
 		ch <- d
@@ -172,6 +173,7 @@ func (col *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descProto, n, reason)
 	}
 	counter(descDuplicates, ms.DuplicateLinks)
+	counter(descRelinks, ms.LinkReplacements)
 	counter(descDials, ms.Dials)
 	counter(descDialFails, ms.DialFailures)
 	gauge(descPending, float64(ms.PendingHandshakes))
