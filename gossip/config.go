@@ -59,9 +59,20 @@ type Config struct {
 	// 0 = max(5*Interval, 5s). An explicit value is honoured as given but
 	// must exceed Interval.
 	Expiry time.Duration
-	// MaxPeers bounds the discovered table. 0 = 4096. Heartbeats of new
-	// nodes beyond it are dropped (reason "table_full").
+	// MaxPeers bounds the discovered table. 0 = 4096. When it is full, a
+	// new node evicts the least recently heard unverified entry (one not
+	// yet heard over a whole interval, or not dialable), or a verified one
+	// silent for two intervals (counted in Stats.Evicted, reported Gone);
+	// if there is none, its heartbeat is dropped (reason "table_full").
 	MaxPeers int
+	// AcceptForeignHosts makes a node dialable whatever the packet's source
+	// address. false = a heartbeat's advertised host must be the packet's
+	// source IP, or both must be addresses of this machine (nodes on one
+	// host); otherwise the node is discovered but not dialled (its Peer has
+	// no Addr; reason "undialable", a rate-limited warning). Host names are
+	// not resolved: a node that advertises a name is dialled only with
+	// AcceptForeignHosts. Set it behind NAT, or when nodes advertise names.
+	AcceptForeignHosts bool
 	// Node is our node field, "name@host:port" (port = mesh TCP port), or
 	// "name@host" for a node that cannot be dialled. Required by Start.
 	Node string
@@ -87,6 +98,7 @@ type settings struct {
 	keyring   *Keyring
 	expiry    time.Duration
 	maxPeers  int
+	foreign   bool
 	self      discovery.Peer
 	selfNode  string // our node field on the wire
 	log       *slog.Logger
@@ -102,6 +114,7 @@ func (cfg Config) resolve() (settings, error) {
 	s := settings{
 		port: cfg.Port, interval: cfg.Interval, ttl: cfg.TTL, broadcast: cfg.Broadcast,
 		expiry: cfg.Expiry, maxPeers: cfg.MaxPeers, log: cfg.Logger, sink: cfg.Sink,
+		foreign: cfg.AcceptForeignHosts,
 	}
 	group := cfg.Group
 	if group == "" {
@@ -180,6 +193,7 @@ const (
 	EnvInterval      = "MACULA_GOSSIP_INTERVAL"
 	EnvTTL           = "MACULA_GOSSIP_TTL"
 	EnvBroadcast     = "MACULA_GOSSIP_BROADCAST"
+	EnvAcceptForeign = "MACULA_GOSSIP_ACCEPT_FOREIGN"
 )
 
 // ConfigFromEnv fills the zero fields of base from the environment (option
@@ -194,6 +208,7 @@ const (
 //	MACULA_GOSSIP_INTERVAL  milliseconds ("1500") or a Go duration ("1.5s")
 //	MACULA_GOSSIP_TTL       1-255
 //	MACULA_GOSSIP_BROADCAST true/false (strconv.ParseBool): broadcast mode
+//	MACULA_GOSSIP_ACCEPT_FOREIGN true/false: Config.AcceptForeignHosts
 //
 // List entries are trimmed of spaces. An invalid value is an error wrapping
 // ErrInvalidConfig that names the variable and the value (secrets are never
@@ -260,6 +275,13 @@ func ConfigFromEnv(base Config, getenv func(string) string) (Config, error) {
 			return base, bad(EnvBroadcast, v, "want true or false")
 		}
 		cfg.Broadcast = b
+	}
+	if v := getenv(EnvAcceptForeign); v != "" && !cfg.AcceptForeignHosts {
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			return base, bad(EnvAcceptForeign, v, "want true or false")
+		}
+		cfg.AcceptForeignHosts = b
 	}
 	return cfg, nil
 }
