@@ -65,13 +65,16 @@ type Config struct {
 	// silent for two intervals (counted in Stats.Evicted, reported Gone);
 	// if there is none, its heartbeat is dropped (reason "table_full").
 	MaxPeers int
-	// AcceptForeignHosts makes a node dialable whatever the packet's source
-	// address. false = a heartbeat's advertised host must be the packet's
-	// source IP, or both must be addresses of this machine (nodes on one
-	// host); otherwise the node is discovered but not dialled (its Peer has
-	// no Addr; reason "undialable", a rate-limited warning). Host names are
-	// not resolved: a node that advertises a name is dialled only with
-	// AcceptForeignHosts. Set it behind NAT, or when nodes advertise names.
+	// AcceptForeignHosts makes a node of an unsigned heartbeat dialable
+	// whatever the packet's source address. false = without Secrets, a
+	// heartbeat's advertised host must be the packet's source IP, or both
+	// must be addresses of this machine (nodes on one host); otherwise the
+	// node is discovered but not dialled (its Peer has no Addr; reason
+	// "undialable", a rate-limited warning). Host names are not resolved:
+	// a node that advertises a name is dialled only with AcceptForeignHosts
+	// or Secrets. Set it behind NAT, or when nodes advertise names without
+	// a secret. Heartbeats that verify against Secrets are always dialable:
+	// only a member can have signed the address.
 	AcceptForeignHosts bool
 	// Node is our node field, "name@host:port" (port = mesh TCP port), or
 	// "name@host" for a node that cannot be dialled. Required by Start.

@@ -105,15 +105,17 @@
 //
 // Dial only what is plausible. Unsigned gossip (the default) would let
 // anyone on the LAN make every node dial any address (a victim, or an
-// amplifier: N nodes x M names). So a heartbeat's advertised host must be
-// the packet's source IP, or both must be addresses of this machine (nodes
+// amplifier: N nodes x M names). So, without a secret, a heartbeat's
+// advertised host must be the packet's source IP, or both must be addresses of this machine (nodes
 // on one host, the source on lo); otherwise the node is discovered but not
 // dialable (Peer.Addr cleared, counted as "undialable" once per new entry,
 // warned once per source per 10 s, naming the advertised and the source
 // address). Host names are not resolved (a lookup per hostile name would be
 // an amplifier of its own): a node advertising a name is dialled only with
-// Config.AcceptForeignHosts, which also covers NAT and proxies where the
-// source is not the advertised address. The check does not stop an
+// Config.AcceptForeignHosts or a secret, which also cover NAT and proxies
+// where the source is not the advertised address. With a secret the check
+// is skipped: a verified heartbeat names an address some member signed, and
+// a replay of it from elsewhere only makes nodes dial that member. The check does not stop an
 // attacker that spoofs the source IP of a UDP packet (easy on a LAN): the
 // mesh then dials one connection at a time per address with backoff,
 // whatever the names, and at most MaxDials in all.
@@ -125,6 +127,5 @@
 // (no link comes up: the mesh handshake needs the cookie). Replaying an old
 // field of a node before this node ever heard its new one makes the old one
 // current until the new one is heard; the mesh still links, since the real
-// node dials us. A signed heartbeat replayed from another source is
-// "undialable" unless the sender spoofs the source too.
+// node dials us.
 package gossip

@@ -58,6 +58,21 @@ func TestForeignHostNotDialable(t *testing.T) {
 	}
 }
 
+// TestSignedForeignHostDialable: a heartbeat that verifies against the
+// secret is dialable whatever its source (only a member can sign an
+// address; compose nodes advertise service names such as macula@node1).
+func TestSignedForeignHostDialable(t *testing.T) {
+	t.Parallel()
+	port := freePort(t)
+	a := startNode(t, port, "a", func(c *Config) { c.Expiry = time.Minute; c.Secrets = []string{"s3cret"} })
+	s := newRawSender(t, port)
+	s.send(t, AppendHeartbeat(nil, "m@node1:9100", NewKeyring("s3cret")))
+	a.rec.wait(t, "signed named node", func(evs []Event) bool { return has(evs, Discovered, "m@node1:9100") })
+	if r := a.Stats().Rejected[ReasonUndialable]; r != 0 {
+		t.Errorf("undialable = %d, want 0", r)
+	}
+}
+
 // TestReplayDoesNotFlap: alternating a name's superseded port with its
 // current one (a replay of an old heartbeat) causes no further Found or
 // Gone once the new port has been heard.

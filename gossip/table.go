@@ -52,8 +52,8 @@ func (g *Gossip) refreshOwn() {
 	g.own.Store(o)
 }
 
-// plausible reports whether a node advertising addr ("host:port") may be
-// dialled when its heartbeat came from src: the host is the source IP, or
+// plausible reports whether a node advertising addr ("host:port") in an
+// unsigned heartbeat may be dialled when the heartbeat came from src: the host is the source IP, or
 // both are addresses of this machine, or the config accepts foreign hosts.
 // Host names are not resolved (a lookup per heartbeat of a hostile name
 // would itself be an amplifier), except "localhost".
@@ -158,7 +158,9 @@ func (g *Gossip) apply(r received) {
 	}
 	g.heard.Add(1)
 	p := r.peer
-	undialable := p.Addr != "" && !g.plausible(p.Addr, r.from.Addr())
+	// A verified signature means a member of the cluster advertised the
+	// address (a replay only repeats a member's address): trusted as is.
+	undialable := g.s.keyring.Len() == 0 && p.Addr != "" && !g.plausible(p.Addr, r.from.Addr())
 	if undialable {
 		p.Addr = ""
 	}
