@@ -70,11 +70,12 @@ type Config struct {
 	// heartbeat's advertised host must be the packet's source IP, or both
 	// must be addresses of this machine (nodes on one host); otherwise the
 	// node is discovered but not dialled (its Peer has no Addr; reason
-	// "undialable", a rate-limited warning). Host names are not resolved:
-	// a node that advertises a name is dialled only with AcceptForeignHosts
-	// or Secrets. Set it behind NAT, or when nodes advertise names without
-	// a secret. Heartbeats that verify against Secrets are always dialable:
-	// only a member can have signed the address.
+	// "undialable", a rate-limited warning). A host name is resolved
+	// (bounded: 2 lookups at once, 1 s each, 256 names cached for a
+	// minute) and must lead to the source; such a node is reported on its
+	// first heartbeat after the answer. Set it behind NAT. Heartbeats that
+	// verify against Secrets are always dialable: only a member can have
+	// signed the address.
 	AcceptForeignHosts bool
 	// Node is our node field, "name@host:port" (port = mesh TCP port), or
 	// "name@host" for a node that cannot be dialled. Required by Start.
@@ -88,6 +89,10 @@ type Config struct {
 	// Gone when it was not heard for Expiry. It is called from the table
 	// goroutine and must not block (discovery.Sink).
 	Sink discovery.Sink
+
+	// lookup resolves host names of unsigned heartbeats (tests set it);
+	// nil = the system resolver.
+	lookup lookupFunc
 }
 
 // settings is a validated Config with defaults applied.
@@ -102,6 +107,7 @@ type settings struct {
 	expiry    time.Duration
 	maxPeers  int
 	foreign   bool
+	lookup    lookupFunc
 	self      discovery.Peer
 	selfNode  string // our node field on the wire
 	log       *slog.Logger
@@ -117,7 +123,7 @@ func (cfg Config) resolve() (settings, error) {
 	s := settings{
 		port: cfg.Port, interval: cfg.Interval, ttl: cfg.TTL, broadcast: cfg.Broadcast,
 		expiry: cfg.Expiry, maxPeers: cfg.MaxPeers, log: cfg.Logger, sink: cfg.Sink,
-		foreign: cfg.AcceptForeignHosts,
+		foreign: cfg.AcceptForeignHosts, lookup: cfg.lookup,
 	}
 	group := cfg.Group
 	if group == "" {
@@ -182,6 +188,9 @@ func (cfg Config) resolve() (settings, error) {
 	s.selfNode = cfg.Node
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.lookup == nil {
+		s.lookup = defaultLookup
 	}
 	return s, nil
 }

@@ -106,19 +106,22 @@
 // Dial only what is plausible. Unsigned gossip (the default) would let
 // anyone on the LAN make every node dial any address (a victim, or an
 // amplifier: N nodes x M names). So, without a secret, a heartbeat's
-// advertised host must be the packet's source IP, or both must be addresses of this machine (nodes
-// on one host, the source on lo); otherwise the node is discovered but not
-// dialable (Peer.Addr cleared, counted as "undialable" once per new entry,
-// warned once per source per 10 s, naming the advertised and the source
-// address). Host names are not resolved (a lookup per hostile name would be
-// an amplifier of its own): a node advertising a name is dialled only with
-// Config.AcceptForeignHosts or a secret, which also cover NAT and proxies
-// where the source is not the advertised address. With a secret the check
-// is skipped: a verified heartbeat names an address some member signed, and
-// a replay of it from elsewhere only makes nodes dial that member. The check does not stop an
-// attacker that spoofs the source IP of a UDP packet (easy on a LAN): the
-// mesh then dials one connection at a time per address with backoff,
-// whatever the names, and at most MaxDials in all.
+// advertised host must be the packet's source IP, or both must be
+// addresses of this machine (nodes on one host, the source on lo);
+// otherwise the node is discovered but not dialable (Peer.Addr cleared,
+// counted as "undialable" once per new entry, warned once per source per
+// 10 s, naming the advertised and the source address). A host name is
+// resolved and one of its addresses must be the source (or both local);
+// lookups are bounded (2 at once, 1 s each, 256 names cached for a minute,
+// failures too), and the node is reported on its first heartbeat after the
+// answer, so a flood of names costs at most 2 queries in flight and no
+// unbounded state. Config.AcceptForeignHosts turns the check off (NAT,
+// proxies). With a secret the check is skipped: a verified heartbeat names
+// an address some member signed, and a replay of it from elsewhere only
+// makes nodes dial that member. The check does not stop an attacker that
+// spoofs the source IP of a UDP packet (easy on a LAN): the mesh then dials
+// one connection at a time per address with backoff, whatever the names,
+// and at most MaxDials in all.
 //
 // What a replay can still do: replaying a live node's current heartbeat
 // changes nothing. Replaying a superseded one is ignored while the node's

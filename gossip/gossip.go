@@ -101,6 +101,13 @@ type Gossip struct {
 	established *list.List        // of *row, verified, most recently heard first
 	own         atomic.Pointer[ownAddrs]
 
+	// host-name lookups (names.go), owned by the table goroutine
+	names    map[string]*nameState
+	lookups  int
+	resolved chan nameResult
+	ctx      context.Context // cancelled by Close: ends lookups
+	cancel   context.CancelFunc
+
 	// watcher state (watcher goroutine, or Start before it runs)
 	joined     map[string]iface  // by name
 	joinFailed map[string]string // name -> last error logged
@@ -135,6 +142,8 @@ func Start(ctx context.Context, cfg Config) (*Gossip, error) {
 		opWarn:      ratelimit.New(warnPeriod, 0),
 		table:       make(map[string]*row),
 		probation:   list.New(),
+		names:       make(map[string]*nameState),
+		resolved:    make(chan nameResult, maxLookups),
 		established: list.New(),
 		byName:      make(map[string]string),
 		joined:      make(map[string]iface),
@@ -166,6 +175,7 @@ func Start(ctx context.Context, cfg Config) (*Gossip, error) {
 		g.conn.close() // drops the memberships too
 		return nil, err
 	}
+	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.wg.Add(4)
 	go g.readLoop()
 	go g.tableLoop()
@@ -237,6 +247,7 @@ func (g *Gossip) Close() error {
 	var err error
 	g.close.Do(func() {
 		close(g.done)
+		g.cancel()
 		err = g.conn.close()
 		g.wg.Wait()
 		g.s.log.Info("gossip stopped")
@@ -335,6 +346,8 @@ func (g *Gossip) tableLoop() {
 			return
 		case r := <-g.rx:
 			g.apply(r)
+		case res := <-g.resolved:
+			g.resolvedName(res)
 		case now := <-sweep.C:
 			g.expire(now)
 		}

@@ -186,6 +186,7 @@ func startNode(t testing.TB, port int, name string, mod func(*Config)) *node {
 	cfg := Config{
 		Port: port, TTL: 1, Interval: tInterval, Expiry: tExpiry,
 		Node: name + "@127.0.0.1:9100", Sink: rec, Logger: testLogger(),
+		lookup: noLookup, // network safety: tests never ask the real resolver
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -197,6 +198,12 @@ func startNode(t testing.TB, port int, name string, mod func(*Config)) *node {
 	}
 	t.Cleanup(func() { g.Close() })
 	return &node{Gossip: g, rec: rec, name: cfg.Node}
+}
+
+// noLookup resolves nothing: host names in test heartbeats never reach a
+// real DNS server.
+func noLookup(context.Context, string) ([]netip.Addr, error) {
+	return nil, errors.New("no lookups in tests")
 }
 
 // rawSender sends test datagrams to the group on lo only.

@@ -1,8 +1,12 @@
 package gossip
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 )
@@ -20,13 +24,16 @@ func TestForeignHostNotDialable(t *testing.T) {
 	a := startNode(t, port, "a", func(c *Config) { c.Expiry = time.Minute })
 	b := startNode(t, port, "b", func(c *Config) { c.Expiry = time.Minute; c.AcceptForeignHosts = true })
 	s := newRawSender(t, port)
-	s.send(t, []byte("MACULA_GOSSIP:victim@127.0.0.77:9"))
-	s.send(t, []byte("MACULA_GOSSIP:named@example.invalid:9"))
-	s.send(t, []byte("MACULA_GOSSIP:local@127.0.0.1:9"))
-	s.send(t, []byte("MACULA_GOSSIP:lh@localhost:9"))
-	for _, n := range []*node{a, b} {
-		eventually(t, "all four", func() bool { return n.Stats().Discovered == 5 }) // the four and the other node
-	}
+	// Heartbeats repeat (a name is decided on the heartbeat after its
+	// lookup, which the test resolver fails at once).
+	eventually(t, "all four", func() bool {
+		s.send(t, []byte("MACULA_GOSSIP:victim@127.0.0.77:9"))
+		s.send(t, []byte("MACULA_GOSSIP:named@example.invalid:9"))
+		s.send(t, []byte("MACULA_GOSSIP:local@127.0.0.1:9"))
+		s.send(t, []byte("MACULA_GOSSIP:lh@localhost:9"))
+		time.Sleep(20 * time.Millisecond)
+		return a.Stats().Discovered == 5 && b.Stats().Discovered == 5 // the four and the other node
+	})
 	addrOf := func(n *node, node string) string {
 		for _, e := range n.Peers() {
 			if e.Node == node {
@@ -166,5 +173,69 @@ func TestFloodDoesNotLockOut(t *testing.T) {
 	evs, _ := a.rec.snapshot()
 	if has(evs, Lost, old.name) {
 		t.Errorf("verified node %s evicted by the flood", old.name)
+	}
+}
+
+// TestUnsignedNamesResolved: a host name in an unsigned heartbeat is
+// resolved (bounded) and must lead to the packet's source; the node is
+// reported once that is known, on its next heartbeat. A flood of names
+// never runs more than maxLookups lookups at once.
+func TestUnsignedNamesResolved(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	calls, inFlight, peak := 0, 0, 0
+	lookup := func(ctx context.Context, host string) ([]netip.Addr, error) {
+		mu.Lock()
+		calls++
+		inFlight++
+		peak = max(peak, inFlight)
+		mu.Unlock()
+		defer func() { mu.Lock(); inFlight--; mu.Unlock() }()
+		switch host {
+		case "good.test":
+			return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+		case "bad.test":
+			return []netip.Addr{netip.MustParseAddr("10.9.9.9")}, nil
+		}
+		select { // an unknown name: no answer until the timeout
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+		return nil, errors.New("no such host")
+	}
+	port := freePort(t)
+	a := startNode(t, port, "a", func(c *Config) { c.Expiry = time.Minute; c.lookup = lookup })
+	s := newRawSender(t, port)
+	for _, n := range []string{"g@good.test:9", "b@bad.test:9"} {
+		s.send(t, []byte("MACULA_GOSSIP:"+n))
+	}
+	eventually(t, "both resolved", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return calls >= 2 && inFlight == 0
+	})
+	time.Sleep(20 * time.Millisecond) // the answers reach the table goroutine
+	for _, n := range []string{"g@good.test:9", "b@bad.test:9"} {
+		s.send(t, []byte("MACULA_GOSSIP:"+n))
+	}
+	a.rec.wait(t, "both reported", func(evs []Event) bool {
+		return has(evs, Discovered, "g@good.test:9") && has(evs, Discovered, "b@bad.test")
+	})
+	if r := a.Stats().Rejected[ReasonUndialable]; r != 1 {
+		t.Errorf("undialable = %d, want 1 (bad.test)", r)
+	}
+	// A flood of 200 distinct names.
+	for i := range 200 {
+		s.send(t, fmt.Appendf(nil, "MACULA_GOSSIP:f%d@name%d.test:9", i, i))
+		if i%50 == 49 {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("name flood: %d lookups, at most %d at once", calls, peak)
+	if peak > maxLookups {
+		t.Errorf("%d lookups at once, want <= %d", peak, maxLookups)
 	}
 }

@@ -21,6 +21,9 @@ type row struct {
 	// their heartbeats are ignored while this row lives (a replay, or a
 	// copy delayed in the network, must not flap discovery).
 	superseded []string
+	advertised string // the address the heartbeat advertised (Peer.Addr is cleared when not dialable)
+	waiting    bool   // its host name is being resolved: not reported yet
+	reported   bool   // the sink was told (Found)
 }
 
 // ownAddrs is the set of this machine's interface addresses.
@@ -50,32 +53,6 @@ func (g *Gossip) refreshOwn() {
 		}
 	}
 	g.own.Store(o)
-}
-
-// plausible reports whether a node advertising addr ("host:port") in an
-// unsigned heartbeat may be dialled when the heartbeat came from src: the host is the source IP, or
-// both are addresses of this machine, or the config accepts foreign hosts.
-// Host names are not resolved (a lookup per heartbeat of a hostile name
-// would itself be an amplifier), except "localhost".
-func (g *Gossip) plausible(addr string, src netip.Addr) bool {
-	if g.s.foreign {
-		return true
-	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	src = src.Unmap().WithZone("")
-	own := g.own.Load()
-	if host == "localhost" {
-		return src.IsLoopback() || own.has(src)
-	}
-	h, err := netip.ParseAddr(host)
-	if err != nil {
-		return false
-	}
-	h = h.Unmap().WithZone("")
-	return h == src || (own.has(h) && own.has(src))
 }
 
 // listOf is the list a row belongs to.
@@ -118,6 +95,16 @@ func (g *Gossip) apply(r received) {
 	if e, ok := g.table[r.node]; ok {
 		e.LastSeen = r.at
 		e.From = r.from
+		decided, dialable := false, false
+		if e.waiting {
+			var wait bool
+			if dialable, wait = g.checkHost(e.advertised, r.from.Addr(), r.at); !wait {
+				decided, e.waiting = true, false
+				if dialable {
+					e.Addr = e.advertised
+				}
+			}
+		}
 		if !e.established && e.Addr != "" && e.LastSeen.Sub(e.FirstSeen) >= g.s.interval*3/4 {
 			// Heard over an interval and dialable: verified.
 			g.probation.Remove(e.elem)
@@ -128,6 +115,9 @@ func (g *Gossip) apply(r received) {
 		}
 		g.mu.Unlock()
 		g.heard.Add(1)
+		if decided {
+			g.report(e, !dialable, "")
+		}
 		return
 	}
 	oldNode, replace := g.byName[r.peer.Name]
@@ -158,13 +148,18 @@ func (g *Gossip) apply(r received) {
 	}
 	g.heard.Add(1)
 	p := r.peer
-	// A verified signature means a member of the cluster advertised the
-	// address (a replay only repeats a member's address): trusted as is.
-	undialable := g.s.keyring.Len() == 0 && p.Addr != "" && !g.plausible(p.Addr, r.from.Addr())
-	if undialable {
+	dialable, wait := true, false
+	if g.s.keyring.Len() == 0 && p.Addr != "" {
+		// Unsigned: anyone could have named the address. A verified
+		// signature means a member advertised it (a replay only repeats a
+		// member's address): trusted as is.
+		dialable, wait = g.checkHost(p.Addr, r.from.Addr(), r.at)
+	}
+	if !dialable {
 		p.Addr = ""
 	}
-	n := &row{Entry: Entry{Node: r.node, Peer: p, From: r.from, FirstSeen: r.at, LastSeen: r.at}}
+	n := &row{Entry: Entry{Node: r.node, Peer: p, From: r.from, FirstSeen: r.at, LastSeen: r.at},
+		advertised: r.peer.Addr, waiting: wait}
 	if old != nil {
 		// Same name@host, another port: the node restarted elsewhere.
 		g.removeLocked(old)
@@ -174,7 +169,9 @@ func (g *Gossip) apply(r received) {
 				n.superseded = append(n.superseded, s)
 			}
 		}
-		g.lost.Add(1)
+		if old.reported {
+			g.lost.Add(1)
+		}
 	}
 	n.elem = g.probation.PushFront(n)
 	g.table[r.node] = n
@@ -183,28 +180,38 @@ func (g *Gossip) apply(r received) {
 	g.mu.Unlock()
 	if evicted != nil {
 		g.evicted.Add(1)
-		g.lost.Add(1)
 		if ok, suppressed := g.warn.Allow("\x00evicted"); ok {
 			g.s.log.Warn("gossip: discovered table full, evicted the least recently heard unverified node",
 				"max_peers", g.s.maxPeers, "evicted", evicted.Node, "for", r.node, "from", r.from,
 				"suppressed", suppressed)
 		}
-		if g.s.sink != nil {
-			g.s.sink.Gone(evicted.Peer)
+		if evicted.reported {
+			g.lost.Add(1)
+			if g.s.sink != nil {
+				g.s.sink.Gone(evicted.Peer)
+			}
 		}
 	}
-	if undialable {
+	if !wait {
+		g.report(n, !dialable, oldNode)
+	}
+}
+
+// report tells the sink of a new table entry (table goroutine only).
+func (g *Gossip) report(n *row, undialable bool, replaces string) {
+	n.reported = true
+	if undialable && n.advertised != "" {
 		g.rejected[reasonIndex(ReasonUndialable)].Add(1)
-		if ok, suppressed := g.warn.Allow("\x00undialable:" + r.from.Addr().String()); ok {
+		if ok, suppressed := g.warn.Allow("\x00undialable:" + n.From.Addr().String()); ok {
 			g.s.log.Warn("gossip: node advertises a host that is not its packet's source; discovered, not dialled "+
-				"(set AcceptForeignHosts behind NAT)", "node", r.node, "advertised", r.peer.Addr,
-				"from", r.from, "suppressed", suppressed)
+				"(set a gossip secret, or AcceptForeignHosts behind NAT)", "node", n.Node, "advertised", n.advertised,
+				"from", n.From, "suppressed", suppressed)
 		}
 	}
 	g.discovered.Add(1)
-	g.s.log.Debug("gossip: discovered", "node", r.node, "from", r.from, "replaces", oldNode)
+	g.s.log.Debug("gossip: discovered", "node", n.Node, "from", n.From, "replaces", replaces)
 	if g.s.sink != nil {
-		g.s.sink.Found(p) // same Key as the replaced node: Found replaces it
+		g.s.sink.Found(n.Peer) // same Key as a replaced node: Found replaces it
 	}
 	// Answer a newcomer at once so it learns us within one round trip.
 	g.BroadcastNow()
@@ -226,6 +233,9 @@ func (g *Gossip) expire(now time.Time) {
 	g.mu.Unlock()
 	slices.SortFunc(gone, func(a, b *row) int { return cmp.Compare(a.Node, b.Node) })
 	for _, e := range gone {
+		if !e.reported {
+			continue
+		}
 		g.lost.Add(1)
 		g.s.log.Debug("gossip: lost", "node", e.Node, "from", e.From)
 		if g.s.sink != nil {
