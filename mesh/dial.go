@@ -43,8 +43,9 @@ func (b *backoff) reset() { b.n = 0 }
 // address (a hostile gossip flood naming a victim) cost one connection per
 // backoff step, not one per name. A target whose address is busy or backing
 // off waits in the retry heap until the address is free. The table is
-// bounded: an entry lives while a dial runs or its backoff lasts, and the
-// table never holds more than maxPeerStates entries.
+// swept of entries neither dialling nor backing off when it reaches
+// maxPeerStates; what stays is bounded by MaxDials and the dials of the
+// last backoffCap (5 s).
 
 type addrDialState struct {
 	dialing bool
