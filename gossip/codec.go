@@ -48,6 +48,14 @@ const (
 	ReasonBadSignature     = "bad_signature"
 	ReasonWrongDestination = "wrong_destination"
 	ReasonTableFull        = "table_full"
+	// ReasonUndialable counts nodes whose advertised host is not the
+	// packet's source (see Config.AcceptForeignHosts): discovered, not
+	// dialled. Counted once per new table entry.
+	ReasonUndialable = "undialable"
+	// ReasonSuperseded counts heartbeats of a node field that a newer one of
+	// the same name replaced while the newer one is still heard (a replay
+	// or a stale copy): ignored.
+	ReasonSuperseded = "superseded"
 )
 
 // Reason returns the Stats.Rejected key for an error from ParseHeartbeat,

@@ -59,9 +59,24 @@ type Config struct {
 	// 0 = max(5*Interval, 5s). An explicit value is honoured as given but
 	// must exceed Interval.
 	Expiry time.Duration
-	// MaxPeers bounds the discovered table. 0 = 4096. Heartbeats of new
-	// nodes beyond it are dropped (reason "table_full").
+	// MaxPeers bounds the discovered table. 0 = 4096. When it is full, a
+	// new node evicts the least recently heard unverified entry (one not
+	// yet heard over a whole interval, or not dialable), or a verified one
+	// silent for two intervals (counted in Stats.Evicted, reported Gone);
+	// if there is none, its heartbeat is dropped (reason "table_full").
 	MaxPeers int
+	// AcceptForeignHosts makes a node of an unsigned heartbeat dialable
+	// whatever the packet's source address. false = without Secrets, a
+	// heartbeat's advertised host must be the packet's source IP, or both
+	// must be addresses of this machine (nodes on one host); otherwise the
+	// node is discovered but not dialled (its Peer has no Addr; reason
+	// "undialable", a rate-limited warning). A host name is resolved
+	// (bounded: 2 lookups at once, 1 s each, 256 names cached for a
+	// minute) and must lead to the source; such a node is reported on its
+	// first heartbeat after the answer. Set it behind NAT. Heartbeats that
+	// verify against Secrets are always dialable: only a member can have
+	// signed the address.
+	AcceptForeignHosts bool
 	// Node is our node field, "name@host:port" (port = mesh TCP port), or
 	// "name@host" for a node that cannot be dialled. Required by Start.
 	Node string
@@ -74,6 +89,10 @@ type Config struct {
 	// Gone when it was not heard for Expiry. It is called from the table
 	// goroutine and must not block (discovery.Sink).
 	Sink discovery.Sink
+
+	// lookup resolves host names of unsigned heartbeats (tests set it);
+	// nil = the system resolver.
+	lookup lookupFunc
 }
 
 // settings is a validated Config with defaults applied.
@@ -87,6 +106,8 @@ type settings struct {
 	keyring   *Keyring
 	expiry    time.Duration
 	maxPeers  int
+	foreign   bool
+	lookup    lookupFunc
 	self      discovery.Peer
 	selfNode  string // our node field on the wire
 	log       *slog.Logger
@@ -102,6 +123,7 @@ func (cfg Config) resolve() (settings, error) {
 	s := settings{
 		port: cfg.Port, interval: cfg.Interval, ttl: cfg.TTL, broadcast: cfg.Broadcast,
 		expiry: cfg.Expiry, maxPeers: cfg.MaxPeers, log: cfg.Logger, sink: cfg.Sink,
+		foreign: cfg.AcceptForeignHosts, lookup: cfg.lookup,
 	}
 	group := cfg.Group
 	if group == "" {
@@ -167,6 +189,9 @@ func (cfg Config) resolve() (settings, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	if s.lookup == nil {
+		s.lookup = defaultLookup
+	}
 	return s, nil
 }
 
@@ -180,6 +205,7 @@ const (
 	EnvInterval      = "MACULA_GOSSIP_INTERVAL"
 	EnvTTL           = "MACULA_GOSSIP_TTL"
 	EnvBroadcast     = "MACULA_GOSSIP_BROADCAST"
+	EnvAcceptForeign = "MACULA_GOSSIP_ACCEPT_FOREIGN"
 )
 
 // ConfigFromEnv fills the zero fields of base from the environment (option
@@ -194,6 +220,7 @@ const (
 //	MACULA_GOSSIP_INTERVAL  milliseconds ("1500") or a Go duration ("1.5s")
 //	MACULA_GOSSIP_TTL       1-255
 //	MACULA_GOSSIP_BROADCAST true/false (strconv.ParseBool): broadcast mode
+//	MACULA_GOSSIP_ACCEPT_FOREIGN true/false: Config.AcceptForeignHosts
 //
 // List entries are trimmed of spaces. An invalid value is an error wrapping
 // ErrInvalidConfig that names the variable and the value (secrets are never
@@ -260,6 +287,13 @@ func ConfigFromEnv(base Config, getenv func(string) string) (Config, error) {
 			return base, bad(EnvBroadcast, v, "want true or false")
 		}
 		cfg.Broadcast = b
+	}
+	if v := getenv(EnvAcceptForeign); v != "" && !cfg.AcceptForeignHosts {
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			return base, bad(EnvAcceptForeign, v, "want true or false")
+		}
+		cfg.AcceptForeignHosts = b
 	}
 	return cfg, nil
 }

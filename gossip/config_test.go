@@ -96,7 +96,7 @@ func TestConfigFromEnv(t *testing.T) {
 	for _, tc := range []struct{ name, value string }{
 		{EnvAddr, "10.0.0.1"}, {EnvAddr, "nope"}, {EnvPort, "0"}, {EnvPort, "65536"}, {EnvPort, "x"},
 		{EnvInterval, "soon"}, {EnvInterval, "0"}, {EnvInterval, "-5"}, {EnvInterval, "1ms"},
-		{EnvInterval, "99999999999999999"}, {EnvTTL, "0"}, {EnvTTL, "300"}, {EnvInterface, "lo,,eth0"}, {EnvBroadcast, "maybe"},
+		{EnvInterval, "99999999999999999"}, {EnvTTL, "0"}, {EnvTTL, "300"}, {EnvInterface, "lo,,eth0"}, {EnvBroadcast, "maybe"}, {EnvAcceptForeign, "maybe"},
 	} {
 		_, err := ConfigFromEnv(Config{}, env(tc.name, tc.value))
 		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tc.name) || !strings.Contains(err.Error(), tc.value) {

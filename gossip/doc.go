@@ -69,10 +69,25 @@
 // BroadcastNow) are limited to one per 100 ms, later requests coalesced
 // into one at the end of the 100 ms. A peer not heard for Expiry is dropped
 // and reported Lost. A node with the same name@host as a known one but
-// another port replaces it at once (Lost old, then Discovered new): that is
-// a restarted node on a new port. Two live nodes claiming the same
-// name@host will flap; names must be unique. The table is bounded by
-// MaxPeers; heartbeats of new nodes beyond it are dropped ("table_full").
+// another port replaces it at once (the sink sees a Found with the same
+// Key): that is a restarted node on a new port. The node field it replaced
+// is then "superseded": its heartbeats are ignored (counted as
+// "superseded") as long as the new one is in the table, so a replayed or
+// delayed old heartbeat does not flap discovery. A node that restarts back
+// onto a port it used just before is therefore discovered at its old port
+// only once the intermediate one expired (Expiry); the mesh links it
+// sooner, since it dials us. Two live nodes claiming the same name@host:
+// the first one heard keeps the name while it is heard; names must be
+// unique.
+//
+// The table is bounded by MaxPeers and O(1) per heartbeat: entries sit in
+// two least-recently-heard lists, unverified and verified (dialable and
+// heard over at least 3/4 of an interval, that is a second heartbeat). A
+// new node in a full table evicts the least recently heard unverified entry
+// (reported Gone, counted in Stats.Evicted, warned once per 10 s), else a
+// verified one silent for two intervals; otherwise its heartbeat is dropped
+// ("table_full"). So a flood of forged names cannot lock a real newcomer
+// out, and cannot evict a node that keeps sending.
 //
 // # Threat model
 //
@@ -85,5 +100,35 @@
 // other clusters (and careless neighbours) on the same LAN out of the
 // discovered set; it is per cluster, not per node, so every member can
 // impersonate every other at the gossip level. A flood of forged unique
-// names is bounded by MaxPeers and by the rate-limited logging.
+// names is bounded by MaxPeers, the eviction above and the rate-limited
+// logging.
+//
+// Dial only what is plausible. Unsigned gossip (the default) would let
+// anyone on the LAN make every node dial any address (a victim, or an
+// amplifier: N nodes x M names). So, without a secret, a heartbeat's
+// advertised host must be the packet's source IP, or both must be
+// addresses of this machine (nodes on one host, the source on lo);
+// otherwise the node is discovered but not dialable (Peer.Addr cleared,
+// counted as "undialable" once per new entry, warned once per source per
+// 10 s, naming the advertised and the source address). A host name is
+// resolved and one of its addresses must be the source (or both local);
+// lookups are bounded (2 at once, 1 s each, 256 names cached for a minute,
+// failures too), and the node is reported on its first heartbeat after the
+// answer, so a flood of names costs at most 2 queries in flight and no
+// unbounded state. Config.AcceptForeignHosts turns the check off (NAT,
+// proxies). With a secret the check is skipped: a verified heartbeat names
+// an address some member signed, and a replay of it from elsewhere only
+// makes nodes dial that member. The check does not stop an attacker that
+// spoofs the source IP of a UDP packet (easy on a LAN): the mesh then dials
+// one connection at a time per address with backoff, whatever the names,
+// and at most MaxDials in all.
+//
+// What a replay can still do: replaying a live node's current heartbeat
+// changes nothing. Replaying a superseded one is ignored while the node's
+// current field is heard. Replaying the heartbeat of a node that died keeps
+// it discovered, and dialled with backoff, for as long as the replay lasts
+// (no link comes up: the mesh handshake needs the cookie). Replaying an old
+// field of a node before this node ever heard its new one makes the old one
+// current until the new one is heard; the mesh still links, since the real
+// node dials us.
 package gossip

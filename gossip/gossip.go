@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"cmp"
+	"container/list"
 	"context"
 	"fmt"
 	"log/slog"
@@ -46,7 +47,7 @@ type Entry struct {
 
 // Stats are counters since Start. Rejected is keyed by reason: "too_long",
 // "malformed", "bad_node", "unsigned", "bad_signature", "wrong_destination",
-// "table_full" (every key is present).
+// "table_full", "undialable", "superseded" (every key is present).
 type Stats struct {
 	// HeartbeatsSent counts datagrams sent: one per interface per heartbeat.
 	HeartbeatsSent uint64
@@ -65,10 +66,13 @@ type Stats struct {
 	Discovered uint64
 	Lost       uint64
 	Peers      uint64
+	// Evicted counts entries dropped to make room for a new node in a full
+	// table (also counted in Lost).
+	Evicted uint64
 }
 
 var reasons = [...]string{ReasonTooLong, ReasonMalformed, ReasonBadNode, ReasonUnsigned,
-	ReasonBadSignature, ReasonWrongDestination, ReasonTableFull}
+	ReasonBadSignature, ReasonWrongDestination, ReasonTableFull, ReasonUndialable, ReasonSuperseded}
 
 func reasonIndex(r string) int { return slices.Index(reasons[:], r) }
 
@@ -88,19 +92,30 @@ type Gossip struct {
 	warn   *ratelimit.PerKey // hostile traffic, per source
 	opWarn *ratelimit.PerKey // local trouble: send, scan
 
-	// table: written only by the table goroutine, read under mu by Peers.
-	mu     sync.Mutex
-	table  map[string]*Entry // by Node
-	byName map[string]string // Name -> Node
+	// table: written only by the table goroutine, read under mu by Peers
+	// (table.go).
+	mu          sync.Mutex
+	table       map[string]*row   // by Node
+	byName      map[string]string // Name -> Node
+	probation   *list.List        // of *row, unverified, most recently heard first
+	established *list.List        // of *row, verified, most recently heard first
+	own         atomic.Pointer[ownAddrs]
+
+	// host-name lookups (names.go), owned by the table goroutine
+	names    map[string]*nameState
+	lookups  int
+	resolved chan nameResult
+	ctx      context.Context // cancelled by Close: ends lookups
+	cancel   context.CancelFunc
 
 	// watcher state (watcher goroutine, or Start before it runs)
 	joined     map[string]iface  // by name
 	joinFailed map[string]string // name -> last error logged
 
 	// counters (Stats)
-	sent, sendErrs, packets, heard, own atomic.Uint64
-	discovered, lost, peers             atomic.Uint64
-	rejected                            [len(reasons)]atomic.Uint64
+	sent, sendErrs, packets, heard, ownHeard atomic.Uint64
+	discovered, lost, peers, evicted         atomic.Uint64
+	rejected                                 [len(reasons)]atomic.Uint64
 }
 
 type received struct {
@@ -118,17 +133,21 @@ func Start(ctx context.Context, cfg Config) (*Gossip, error) {
 		return nil, err
 	}
 	g := &Gossip{
-		s:          s,
-		pkt:        AppendHeartbeat(nil, s.selfNode, s.keyring),
-		nudge:      make(chan struct{}, 1),
-		rx:         make(chan received, 64),
-		done:       make(chan struct{}),
-		warn:       ratelimit.New(warnPeriod, 0),
-		opWarn:     ratelimit.New(warnPeriod, 0),
-		table:      make(map[string]*Entry),
-		byName:     make(map[string]string),
-		joined:     make(map[string]iface),
-		joinFailed: make(map[string]string),
+		s:           s,
+		pkt:         AppendHeartbeat(nil, s.selfNode, s.keyring),
+		nudge:       make(chan struct{}, 1),
+		rx:          make(chan received, 64),
+		done:        make(chan struct{}),
+		warn:        ratelimit.New(warnPeriod, 0),
+		opWarn:      ratelimit.New(warnPeriod, 0),
+		table:       make(map[string]*row),
+		probation:   list.New(),
+		names:       make(map[string]*nameState),
+		resolved:    make(chan nameResult, maxLookups),
+		established: list.New(),
+		byName:      make(map[string]string),
+		joined:      make(map[string]iface),
+		joinFailed:  make(map[string]string),
 	}
 	g.groupStr = netip.AddrPortFrom(s.group, uint16(s.port)).String()
 	if s.broadcast {
@@ -147,6 +166,7 @@ func Start(ctx context.Context, cfg Config) (*Gossip, error) {
 	if g.conn, err = listen(ctx, &g.s); err != nil {
 		return nil, err
 	}
+	g.refreshOwn()
 	if err := g.rescan(true); err != nil {
 		g.conn.close()
 		return nil, err
@@ -155,6 +175,7 @@ func Start(ctx context.Context, cfg Config) (*Gossip, error) {
 		g.conn.close() // drops the memberships too
 		return nil, err
 	}
+	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.wg.Add(4)
 	go g.readLoop()
 	go g.tableLoop()
@@ -198,7 +219,7 @@ func (g *Gossip) Peers() []Entry {
 	g.mu.Lock()
 	out := make([]Entry, 0, len(g.table))
 	for _, e := range g.table {
-		out = append(out, *e)
+		out = append(out, e.Entry)
 	}
 	g.mu.Unlock()
 	slices.SortFunc(out, func(a, b Entry) int { return cmp.Compare(a.Node, b.Node) })
@@ -210,8 +231,8 @@ func (g *Gossip) Stats() Stats {
 	st := Stats{
 		HeartbeatsSent: g.sent.Load(), SendErrors: g.sendErrs.Load(),
 		PacketsReceived: g.packets.Load(), HeartbeatsReceived: g.heard.Load(),
-		OwnIgnored: g.own.Load(), Discovered: g.discovered.Load(), Lost: g.lost.Load(),
-		Peers: g.peers.Load(), Rejected: make(map[string]uint64, len(reasons)),
+		OwnIgnored: g.ownHeard.Load(), Discovered: g.discovered.Load(), Lost: g.lost.Load(),
+		Peers: g.peers.Load(), Evicted: g.evicted.Load(), Rejected: make(map[string]uint64, len(reasons)),
 	}
 	for i, r := range reasons {
 		st.Rejected[r] = g.rejected[i].Load()
@@ -226,6 +247,7 @@ func (g *Gossip) Close() error {
 	var err error
 	g.close.Do(func() {
 		close(g.done)
+		g.cancel()
 		err = g.conn.close()
 		g.wg.Wait()
 		g.s.log.Info("gossip stopped")
@@ -287,7 +309,7 @@ func (g *Gossip) readLoop() {
 			continue
 		}
 		if node == g.s.selfNode {
-			g.own.Add(1)
+			g.ownHeard.Add(1)
 			continue
 		}
 		if g.s.log.Enabled(context.Background(), slog.LevelDebug) {
@@ -324,69 +346,10 @@ func (g *Gossip) tableLoop() {
 			return
 		case r := <-g.rx:
 			g.apply(r)
+		case res := <-g.resolved:
+			g.resolvedName(res)
 		case now := <-sweep.C:
 			g.expire(now)
-		}
-	}
-}
-
-// apply records a heartbeat: O(1) for a known node (a timestamp), O(1)
-// for a new one (a map insert and one Found).
-func (g *Gossip) apply(r received) {
-	g.mu.Lock()
-	if e, ok := g.table[r.node]; ok {
-		e.LastSeen = r.at
-		e.From = r.from
-		g.mu.Unlock()
-		g.heard.Add(1)
-		return
-	}
-	oldNode, replace := g.byName[r.peer.Name]
-	if !replace && len(g.table) >= g.s.maxPeers {
-		g.mu.Unlock()
-		g.reject(ReasonTableFull, r.from, nil)
-		return
-	}
-	g.heard.Add(1)
-	if replace {
-		// Same name@host, another port: the node restarted elsewhere.
-		delete(g.table, oldNode)
-		g.lost.Add(1)
-	}
-	g.table[r.node] = &Entry{Node: r.node, Peer: r.peer, From: r.from, FirstSeen: r.at, LastSeen: r.at}
-	g.byName[r.peer.Name] = r.node
-	g.peers.Store(uint64(len(g.table)))
-	g.mu.Unlock()
-	g.discovered.Add(1)
-	g.s.log.Debug("gossip: discovered", "node", r.node, "from", r.from, "replaces", oldNode)
-	if g.s.sink != nil {
-		g.s.sink.Found(r.peer) // same Key as the replaced node: Found replaces it
-	}
-	// Answer a newcomer at once so it learns us within one round trip.
-	g.BroadcastNow()
-}
-
-// expire drops nodes not heard for Expiry, in node order.
-func (g *Gossip) expire(now time.Time) {
-	var gone []*Entry
-	g.mu.Lock()
-	for node, e := range g.table {
-		if now.Sub(e.LastSeen) > g.s.expiry {
-			delete(g.table, node)
-			if g.byName[e.Name] == node {
-				delete(g.byName, e.Name)
-			}
-			gone = append(gone, e)
-		}
-	}
-	g.peers.Store(uint64(len(g.table)))
-	g.mu.Unlock()
-	slices.SortFunc(gone, func(a, b *Entry) int { return cmp.Compare(a.Node, b.Node) })
-	for _, e := range gone {
-		g.lost.Add(1)
-		g.s.log.Debug("gossip: lost", "node", e.Node, "from", e.From)
-		if g.s.sink != nil {
-			g.s.sink.Gone(e.Peer)
 		}
 	}
 }
@@ -472,6 +435,7 @@ func (g *Gossip) watchLoop() {
 		case <-g.done:
 			return // closing the socket drops the memberships
 		case <-w.C:
+			g.refreshOwn()
 			if err := g.rescan(false); err != nil {
 				if ok, _ := g.opWarn.Allow("\x00scan"); ok {
 					g.s.log.Warn("gossip: interface scan", "err", err)

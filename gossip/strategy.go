@@ -72,6 +72,7 @@ func (s *Strategy) DiscoveryStats() discovery.Stats {
 			"own_ignored":         st.OwnIgnored,
 			"discovered":          st.Discovered,
 			"lost":                st.Lost,
+			"evicted":             st.Evicted,
 		},
 		Rejected: st.Rejected,
 	}

@@ -90,8 +90,19 @@
 // nodes dial wrong addresses or forget peers briefly. Only packets sent to
 // the mDNS group on a selected interface are taken (unicast to the port is
 // dropped), responses only from the mDNS port. Every packet is parsed with
-// bounds (9000 bytes, 64 questions, 256 records), TTLs heard are capped at
-// 4500 s, the instance table is bounded (Config.MaxPeers) and received
-// packets wait in a bounded queue (drops are counted). Malformed packets
-// are counted and logged at most once a minute per source.
+// bounds (9000 bytes, 64 questions, 256 records), the instance table is
+// bounded (Config.MaxPeers) and received packets wait in a bounded queue
+// (drops are counted). Malformed packets are counted and logged at most
+// once a minute per source.
+//
+// A flood of fake instances cannot lock a real one out. An instance is
+// verified once it is heard again at least 1 s after its first record with
+// a usable node= (a real responder announces twice, 1 s apart, and answers
+// refresh queries). TTLs heard are capped at 120 s until then, 4500 s after.
+// A new instance in a full table evicts the least recently heard instance
+// without a usable node, else the least recently heard unverified one
+// (Stats.Evicted, a warning at most once a minute); only a table of
+// verified instances refuses it ("table_full", warned too). 1,200 fakes in
+// 6 packets with a 4500 s TTL then cost a real newcomer nothing
+// (TestTableFloodDoesNotLockOut).
 package mdns

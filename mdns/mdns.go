@@ -30,6 +30,8 @@ const (
 	maxQueryGap      = time.Minute // cap of the doubling (the RFC allows up to an hour)
 	goodbyeGrace     = time.Second // §10.1: a TTL 0 record is kept for one second
 	maxRecordTTL     = 4500        // seconds; longer TTLs heard are cut to this
+	newRecordTTL     = 120         // seconds; the cap for an instance not yet verified
+	verifyAfter      = time.Second // an instance heard again this long after its first record is verified (§8.3: announcements are 1 s apart)
 	txtAsks          = 3           // TXT queries for an instance known only by PTR
 	queueLen         = 128         // received packets waiting for the owner goroutine
 	warnPeriod       = time.Minute // one warning per source per period
@@ -47,11 +49,14 @@ type Stats struct {
 	AnswersReceived  uint64 // response packets received
 	GoodbyesReceived uint64 // goodbye (TTL 0) records for known instances
 	Expired          uint64 // instances dropped because their records expired
+	Evicted          uint64 // unverified instances dropped to make room for a new one in a full table
 	Malformed        uint64 // packets that could not be parsed
 	SendErrors       uint64 // failed sends
 	// Rejected counts packets and records dropped by reason:
 	// "not_multicast" (unicast to the port), "bad_port" (response not from
-	// the mDNS port), "unknown_interface", "queue_full", "table_full",
+	// the mDNS port), "unknown_interface", "queue_full", "table_full" (the
+	// table is full of verified instances; unverified ones are evicted
+	// instead, see Evicted),
 	// "bad_node" (TXT without a valid node=), "version" (v= other than 1),
 	// "bad_name" (record names that could not be read).
 	Rejected   map[string]uint64
@@ -69,7 +74,7 @@ type Strategy struct {
 	refresh chan struct{}
 
 	queriesSent, queriesReceived, answersSent, answersReceived atomic.Uint64
-	goodbyes, expired, malformed, sendErrors                   atomic.Uint64
+	goodbyes, expired, malformed, sendErrors, evicted          atomic.Uint64
 	rejMu                                                      sync.Mutex
 	rejected                                                   map[string]uint64
 	peers                                                      atomic.Pointer[[]discovery.Peer]
@@ -220,7 +225,7 @@ func (s *Strategy) Stats() Stats {
 	st := Stats{
 		QueriesSent: s.queriesSent.Load(), QueriesReceived: s.queriesReceived.Load(),
 		AnswersSent: s.answersSent.Load(), AnswersReceived: s.answersReceived.Load(),
-		GoodbyesReceived: s.goodbyes.Load(), Expired: s.expired.Load(),
+		GoodbyesReceived: s.goodbyes.Load(), Expired: s.expired.Load(), Evicted: s.evicted.Load(),
 		Malformed: s.malformed.Load(), SendErrors: s.sendErrors.Load(),
 	}
 	s.rejMu.Lock()
@@ -253,7 +258,7 @@ func (s *Strategy) DiscoveryStats() discovery.Stats {
 		Counters: map[string]uint64{
 			"queries_sent": st.QueriesSent, "queries_received": st.QueriesReceived,
 			"answers_sent": st.AnswersSent, "answers_received": st.AnswersReceived,
-			"goodbyes_received": st.GoodbyesReceived, "expired": st.Expired,
+			"goodbyes_received": st.GoodbyesReceived, "expired": st.Expired, "evicted": st.Evicted,
 			"send_errors": st.SendErrors, "interfaces": st.Interfaces,
 		},
 		Rejected: rej,
@@ -303,7 +308,8 @@ type mcastKey struct {
 
 // entry is one discovered service instance.
 type entry struct {
-	target string // instance name as heard (for known answers)
+	target string    // instance name as heard (for known answers)
+	first  time.Time // first PTR heard
 
 	ptrRecv   time.Time
 	ptrTTL    time.Duration
@@ -804,8 +810,46 @@ func (e *engine) instanceKey(name string) string {
 	return k
 }
 
-func clampTTL(ttl uint32) time.Duration {
-	return time.Duration(min(ttl, maxRecordTTL)) * time.Second
+// clampTTL caps a record TTL: 4500 s for a verified instance, 120 s for a
+// new one, so a flood of long-lived fake records cannot hold the table.
+func clampTTL(ttl uint32, verified bool) time.Duration {
+	limit := uint32(newRecordTTL)
+	if verified {
+		limit = maxRecordTTL
+	}
+	return time.Duration(min(ttl, limit)) * time.Second
+}
+
+// verified reports whether en was heard again at least verifyAfter after
+// its first record (a real responder announces twice, 1 s apart, and
+// answers refresh queries) and carries a usable node.
+func (en *entry) verified(now time.Time) bool {
+	return en.valid && now.Sub(en.first) >= verifyAfter
+}
+
+// victim picks the instance a new one may replace in a full table: one
+// without a usable node, else an unverified one, the least recently heard
+// first; nil when every instance is verified. O(table), only when full.
+func (e *engine) victim(now time.Time) (key string, en *entry) {
+	rank := func(x *entry) int {
+		switch {
+		case !x.valid:
+			return 0
+		case x.ptrRecv.Sub(x.first) < verifyAfter:
+			return 1
+		}
+		return 2
+	}
+	for k, x := range e.table {
+		r := rank(x)
+		if r == 2 {
+			continue
+		}
+		if en == nil || r < rank(en) || (r == rank(en) && x.ptrRecv.Before(en.ptrRecv)) {
+			key, en = k, x
+		}
+	}
+	return key, en
 }
 
 // learn updates the table from a response.
@@ -832,14 +876,28 @@ func (e *engine) learn(p packet, now time.Time) {
 		}
 		if en == nil {
 			if len(e.table) >= e.st.maxPeers {
-				e.s.reject("table_full")
-				continue
+				vk, v := e.victim(now)
+				if v == nil {
+					e.s.reject("table_full")
+					if ok, n := e.warn.Allow("\x00table_full"); ok {
+						e.st.log.Warn("mdns: table full of verified instances, dropping a new one",
+							"instance", r.Target, "from", p.src, "max_peers", e.st.maxPeers, "suppressed", n)
+					}
+					continue
+				}
+				delete(e.table, vk)
+				e.s.evicted.Add(1)
+				if ok, n := e.warn.Allow("\x00evicted"); ok {
+					e.st.log.Warn("mdns: table full, evicted the least recently heard unverified instance",
+						"evicted", v.target, "for", r.Target, "from", p.src, "max_peers", e.st.maxPeers, "suppressed", n)
+				}
 			}
-			en = &entry{target: r.Target, jitterPct: rand.Float64() * refreshJitterPct}
+			en = &entry{target: r.Target, first: now, jitterPct: rand.Float64() * refreshJitterPct}
 			e.table[key] = en
 			e.st.log.Debug("mdns: instance seen", "instance", r.Target, "from", p.src)
 		}
-		en.ptrRecv, en.ptrTTL, en.ptrExp = now, clampTTL(r.TTL), now.Add(clampTTL(r.TTL))
+		ttl := clampTTL(r.TTL, en.verified(now))
+		en.ptrRecv, en.ptrTTL, en.ptrExp = now, ttl, now.Add(ttl)
 		en.ptrStage, en.goodbye, en.asks = 0, false, 0
 	}
 	for _, r := range p.msg.Records {
@@ -858,7 +916,8 @@ func (e *engine) learn(p packet, now time.Time) {
 			}
 			continue
 		}
-		en.hasTXT, en.txtRecv, en.txtTTL, en.txtExp = true, now, clampTTL(r.TTL), now.Add(clampTTL(r.TTL))
+		ttl := clampTTL(r.TTL, en.verified(now))
+		en.hasTXT, en.txtRecv, en.txtTTL, en.txtExp = true, now, ttl, now.Add(ttl)
 		en.txtStage, en.valid = 0, false
 		node, v, hasNode, hasV := txtNode(r.Text)
 		if hasV && v != "1" {

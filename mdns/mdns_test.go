@@ -261,9 +261,13 @@ func TestTableBound(t *testing.T) {
 	port := freePort(t)
 	a, ra := startNode(t, Config{Interfaces: []string{"lo"}, Port: port, MaxPeers: 2}, "a@127.0.0.1:9101")
 	f := newFakeResponder(t, port)
-	f.send(t, announcement(t, "p1", 60, "node=p1@127.0.0.1:1"))
-	f.send(t, announcement(t, "p2", 60, "node=p2@127.0.0.1:2"))
-	ra.waitFor(t, 10*time.Second, "p1@127.0.0.1:1", "p2@127.0.0.1:2")
+	// p1 and p2 announce twice, 1 s apart (RFC 6762 §8.3): verified.
+	for range 2 {
+		f.send(t, announcement(t, "p1", 60, "node=p1@127.0.0.1:1"))
+		f.send(t, announcement(t, "p2", 60, "node=p2@127.0.0.1:2"))
+		ra.waitFor(t, 10*time.Second, "p1@127.0.0.1:1", "p2@127.0.0.1:2")
+		time.Sleep(verifyAfter + 100*time.Millisecond)
+	}
 	f.send(t, announcement(t, "p3", 60, "node=p3@127.0.0.1:3"))
 	deadline := time.Now().Add(10 * time.Second)
 	for a.Stats().Rejected["table_full"] == 0 {
@@ -272,8 +276,86 @@ func TestTableBound(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if got := a.Peers(); len(got) != 2 {
-		t.Fatalf("peers %v", got)
+	if got := a.Peers(); len(got) != 2 || a.Stats().Evicted != 0 {
+		t.Fatalf("peers %v, stats %+v", got, a.Stats())
+	}
+}
+
+// floodPacket is one response announcing n fake instances from i.
+func floodPacket(t testing.TB, i, n int) []byte {
+	t.Helper()
+	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{Response: true, Authoritative: true})
+	b.EnableCompression()
+	if err := b.StartAnswers(); err != nil {
+		t.Fatal(err)
+	}
+	svc := dnsmessage.MustNewName("_macula._tcp.local.")
+	for j := i; j < i+n; j++ {
+		inst := dnsmessage.MustNewName(fmt.Sprintf("f%d._macula._tcp.local.", j))
+		if err := b.PTRResource(dnsmessage.ResourceHeader{Name: svc, Class: dnsmessage.ClassINET, TTL: 4500},
+			dnsmessage.PTRResource{PTR: inst}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := b.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestTableFloodDoesNotLockOut: fake instances with a 4,500 s TTL fill the
+// table (issue 14: 1,200 in 6 packets locked a real node out for good); a
+// real newcomer announced during the flood is discovered within 2
+// announcement intervals (2 s), and a verified instance is never evicted.
+func TestTableFloodDoesNotLockOut(t *testing.T) {
+	t.Parallel()
+	port := freePort(t)
+	const maxPeers = 64
+	a, ra := startNode(t, Config{Interfaces: []string{"lo"}, Port: port, MaxPeers: maxPeers}, "a@127.0.0.1:9101")
+	f := newFakeResponder(t, port)
+	for range 2 {
+		f.send(t, announcement(t, "old", 120, "node=old@127.0.0.1:1"))
+		ra.waitFor(t, 10*time.Second, "old@127.0.0.1:1")
+		time.Sleep(verifyAfter + 100*time.Millisecond)
+	}
+	// 6 packets of 200 fakes, then more while the newcomer announces
+	// (bounded: 40 packets).
+	for i := range 6 {
+		f.send(t, floodPacket(t, 200*i, 200))
+		time.Sleep(5 * time.Millisecond)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for a.Stats().Evicted == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("table never full: %+v", a.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 6; i < 40; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if err := f.c.WriteTo(floodPacket(t, 200*i, 200), f.lo.Index, netip.MustParseAddr("127.0.0.1"), f.c.Group()); err != nil {
+				return
+			}
+		}
+	}()
+	f.send(t, announcement(t, "real", 120, "node=real@127.0.0.1:2"))
+	took := ra.waitFor(t, 10*time.Second, "old@127.0.0.1:1", "real@127.0.0.1:2")
+	close(stop)
+	<-done
+	st := a.Stats()
+	t.Logf("mDNS flood: evicted %d, table_full %d; newcomer discovered after %v",
+		st.Evicted, st.Rejected["table_full"], took)
+	if took > 2*time.Second {
+		t.Errorf("newcomer discovered after %v, want <= 2s", took)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"syscall"
 	"time"
@@ -62,14 +63,19 @@ func (m *Mesh) acceptLoop() {
 			continue
 		}
 		delay = 0
-		if m.pending.Load() >= int64(m.cfg.MaxPendingHandshakes) {
+		ip := remoteIP(c)
+		switch m.admitInbound(ip, time.Now()) {
+		case admitFull:
 			m.failHandshake(c.RemoteAddr(), false, HSTooManyPending, nil)
 			c.Close()
 			continue
+		case admitThrottled:
+			m.failHandshake(c.RemoteAddr(), false, HSThrottled, nil)
+			c.Close()
+			continue
 		}
-		m.pending.Add(1)
 		m.wg.Add(1)
-		go m.serveInbound(c)
+		go m.serveInbound(c, ip)
 	}
 }
 
@@ -100,6 +106,8 @@ func (m *Mesh) failHandshake(remote net.Addr, outbound bool, reason HandshakeRea
 	case HSBadCookie, HSBadMagic, HSBadVersion, HSMalformed, HSFrameTooLarge,
 		HSUnexpectedFrame, HSTooManyPending, HSNameConflict, HSTLS:
 		hostile = true
+	case HSThrottled:
+		return // counted; admission logs once per window per source
 	}
 	if outbound {
 		// Worth a warning from our own dials: a peer with another cookie,
@@ -133,13 +141,13 @@ func netipAddrOf(a net.Addr) (string, error) {
 	return host, err
 }
 
-func (m *Mesh) serveInbound(raw net.Conn) {
+func (m *Mesh) serveInbound(raw net.Conn, ip netip.Addr) {
 	defer m.wg.Done()
 	pendingDone := false
 	donePending := func() {
 		if !pendingDone {
 			pendingDone = true
-			m.pending.Add(-1)
+			m.releaseInbound(ip)
 		}
 	}
 	defer donePending()
@@ -155,10 +163,13 @@ func (m *Mesh) serveInbound(raw net.Conn) {
 		return
 	}
 	if err != nil {
-		m.failHandshake(raw.RemoteAddr(), false, reasonOf(m.ctx, err), err)
+		reason := reasonOf(m.ctx, err)
+		m.handshakeDone(ip, reason, false, time.Now())
+		m.failHandshake(raw.RemoteAddr(), false, reason, err)
 		raw.Close()
 		return
 	}
 	m.st.hs.observe(time.Since(hsStart))
+	m.handshakeDone(ip, "", true, time.Now())
 	l.start()
 }

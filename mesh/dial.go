@@ -37,6 +37,68 @@ func (b *backoff) reset() { b.n = 0 }
 // unreachable addresses is dialled within a few slots, the flood still
 // drains in order, and retries are never starved by fresh targets.
 
+// Per address: dials to one address run one at a time, and after a failed
+// attempt (connect or handshake) the address backs off like a peer does,
+// whatever name the next attempt is for. So many names announced at one
+// address (a hostile gossip flood naming a victim) cost one connection per
+// backoff step, not one per name. A target whose address is busy or backing
+// off waits in the retry heap until the address is free. The table is
+// swept of entries neither dialling nor backing off when it reaches
+// maxPeerStates; what stays is bounded by MaxDials and the dials of the
+// last backoffCap (5 s).
+
+type addrDialState struct {
+	dialing bool
+	until   time.Time // no dial before this
+	bo      backoff
+}
+
+// addrWaitLocked reports how long a dial to addr must wait (0: it may start).
+func (m *Mesh) addrWaitLocked(addr string, now time.Time) time.Duration {
+	a := m.addrDial[addr]
+	switch {
+	case a == nil:
+		return 0
+	case a.dialing:
+		return backoffBase
+	}
+	return max(a.until.Sub(now), 0)
+}
+
+// addrStartLocked marks a dial to addr as running.
+func (m *Mesh) addrStartLocked(addr string, now time.Time) {
+	if m.addrDial == nil {
+		m.addrDial = make(map[string]*addrDialState)
+	}
+	a := m.addrDial[addr]
+	if a == nil {
+		if len(m.addrDial) >= maxPeerStates {
+			for k, v := range m.addrDial {
+				if !v.dialing && !now.Before(v.until) {
+					delete(m.addrDial, k)
+				}
+			}
+		}
+		a = &addrDialState{}
+		m.addrDial[addr] = a
+	}
+	a.dialing = true
+}
+
+// addrDoneLocked records the end of a dial to addr.
+func (m *Mesh) addrDoneLocked(addr string, failed bool, now time.Time) {
+	a := m.addrDial[addr]
+	if a == nil {
+		return
+	}
+	a.dialing = false
+	if !failed {
+		delete(m.addrDial, addr)
+		return
+	}
+	a.until = now.Add(a.bo.next())
+}
+
 // dialQueue is the retry heap, by (due time, arrival).
 type dialQueue []*peerState
 
@@ -173,6 +235,11 @@ func (m *Mesh) dialScheduler() {
 				m.gcPeerLocked(ps)
 				continue
 			}
+			if w := m.addrWaitLocked(ps.addr, now); w > 0 {
+				m.scheduleLocked(ps, now.Add(w))
+				continue
+			}
+			m.addrStartLocked(ps.addr, now)
 			if !ps.wanted {
 				ps.transitive--
 			}
@@ -210,6 +277,7 @@ func (m *Mesh) dial(ps *peerState, addr string, gen uint64) {
 	defer m.mu.Unlock()
 	m.dialsInFlight--
 	ps.dialing = false
+	m.addrDoneLocked(addr, err != nil, time.Now())
 	m.wakeDialer()
 	if err == nil {
 		ps.failures = 0

@@ -192,7 +192,18 @@
 //   - It can connect and stay silent, or flood the port: every handshake has
 //     a deadline (HandshakeTimeout), at most MaxPendingHandshakes run at once
 //     (further connections are accepted and closed at once), and nothing read
-//     before authentication may claim more than 1024 bytes.
+//     before authentication may claim more than 1024 bytes. The pending
+//     handshakes are shared: a source IP that is not a known peer's (a link's
+//     or a dial target's address) holds at most 8 of them, and such sources
+//     together at most three quarters, so a known peer's re-link always finds
+//     a slot (TestPendingExhaustionOneSource). A source that failed the
+//     cookie check more than 3 times is refused ("throttled") for 200 ms,
+//     doubling per further failure up to 30 s, so guessing a weak cookie
+//     costs time (TestWrongCookieThrottled).
+//   - It can announce many names at one address (gossip), or addresses that
+//     fail: dials to one address run one at a time and back off per address
+//     (100 ms doubling to 5 s after a failure), whatever name they are for,
+//     and at most MaxDials run at once.
 //   - On the path of a link (it relays the handshake between two real
 //     nodes), without the cookie it can neither read nor change what the link
 //     carries: every frame is sealed under keys derived from the cookie and
@@ -233,7 +244,8 @@
 //	wrong_node        HSWrongNode        the dialled address answered with another name
 //	timeout           HSTimeout          HandshakeTimeout passed (connect, TLS or mesh handshake)
 //	closed            HSClosed           the connection ended or was reset mid-handshake
-//	too_many_pending  HSTooManyPending   MaxPendingHandshakes inbound handshakes were already running
+//	too_many_pending  HSTooManyPending   MaxPendingHandshakes inbound handshakes were already running, or the source's share of them
+//	throttled         HSThrottled        the source failed the cookie check more than 3 times; refused for 200 ms doubling to 30 s
 //	tls               HSTLS              the TLS handshake failed
 //	stale             HSStale            an older incarnation than the linked one
 //	self              HSSelf             a node reached itself (its own address, e.g. from DNS); never counted

@@ -30,7 +30,8 @@ const (
 	HSWrongNode       HandshakeReason = "wrong_node"       // the dialled address answered with another name
 	HSTimeout         HandshakeReason = "timeout"          // HandshakeTimeout passed (connect, TLS or mesh handshake)
 	HSClosed          HandshakeReason = "closed"           // the connection ended or was reset mid-handshake
-	HSTooManyPending  HandshakeReason = "too_many_pending" // MaxPendingHandshakes inbound handshakes were already running
+	HSTooManyPending  HandshakeReason = "too_many_pending" // MaxPendingHandshakes inbound handshakes were already running, or the source's share of them
+	HSThrottled       HandshakeReason = "throttled"        // the source failed the cookie check too often and is refused for a while
 	HSTLS             HandshakeReason = "tls"              // the TLS handshake failed
 	HSStale           HandshakeReason = "stale"            // an older incarnation than the linked one
 	HSSelf            HandshakeReason = "self"             // a node reached itself
@@ -51,7 +52,7 @@ const (
 // event. HSDuplicate is not one: it is counted in Stats.DuplicateLinks.
 var handshakeFailureReasons = []HandshakeReason{
 	HSBadMagic, HSBadVersion, HSMalformed, HSFrameTooLarge, HSUnexpectedFrame,
-	HSBadCookie, HSWrongNode, HSTimeout, HSClosed, HSTooManyPending, HSTLS,
+	HSBadCookie, HSWrongNode, HSTimeout, HSClosed, HSTooManyPending, HSThrottled, HSTLS,
 	HSStale, HSNameConflict, HSForgotten, HSLeft, HSShutdown, HSIO, HSRefused,
 }
 

@@ -84,9 +84,11 @@ type Mesh struct {
 	dialSeq       uint64
 	dialsInFlight int
 	dialWake      chan struct{}
+	addrDial      map[string]*addrDialState // per-address dial state (dial.go)
 
 	isClosed  atomic.Bool
 	pending   atomic.Int64
+	adm       admission // fair share of pending handshakes, throttling (admission.go)
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	st        counters

@@ -37,6 +37,7 @@ type runFlags struct {
 	tags                    tagFlag
 	control                 string
 	broadcast, noTransitive bool
+	acceptForeign           bool
 	jsonOut                 bool
 	fs                      *flag.FlagSet
 	logFlags
@@ -69,6 +70,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 	for _, s := range runSettings {
 		f.values[s.flag] = fs.String(s.flag, "", runUsage[s.flag])
 	}
+	fs.BoolVar(&f.acceptForeign, "accept-foreign-hosts", false, "dial gossip nodes whose advertised host is not the heartbeat's source address, for NAT (env MACULA_GOSSIP_ACCEPT_FOREIGN)")
 	fs.BoolVar(&f.broadcast, "broadcast", false, "send heartbeats to the interface broadcast address instead of the multicast group (env MACULA_GOSSIP_BROADCAST)")
 	fs.StringVar(&f.cookie, "cookie", "", "mesh cookie; visible to local users in ps, prefer --cookie-file (default env MACULA_COOKIE, MACULA_COOKIE_FILE, RELEASE_COOKIE, then ~/.macula.cookie)")
 	fs.StringVar(&f.cookieFile, "cookie-file", "", "read the mesh cookie from this file, trailing newline removed (env MACULA_COOKIE_FILE)")
@@ -97,6 +99,7 @@ func (f *runFlags) config(getenv func(string) string) (cluster.Config, error) {
 		return cfg, err
 	}
 	cfg.Gossip.Broadcast = f.broadcast
+	cfg.Gossip.AcceptForeignHosts = f.acceptForeign
 	cfg.Mesh.Cookie, cfg.Mesh.NoTransitive = f.cookie, f.noTransitive
 	set := map[string]bool{}
 	f.fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
