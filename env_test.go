@@ -123,3 +123,29 @@ func TestFromEnvInvalid(t *testing.T) {
 		}
 	}
 }
+
+// TestFromEnvSecretFiles: MACULA_COOKIE_FILE and MACULA_GOSSIP_SECRET_FILE
+// (the Docker/Kubernetes secrets convention) are read by the library too,
+// trailing newline trimmed; a missing file is an error naming the variable.
+func TestFromEnvSecretFiles(t *testing.T) {
+	dir := t.TempDir()
+	cookie := filepath.Join(dir, "cookie")
+	secret := filepath.Join(dir, "secret")
+	os.WriteFile(cookie, []byte("c00kie\n"), 0o600)
+	os.WriteFile(secret, []byte("k1,k2\r\n"), 0o600)
+	env := map[string]string{"MACULA_COOKIE_FILE": cookie, "MACULA_GOSSIP_SECRET_FILE": secret,
+		"RELEASE_COOKIE": "loses", "CLUSTER_SECRET": "loses", "HOME": dir}
+	cfg, err := cluster.FromEnvFunc(cluster.Config{}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Mesh.Cookie != "c00kie" || strings.Join(cfg.Gossip.Secrets, ",") != "k1,k2" {
+		t.Fatalf("cookie %q secrets %q", cfg.Mesh.Cookie, cfg.Gossip.Secrets)
+	}
+	for _, k := range []string{"MACULA_COOKIE_FILE", "MACULA_GOSSIP_SECRET_FILE"} {
+		bad := map[string]string{k: filepath.Join(dir, "missing"), "HOME": dir}
+		if _, err := cluster.FromEnvFunc(cluster.Config{}, func(k string) string { return bad[k] }); err == nil || !strings.Contains(err.Error(), k) {
+			t.Errorf("%s missing: %v, want an error naming it", k, err)
+		}
+	}
+}

@@ -200,6 +200,7 @@ const (
 	EnvAddr          = "MACULA_GOSSIP_ADDR"
 	EnvPort          = "MACULA_GOSSIP_PORT"
 	EnvSecret        = "MACULA_GOSSIP_SECRET"
+	EnvSecretFile    = "MACULA_GOSSIP_SECRET_FILE"
 	EnvClusterSecret = "CLUSTER_SECRET"
 	EnvInterface     = "MACULA_GOSSIP_IF"
 	EnvInterval      = "MACULA_GOSSIP_INTERVAL"
@@ -215,7 +216,10 @@ const (
 //	MACULA_GOSSIP_ADDR      multicast group IP
 //	MACULA_GOSSIP_PORT      UDP port, 1-65535
 //	MACULA_GOSSIP_SECRET    keyring, comma-separated (first signs)
-//	CLUSTER_SECRET          keyring, when MACULA_GOSSIP_SECRET is unset
+//	MACULA_GOSSIP_SECRET_FILE  a file holding that keyring (Docker/Kubernetes
+//	                        secrets; trailing newline trimmed), when
+//	                        MACULA_GOSSIP_SECRET is unset
+//	CLUSTER_SECRET          keyring, when neither of those is set
 //	MACULA_GOSSIP_IF        interface names, comma-separated
 //	MACULA_GOSSIP_INTERVAL  milliseconds ("1500") or a Go duration ("1.5s")
 //	MACULA_GOSSIP_TTL       1-255
@@ -249,6 +253,13 @@ func ConfigFromEnv(base Config, getenv func(string) string) (Config, error) {
 	}
 	if len(cfg.Secrets) == 0 {
 		name, v := EnvSecret, getenv(EnvSecret)
+		if f := getenv(EnvSecretFile); f != "" && v == "" {
+			s, err := envx.ReadSecretFile(f)
+			if err != nil {
+				return base, fmt.Errorf("%w: %s: %w", ErrInvalidConfig, EnvSecretFile, err)
+			}
+			name, v = EnvSecretFile, s
+		}
 		if v == "" {
 			name, v = EnvClusterSecret, getenv(EnvClusterSecret)
 		}

@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/macula-io/cluster/internal/envx"
 )
 
 // CookieFile is the name of the cookie file in the home directory.
@@ -21,8 +23,11 @@ const maxCookieFile = 4096
 // ResolveCookie finds the cluster cookie, in order:
 //
 //  1. the MACULA_COOKIE environment variable (source "MACULA_COOKIE");
-//  2. RELEASE_COOKIE (source "RELEASE_COOKIE"), as Elixir releases set it;
-//  3. the file home/.macula.cookie (source: the file's path). When it does
+//  2. the file named by MACULA_COOKIE_FILE (source: that path), the
+//     Docker/Kubernetes secrets convention: its trailing newline is
+//     trimmed; unreadable, empty or over 64 KiB is an error naming it;
+//  3. RELEASE_COOKIE (source "RELEASE_COOKIE"), as Elixir releases set it;
+//  4. the file home/.macula.cookie (source: the file's path). When it does
 //     not exist it is created, mode 0600, holding 32 random bytes in base32
 //     (52 characters), so every node started by one user on one machine
 //     shares a strong cookie without configuration.
@@ -39,10 +44,18 @@ func ResolveCookie(getenv func(string) string, home string) (cookie, source stri
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	for _, v := range []string{"MACULA_COOKIE", "RELEASE_COOKIE"} {
-		if c := strings.TrimSpace(getenv(v)); c != "" {
-			return c, v, nil
+	if c := strings.TrimSpace(getenv("MACULA_COOKIE")); c != "" {
+		return c, "MACULA_COOKIE", nil
+	}
+	if f := getenv("MACULA_COOKIE_FILE"); f != "" {
+		c, err := envx.ReadSecretFile(f)
+		if err != nil {
+			return "", "", fmt.Errorf("mesh: cookie: MACULA_COOKIE_FILE: %w", err)
 		}
+		return c, f, nil
+	}
+	if c := strings.TrimSpace(getenv("RELEASE_COOKIE")); c != "" {
+		return c, "RELEASE_COOKIE", nil
 	}
 	if home == "" {
 		if home, err = os.UserHomeDir(); err != nil {

@@ -3,38 +3,13 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
-	"os"
-	"strings"
+
+	"github.com/macula-io/cluster/internal/envx"
 )
 
-// maxSecretFile bounds what a secret file may hold: a cookie or a keyring
-// is a few hundred bytes; a larger file is a mistake (a wrong path).
-const maxSecretFile = 64 << 10
-
-// readSecretFile reads a secret the way Docker and Kubernetes mount them
-// (/run/secrets/NAME, a Secret volume): the whole file, without its
-// trailing newline ("\n" or "\r\n", as echo and editors leave it). An
-// unreadable, empty or oversized file is an error naming the file.
-func readSecretFile(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
-	if err != nil {
-		return "", fmt.Errorf("read %s: %w", path, err)
-	}
-	if len(b) > maxSecretFile {
-		return "", fmt.Errorf("%s: larger than %d bytes, not a secret", path, maxSecretFile)
-	}
-	s := strings.TrimRight(string(b), "\r\n")
-	if s == "" {
-		return "", fmt.Errorf("%s is empty", path)
-	}
-	return s, nil
-}
+// readSecretFile is the library's reading of a secret file (the same rules
+// as MACULA_COOKIE_FILE and MACULA_GOSSIP_SECRET_FILE in cluster.FromEnv).
+func readSecretFile(path string) (string, error) { return envx.ReadSecretFile(path) }
 
 // secretSource is a secret that can come from a flag, a file named by a
 // flag, a variable or a file named by a variable (the command line wins,

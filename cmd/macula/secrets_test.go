@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/macula-io/cluster/internal/envx"
 )
 
 func writeFile(t *testing.T, name, content string) string {
@@ -25,7 +27,7 @@ func TestReadSecretFile(t *testing.T) {
 		{"a b\n\n", "a b", ""},
 		{"\n", "", "is empty"},
 		{"", "", "is empty"},
-		{strings.Repeat("x", maxSecretFile+1), "", "larger than"},
+		{strings.Repeat("x", envx.MaxSecretFile+1), "", "larger than"},
 	} {
 		p := writeFile(t, "secret", tc.content)
 		got, err := readSecretFile(p)

@@ -5,7 +5,10 @@ package envx
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"math"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -47,4 +50,32 @@ func SplitList(s string) (list []string, ok bool) {
 		}
 	}
 	return list, ok
+}
+
+// MaxSecretFile bounds what a secret file may hold: a cookie or a keyring
+// is a few hundred bytes; a larger file is a mistake (a wrong path).
+const MaxSecretFile = 64 << 10
+
+// ReadSecretFile reads a secret the way Docker and Kubernetes mount them
+// (/run/secrets/NAME, a Secret volume): the whole file, without its
+// trailing newline ("\n" or "\r\n", as echo and editors leave it). An
+// unreadable, empty or oversized file is an error naming the file.
+func ReadSecretFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxSecretFile+1))
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(b) > MaxSecretFile {
+		return "", fmt.Errorf("%s: larger than %d bytes, not a secret", path, MaxSecretFile)
+	}
+	s := strings.TrimRight(string(b), "\r\n")
+	if s == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	return s, nil
 }
