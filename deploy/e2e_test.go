@@ -717,6 +717,9 @@ func (d *docker) checkUnmodified(cfg string) {
 	if !regexp.MustCompile(`(?m)^networks:\n  macula:\n(    .*\n)*?    driver: bridge$`).MatchString(cfg) || strings.Contains(cfg, "internal: true") {
 		d.t.Fatalf("refusing to start: the macula network is not an ordinary bridge network:\n%s", cfg)
 	}
+	if strings.Contains(cfg, "enable_ipv6: true") {
+		d.t.Fatalf("refusing to start: the test's firewall rule covers IPv4 only, the network has IPv6:\n%s", cfg)
+	}
 	if strings.Contains(cfg, "MACULA_GOSSIP_TTL") || strings.Contains(cfg, "--ttl") {
 		d.t.Fatalf("refusing to start: compose.yaml sets a gossip TTL (the default 1 keeps multicast on the bridge):\n%s", cfg)
 	}
@@ -772,6 +775,11 @@ func (d *docker) start() {
 // those queries end here.
 func (d *docker) isolate(bridge string) {
 	d.t.Helper()
+	// The rule must be where Docker's FORWARD rules are (iptables-nft or
+	// -legacy): FORWARD jumps to DOCKER-USER first.
+	if _, err := d.run(30*time.Second, "iptables", "-w", "-C", "FORWARD", "-j", "DOCKER-USER"); err != nil {
+		skipOrFail(d.t, "cannot keep the test's bridge network %s from reaching outside: no FORWARD -> DOCKER-USER jump in iptables: %v", bridge, err)
+	}
 	rule := []string{"DOCKER-USER", "-i", bridge, "!", "-o", bridge,
 		"-m", "comment", "--comment", "macula e2e " + d.project(), "-j", "DROP"}
 	if _, err := d.run(30*time.Second, "iptables", append([]string{"-w", "-I"}, rule...)...); err != nil {
