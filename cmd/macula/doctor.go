@@ -61,7 +61,7 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlagSet("doctor", stderr)
 	ifaces := fs.String("interface", "", "gossip interfaces to check, comma-separated (default: MACULA_GOSSIP_IF, else every up, multicast-capable, non-loopback one)")
 	group := fs.String("multicast-addr", "", "gossip group (default 230.1.1.251; env MACULA_GOSSIP_ADDR)")
-	port := fs.Int("port", 0, "gossip UDP port (default 45892; env MACULA_GOSSIP_PORT)")
+	port := fs.String("port", "", "gossip UDP port (default 45892; env MACULA_GOSSIP_PORT)")
 	secret := fs.String("secret", "", "gossip secret (a comma-separated keyring): heartbeats heard are checked against it (env MACULA_GOSSIP_SECRET or CLUSTER_SECRET)")
 	secretFile := fs.String("secret-file", "", "read --secret from this file (env MACULA_GOSSIP_SECRET_FILE)")
 	cookie := fs.String("cookie", "", "mesh cookie: every node heard is dialled with it (env MACULA_COOKIE, RELEASE_COOKIE, else ~/.macula.cookie if it exists)")
@@ -69,6 +69,9 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	listen := fs.String("listen", "", "mesh listen address to check (default the range 9100-9200; env MACULA_LISTEN)")
 	listenFor := fs.String("listen-for", "3s", "listen this long for the heartbeats of running nodes, ms or Go duration (0: do not listen)")
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := checkDoctorFlags(fs, os.Getenv); err != nil {
 		return err
 	}
 	var listenDur time.Duration
@@ -98,7 +101,11 @@ func cmdDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 	}
 	base := cluster.Config{}
-	base.Gossip.Interfaces, base.Gossip.Group, base.Gossip.Port = splitComma(*ifaces), *group, *port
+	base.Gossip.Interfaces, base.Gossip.Group = splitComma(*ifaces), *group
+	if *port != "" {
+		p, _ := parsePort(*port) // checked by checkDoctorFlags
+		base.Gossip.Port = p.(int)
+	}
 	if sec.value != "" {
 		list, err := parseList("secret")(sec.value)
 		if err != nil {
