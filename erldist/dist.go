@@ -267,7 +267,10 @@ func (c *conn) sendCtl(ctl Tuple, msg Term, withMsg bool) {
 		c.n.log.Warn("erldist: encode control message", "err", err)
 		return
 	}
-	if !c.enqueue(p) {
+	select {
+	case c.out <- p:
+	case <-c.done:
+	default:
 		c.n.log.Warn("erldist: outgoing queue full, control message dropped", "peer", c.peer)
 	}
 }
@@ -294,6 +297,7 @@ func (n *Node) mailboxByPid(p Pid) *Mailbox {
 func (n *Node) deliver(m *Mailbox, msg Message) {
 	if m == nil {
 		n.dropped.Add(1)
+		n.log.Debug("erldist: message for no mailbox dropped", "peer", msg.Node, "from", msg.From, "term", msg.Term)
 		return
 	}
 	if t, ok := msg.Term.(Tuple); ok && !msg.Exit && len(t) == 3 && t[0] == Atom("$gen_call") {
@@ -367,6 +371,7 @@ func (n *Node) dispatch(c *conn, b []byte) error {
 		n.deliver(n.mailboxByName(name), Message{Node: string(c.peer), From: from, Term: msg})
 	case opAliasSend, opAliasSendTT:
 		n.dropped.Add(1) // this node makes no aliases
+		n.log.Debug("erldist: alias message dropped", "peer", c.peer, "alias", arg(2), "term", msg)
 	case opLink:
 		from, to := pidArg(1), pidArg(2)
 		if m := n.mailboxByPid(to); m != nil {
