@@ -1,0 +1,136 @@
+package erldist
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Two Go nodes on an embedded EPMD: a handshake in both roles without Erlang installed.
+func goPair(t *testing.T) (*Node, *Node, *events, *events) {
+	t.Helper()
+	port := freePort(t)
+	eva, evb := newEvents(), newEvents()
+	a := startGo(t, "a@127.0.0.1", port, func(c *Config) { eva.config(c); c.EmbeddedEPMD = true })
+	b := startGo(t, "b@127.0.0.1", port, evb.config)
+	return a, b, eva, evb
+}
+
+func TestGoToGo(t *testing.T) {
+	a, b, eva, evb := goPair(t)
+	ctx := context.Background()
+	if err := a.Connect(ctx, "b@127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	eva.wait(t, 1, 5*time.Second)
+	evb.wait(t, 1, 5*time.Second)
+	box, _ := b.Register("box")
+	if err := a.Send(ctx, Name{Node: "b@127.0.0.1", Name: "box"}, Tuple{Atom("hi"), int64(1)}); err != nil {
+		t.Fatal(err)
+	}
+	m := recv(t, box, 5*time.Second)
+	if !Equal(m.Term, Tuple{Atom("hi"), int64(1)}) || m.From != a.Self() {
+		t.Fatalf("%+v", m)
+	}
+	// A call from b to a's mailbox and the reply to b's mailbox pid.
+	srv, _ := a.Register("srv")
+	ref := b.MakeRef()
+	box.Send(ctx, Name{Node: "a@127.0.0.1", Name: "srv"}, Tuple{Atom("$gen_call"), Tuple{box.Pid(), ref}, Atom("q")})
+	call := recv(t, srv, 5*time.Second)
+	if call.Call == nil || call.Term != Atom("q") {
+		t.Fatalf("%+v", call)
+	}
+	srv.Reply(ctx, call, Atom("r"))
+	if m := recv(t, box, 5*time.Second); !Equal(m.Term, Tuple{ref, Atom("r")}) {
+		t.Fatalf("reply %#v", m.Term)
+	}
+	b.Close()
+	got := eva.wait(t, 2, 5*time.Second)
+	if got[1] != "down b@127.0.0.1 closed" {
+		t.Fatalf("%q", got)
+	}
+	if err := b.Connect(ctx, "a@127.0.0.1"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Connect after Close: %v", err)
+	}
+	if _, err := b.Register("x"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Register after Close: %v", err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := evb.snapshot(); len(got) != 2 || got[1] != "down a@127.0.0.1 closed" {
+		t.Fatalf("b's events %q", got)
+	}
+}
+
+// Both Go nodes dial each other at once, many times: one link, one up per round per side.
+func TestGoSimultaneous(t *testing.T) {
+	a, b, eva, evb := goPair(t)
+	ctx := context.Background()
+	for i := range 20 {
+		var wg sync.WaitGroup
+		var ea, eb error
+		wg.Add(2)
+		go func() { defer wg.Done(); ea = a.Connect(ctx, "b@127.0.0.1") }()
+		go func() { defer wg.Done(); eb = b.Connect(ctx, "a@127.0.0.1") }()
+		wg.Wait()
+		if ea != nil || eb != nil {
+			t.Fatalf("round %d: %v / %v", i, ea, eb)
+		}
+		eva.wait(t, 2*i+1, 5*time.Second)
+		evb.wait(t, 2*i+1, 5*time.Second)
+		a.dropConn("b@127.0.0.1", ErrConnClosed)
+		eva.wait(t, 2*i+2, 5*time.Second)
+		evb.wait(t, 2*i+2, 5*time.Second)
+	}
+	for _, ev := range []*events{eva, evb} {
+		got := ev.snapshot()
+		for i, s := range got {
+			if (i%2 == 0) != (s[:2] == "up") {
+				t.Fatalf("events out of order: %q", got)
+			}
+		}
+	}
+}
+
+// Two idle Go nodes keep their link with ticks, and the tick answer does not ping-pong.
+func TestGoTicks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits 2 s")
+	}
+	port := freePort(t)
+	eva, evb := newEvents(), newEvents()
+	tick := 400 * time.Millisecond
+	a := startGo(t, "a@127.0.0.1", port, func(c *Config) { eva.config(c); c.EmbeddedEPMD = true; c.TickTime = tick })
+	startGo(t, "b@127.0.0.1", port, func(c *Config) { evb.config(c); c.TickTime = tick })
+	if err := a.Connect(context.Background(), "b@127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * tick)
+	if got := eva.snapshot(); len(got) != 1 {
+		t.Fatalf("idle link dropped: %q", got)
+	}
+	if got := evb.snapshot(); len(got) != 1 {
+		t.Fatalf("idle link dropped: %q", got)
+	}
+}
+
+func TestWrongCookieGo(t *testing.T) {
+	port := freePort(t)
+	a := startGo(t, "a@127.0.0.1", port, func(c *Config) { c.EmbeddedEPMD = true })
+	startGo(t, "b@127.0.0.1", port, func(c *Config) { c.Cookie = "other" })
+	if err := a.Connect(context.Background(), "b@127.0.0.1"); !errors.Is(err, ErrAuth) {
+		t.Fatalf("Connect with a wrong cookie: %v", err)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, c := range []Config{{Cookie: "c"}, {Name: "nohost", Cookie: "c"}, {Name: "a@127.0.0.1"}} {
+		if n, err := Start(context.Background(), c); err == nil {
+			n.Close()
+			t.Errorf("Start(%+v) succeeded", c)
+		}
+	}
+}
