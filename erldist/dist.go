@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 )
 
@@ -487,6 +486,9 @@ func (n *Node) builtin(c *conn, name Atom, from Pid, msg Term) {
 			}
 		}
 	case "global_name_server":
+		if t == nil {
+			return
+		}
 		n.global(c, from, t)
 	}
 }
@@ -502,11 +504,80 @@ func (n *Node) replyAsync(c *conn, f From, reply Term) {
 	c.sendCtl(Tuple{int64(opSendSender), n.self, f.Pid}, msg, true)
 }
 
-// global is documented in doc.go: the name server's protocol is not implemented.
+// global answers the peer's global_name_server (kernel's global, protocol version 8 as in
+// OTP 25-27) so that global:sync() on the Erlang side completes. This node registers no global
+// names and takes no global locks itself; it only plays the passive half of global's sync:
+//
+//	peer: {init_connect, {8, HisTag}, Peer, {locker, _, _, HisLocker}}  -> the same with our tag
+//	peer: {set_lock, Id} / {del_lock, Id} calls                         -> true
+//	peer: {lock_set, Locker, true, Known, OurTag}                       -> {lock_set, ourLocker, true, [], HisTag}
+//	peer: {exchange, Peer, Names, _, OurTag}                            -> {exchange, us, [], [], HisTag}
+//	peer: {resolved, Peer, _, _, _, _, OurTag}                          -> {resolved, us, [], [], unused, [], HisTag}
+//	peer: {in_sync, Peer, true}                                         -> {in_sync, us, true} (once)
+//
+// Everything else (init_connect_ack, in_sync, new_nodes, cancel_connect, lost_connection) is
+// ignored. Only the connection's reader goroutine touches c.global.
 func (n *Node) global(c *conn, from Pid, t Tuple) {
-	if len(t) > 0 {
-		if a, ok := t[0].(Atom); ok && strings.HasPrefix(string(a), "init_connect") {
-			n.log.Debug("erldist: global init_connect ignored", "peer", c.peer)
+	if len(t) == 3 && t[0] == Atom("$gen_call") { // set_lock, del_lock: always granted
+		f, ok := t[1].(Tuple)
+		req, _ := t[2].(Tuple)
+		if ok && len(f) == 2 && len(req) == 2 && (req[0] == Atom("set_lock") || req[0] == Atom("del_lock")) {
+			if pid, ok := f[0].(Pid); ok {
+				n.replyAsync(c, From{Pid: pid, Tag: f[1]}, Atom("true"))
+			}
 		}
+		return
+	}
+	if len(t) != 2 || t[0] != Atom("$gen_cast") {
+		return
+	}
+	msg, _ := t[1].(Tuple)
+	if len(msg) == 0 {
+		return
+	}
+	cast := func(m Tuple) {
+		c.sendCtl(Tuple{int64(opRegSend), n.locker(), Atom(""), Atom("global_name_server")},
+			Tuple{Atom("$gen_cast"), m}, true)
+	}
+	switch msg[0] {
+	case Atom("init_connect"):
+		if len(msg) != 4 {
+			return
+		}
+		vsn, ok := msg[1].(Tuple)
+		if !ok || len(vsn) < 2 {
+			return
+		}
+		c.global.hisTag = vsn[1]
+		if c.global.myTag == nil {
+			c.global.myTag = int64(n.nextTag.Add(1))
+		}
+		cast(Tuple{Atom("init_connect"), Tuple{int64(8), c.global.myTag}, n.name,
+			Tuple{Atom("locker"), Atom("no_longer_a_pid"), List{}, n.locker()}})
+	case Atom("lock_set"):
+		if len(msg) == 5 && msg[2] == Atom("true") && c.global.hisTag != nil && Equal(msg[4], c.global.myTag) {
+			cast(Tuple{Atom("lock_set"), n.locker(), Atom("true"), List{}, c.global.hisTag})
+		}
+	case Atom("exchange"):
+		if len(msg) == 5 && c.global.hisTag != nil && Equal(msg[4], c.global.myTag) {
+			cast(Tuple{Atom("exchange"), n.name, List{}, List{}, c.global.hisTag})
+		}
+	case Atom("resolved"):
+		if len(msg) == 7 && c.global.hisTag != nil && Equal(msg[6], c.global.myTag) {
+			cast(Tuple{Atom("resolved"), n.name, List{}, List{}, Atom("unused"), List{}, c.global.hisTag})
+		}
+	case Atom("in_sync"):
+		// The peer learnt of this node through a third node and considers it synced (its
+		// sync_others); a global node answers with its own in_sync when it learns of the peer
+		// the same way. Answer once per connection, so that global:sync() on the peer returns.
+		if len(msg) == 3 && msg[1] == c.peer && !c.global.inSyncSent {
+			c.global.inSyncSent = true
+			cast(Tuple{Atom("in_sync"), n.name, Atom("true")})
+		}
+	default:
+		n.log.Debug("erldist: global message ignored", "peer", c.peer, "msg", msg[0])
 	}
 }
+
+// locker is the pid this node gives global as its locker process (no mailbox behind it).
+func (n *Node) locker() Pid { return Pid{Node: n.name, ID: 1, Creation: n.creation} }

@@ -300,3 +300,63 @@ func TestWrongCookieRejected(t *testing.T) {
 		t.Fatalf("events %q", got)
 	}
 }
+
+// global:sync() on the Erlang side completes with the Go node connected, both when the Erlang
+// node connected first and when the Go node did, and with two Erlang nodes in the cluster.
+func TestGlobalSync(t *testing.T) {
+	needErlang(t)
+	port := startEPMD(t)
+	g := startGo(t, "go@127.0.0.1", port, nil)
+	e1 := startErl(t, "gl1@127.0.0.1", port, erlOpts{connect: "go@127.0.0.1"})
+	e1.waitLine("ping pong", 10*time.Second)
+	start := time.Now()
+	e1.command("global_sync")
+	if l := e1.waitLine("global_sync ", 10*time.Second); l != "global_sync ok" {
+		t.Fatal(l)
+	}
+	t.Logf("global:sync() with the Go node: %v", time.Since(start))
+	e2 := startErl(t, "gl2@127.0.0.1", port, erlOpts{})
+	if err := g.Connect(context.Background(), "gl2@127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	e2.command("global_sync")
+	if l := e2.waitLine("global_sync ", 10*time.Second); l != "global_sync ok" {
+		t.Fatalf("%s: %s", e2.name, l)
+	}
+	e2.command("connect gl1@127.0.0.1")
+	e2.waitLine("connect true", 5*time.Second)
+	for _, e := range []*erlNode{e1, e2} {
+		e.command("global_sync")
+		if l := e.waitLine("global_sync ", 10*time.Second); l != "global_sync ok" {
+			t.Fatalf("%s: %s", e.name, l)
+		}
+		e.command("nodes")
+		if l := e.waitLine("nodes ", 5*time.Second); !strings.Contains(l, "'go@127.0.0.1'") {
+			t.Fatalf("%s lost the Go node: %s", e.name, l)
+		}
+	}
+	// A third node that the Go node connects and that joins the others before any sync.
+	e3 := startErl(t, "gl3@127.0.0.1", port, erlOpts{})
+	if err := g.Connect(context.Background(), "gl3@127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	e3.command("connect gl1@127.0.0.1")
+	e3.waitLine("connect true", 5*time.Second)
+	for _, e := range []*erlNode{e3, e1, e2} {
+		e.command("global_sync")
+		if l := e.waitLine("global_sync ", 10*time.Second); l != "global_sync ok" {
+			t.Fatalf("%s: %s", e.name, l)
+		}
+		var l string
+		for range 50 {
+			e.command("nodes")
+			if l = e.waitLine("nodes ", 5*time.Second); strings.Count(l, "@") == 3 {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if strings.Count(l, "@") != 3 {
+			t.Fatalf("%s: %s", e.name, l)
+		}
+	}
+}

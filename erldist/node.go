@@ -86,6 +86,7 @@ type Node struct {
 	evStop   bool
 
 	dropped atomic.Uint64
+	nextTag atomic.Uint64 // global sync tags
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -131,7 +132,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n := &Node{
 		cfg: cfg, name: Atom(cfg.Name), host: host, log: log.With("node", cfg.Name),
 		conns: map[Atom]*conn{}, dialing: map[Atom]*dialState{}, changed: make(chan struct{}),
-		names: map[Atom]*Mailbox{}, pids: map[uint32]*Mailbox{}, nextPid: 1,
+		names: map[Atom]*Mailbox{}, pids: map[uint32]*Mailbox{}, nextPid: 2, // 0: Self, 1: locker()
 		eventSig: make(chan struct{}, 1), evDone: make(chan struct{}),
 	}
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -514,6 +515,11 @@ type conn struct {
 	reason   error
 	lastRecv atomic.Int64
 	wrote    atomic.Bool
+
+	global struct { // global's sync state; the reader goroutine only
+		hisTag, myTag Term
+		inSyncSent    bool
+	}
 }
 
 func (c *conn) close(reason error) {
