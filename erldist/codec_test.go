@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"errors"
+	"log/slog"
 	"math"
 	"math/big"
 	"os/exec"
@@ -244,5 +245,32 @@ func FuzzHandshakeName(f *testing.F) {
 		if err == nil && (p.name == "" || p.flags&requiredFlags != requiredFlags) {
 			t.Fatalf("accepted %+v", p)
 		}
+	})
+}
+
+// FuzzDispatch feeds arbitrary distribution messages to a node's dispatcher: it may reject
+// them, never panic.
+func FuzzDispatch(f *testing.F) {
+	pid := Pid{Node: "e@h", ID: 1, Creation: 1}
+	for _, ctl := range []Tuple{
+		{int64(opRegSend), pid, Atom(""), Atom("net_kernel")},
+		{int64(opMonitorP), pid, Atom("x"), Ref{Node: "e@h", IDs: []uint32{1}}},
+		{int64(opLink), pid, Pid{Node: "go@h", ID: 2}},
+		{int64(opUnlinkID), int64(7), pid, Pid{Node: "go@h", ID: 2}},
+		{int64(opRegSend), pid, Atom(""), Atom("global_name_server")},
+	} {
+		p, _ := encodeFrame(ctl, Tuple{Atom("$gen_call"), Tuple{pid, Ref{Node: "e@h", IDs: []uint32{1}}}, Tuple{Atom("is_auth"), Atom("e@h")}}, true)
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) == 0 {
+			return
+		}
+		n := &Node{name: "go@h", names: map[Atom]*Mailbox{}, pids: map[uint32]*Mailbox{}, cfg: Config{MailboxSize: 1}}
+		n.log = slog.New(slog.DiscardHandler)
+		m := &Mailbox{n: n, name: "x", pid: Pid{Node: "go@h", ID: 2}, c: make(chan Message, 1), links: map[Pid]struct{}{}, monitors: map[string]monitor{}}
+		n.names["x"], n.pids[2] = m, m
+		c := &conn{n: n, peer: "e@h", flags: ourFlags, out: make(chan []byte, 64), done: make(chan struct{})}
+		n.dispatch(c, b)
 	})
 }

@@ -33,6 +33,14 @@ func TestErlangConnectsToGo(t *testing.T) {
 	if ns := g.Nodes(); len(ns) != 1 || ns[0] != "erl1@127.0.0.1" {
 		t.Fatalf("Nodes() = %q", ns)
 	}
+	// Closing the Go node: Erlang sees nodedown at once, Go reports the link down once.
+	closed := time.Now()
+	g.Close()
+	e.waitLine("nodedown go@127.0.0.1", 5*time.Second)
+	t.Logf("Erlang nodedown %v after Close", time.Since(closed))
+	if got := ev.snapshot(); len(got) != 2 || got[1] != "down erl1@127.0.0.1 closed" {
+		t.Fatalf("events %q", got)
+	}
 }
 
 func TestGoConnectsToErlang(t *testing.T) {

@@ -71,19 +71,20 @@ type Node struct {
 	epmd     *EPMD
 	epmdConn net.Conn
 
-	mu       sync.Mutex
-	closed   bool
-	conns    map[Atom]*conn
-	dialing  map[Atom]*dialState
-	changed  chan struct{} // closed and replaced on every change of conns
-	names    map[Atom]*Mailbox
-	pids     map[uint32]*Mailbox
-	nextPid  uint32
-	nextRef  uint64
-	self     Pid
-	events   []event
-	eventSig chan struct{}
-	evStop   bool
+	mu        sync.Mutex
+	closed    bool
+	conns     map[Atom]*conn
+	dialing   map[Atom]*dialState
+	changed   chan struct{} // closed and replaced on every change of conns
+	names     map[Atom]*Mailbox
+	pids      map[uint32]*Mailbox
+	nextPid   uint32
+	nextRef   uint64
+	self      Pid
+	events    []event
+	eventSig  chan struct{}
+	evStop    bool
+	accepting int // handshakes in progress on accepted connections
 
 	dropped atomic.Uint64
 	nextTag atomic.Uint64 // global sync tags
@@ -100,6 +101,9 @@ type event struct {
 	node   string
 	reason error
 }
+
+// maxPendingAccepts bounds the handshakes in progress on accepted connections.
+const maxPendingAccepts = 64
 
 // Start validates cfg, listens, registers with EPMD and starts accepting connections.
 func Start(ctx context.Context, cfg Config) (*Node, error) {
@@ -266,10 +270,21 @@ func (n *Node) acceptLoop() {
 			c.Close()
 			return
 		}
+		if n.accepting >= maxPendingAccepts { // a flood of idle connections costs bounded goroutines
+			n.mu.Unlock()
+			c.Close()
+			continue
+		}
+		n.accepting++
 		n.wg.Add(1)
 		n.mu.Unlock()
 		go func() {
 			defer n.wg.Done()
+			defer func() {
+				n.mu.Lock()
+				n.accepting--
+				n.mu.Unlock()
+			}()
 			c.SetDeadline(time.Now().Add(n.cfg.SetupTime))
 			stop := context.AfterFunc(n.ctx, func() { c.Close() })
 			p, err := n.handshakeAcceptor(c)
@@ -314,6 +329,9 @@ func (n *Node) Connect(ctx context.Context, node string) error {
 	alive, host, ok := strings.Cut(node, "@")
 	if !ok || alive == "" || host == "" {
 		return fmt.Errorf("erldist: connect %q: not name@host", node)
+	}
+	if peer == n.name {
+		return fmt.Errorf("erldist: connect %q: that is this node", node)
 	}
 	for {
 		n.mu.Lock()
