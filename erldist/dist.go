@@ -433,8 +433,17 @@ func (n *Node) dispatch(c *conn, b []byte) error {
 			delete(m.monitors, r.String())
 			m.mu.Unlock()
 		}
-	case opMonitorPExit, opPayloadMonitorExt, opUnlinkIDAck, opGroupLeader:
-		// this node monitors nobody and links only on request: nothing to do
+	case opMonitorPExit, opPayloadMonitorExt:
+		// {21, FromProc, ToPid, Ref, Reason} or {28, FromProc, ToPid, Ref} + Reason: a monitor a
+		// mailbox (Node.Call) set fired; delivered as Erlang's {'DOWN', Ref, process, Proc, Reason}.
+		reason := arg(4)
+		if op == opPayloadMonitorExt {
+			reason = msg
+		}
+		n.deliver(n.mailboxByPid(pidArg(2)), Message{Node: string(c.peer),
+			Term: Tuple{Atom("DOWN"), arg(3), Atom("process"), arg(1), reason}})
+	case opUnlinkIDAck, opGroupLeader:
+		// links are only made by peers; group leaders mean nothing here
 	default:
 		n.log.Debug("erldist: control message ignored", "peer", c.peer, "op", op)
 	}
@@ -581,3 +590,78 @@ func (n *Node) global(c *conn, from Pid, t Tuple) {
 
 // locker is the pid this node gives global as its locker process (no mailbox behind it).
 func (n *Node) locker() Pid { return Pid{Node: n.name, ID: 1, Creation: n.creation} }
+
+// ErrCallFailed is returned (wrapped) by Call when the callee exits or does not exist.
+var ErrCallFailed = errors.New("erldist: call failed")
+
+// Call makes a gen_server:call to a process on a connected (or connectable) node: to is a Name
+// or a Pid. Like gen:call it monitors the callee, so a missing or dying process fails the call
+// at once (ErrCallFailed with the exit reason, e.g. noproc), as does the link going down.
+// ctx bounds the wait (gen_server's default is 5 s).
+func (n *Node) Call(ctx context.Context, to any, req Term) (Term, error) {
+	var node Atom
+	var proc Term
+	switch t := to.(type) {
+	case Name:
+		node, proc = Atom(t.Node), Tuple{Atom(t.Name), Atom(t.Node)}
+	case Pid:
+		node, proc = t.Node, t
+	default:
+		return nil, fmt.Errorf("erldist: call %T: want Pid or Name", to)
+	}
+	if n.connTo(node) == nil {
+		if err := n.Connect(ctx, string(node)); err != nil {
+			return nil, err
+		}
+	}
+	c := n.connTo(node)
+	if c == nil {
+		return nil, fmt.Errorf("erldist: call %v: %w", to, ErrNotUp)
+	}
+	m, err := n.Register("")
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	ref := n.MakeRef()
+	target := proc
+	if nm, ok := proc.(Tuple); ok {
+		target = nm[0] // MONITOR_P names a registered process by its atom
+	}
+	mon, err := encodeFrame(Tuple{int64(opMonitorP), m.pid, target, ref}, nil, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.send(ctx, mon); err != nil {
+		return nil, err
+	}
+	if err := n.send(ctx, m.pid, to, Tuple{Atom("$gen_call"), Tuple{m.pid, ref}, req}); err != nil {
+		return nil, err
+	}
+	demonitor := func() {
+		if p, err := encodeFrame(Tuple{int64(opDemonitorP), m.pid, target, ref}, nil, false); err == nil {
+			c.enqueue(p)
+		}
+	}
+	for {
+		select {
+		case msg, ok := <-m.C():
+			if !ok {
+				return nil, ErrClosed
+			}
+			t, _ := msg.Term.(Tuple)
+			if len(t) == 2 && Equal(t[0], ref) {
+				demonitor()
+				return t[1], nil
+			}
+			if len(t) == 5 && t[0] == Atom("DOWN") && Equal(t[1], ref) {
+				return nil, fmt.Errorf("%w: %v: %v", ErrCallFailed, to, t[4])
+			}
+		case <-c.done:
+			return nil, fmt.Errorf("%w: %v: noconnection", ErrCallFailed, to)
+		case <-ctx.Done():
+			demonitor()
+			return nil, fmt.Errorf("erldist: call %v: %w", to, ctx.Err())
+		}
+	}
+}

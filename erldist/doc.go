@@ -27,7 +27,8 @@
 //     [alias|Ref] tags, LINK, UNLINK, UNLINK_ID (acknowledged), EXIT, EXIT2 and the PAYLOAD_EXIT
 //     forms (delivered to the linked mailbox as a Message with Exit set), MONITOR_P and DEMONITOR_P
 //     (by name or pid; an unknown target gets MONITOR_P_EXIT noproc at once, as gen:call expects;
-//     closing a Mailbox sends MONITOR_P_EXIT and EXIT with reason normal to its watchers).
+//     closing a Mailbox sends MONITOR_P_EXIT and EXIT with reason normal to its watchers;
+//     Node.Call monitors its callee the same way and turns MONITOR_P_EXIT into ErrCallFailed).
 //   - Services every Erlang node expects of a visible peer: net_kernel answers
 //     {'$gen_call', From, {is_auth, Node}} with yes (net_adm:ping); rex answers features_request
 //     with features_reply and an empty feature list (no erpc: that needs spawn requests, which
@@ -68,6 +69,7 @@
 //		}
 //	}
 //	n.Send(ctx, erldist.Name{Node: "app@10.0.0.7", Name: "logger"}, erldist.Tuple{...})
+//	reply, err := n.Call(ctx, erldist.Name{Node: "app@10.0.0.7", Name: "my_server"}, req)
 //
 // OnNodeUp and OnNodeDown are called from one goroutine, in order, exactly once per link, also
 // at Close; do not call Close from them. Node.Send sends from the node's own pid, which has no

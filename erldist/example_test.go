@@ -7,8 +7,8 @@ import (
 	"github.com/macula-io/cluster/erldist"
 )
 
-// Two Go nodes on an embedded EPMD: a registered name answers gen_server:call, here made by
-// hand as Erlang's gen:call does ({'$gen_call', {Pid, Ref}, Request}, reply {Ref, Reply}).
+// Two Go nodes on an embedded EPMD: a registered name answers gen_server:call (Node.Call makes
+// the same call an Erlang gen_server:call makes, so Erlang nodes can be the callee or caller).
 func Example() {
 	epmd, err := erldist.ListenEPMD("127.0.0.1:0", nil)
 	if err != nil {
@@ -42,15 +42,12 @@ func Example() {
 			}
 		}
 	}()
-	box, _ := client.Register("")
-	ref := client.MakeRef()
-	call := erldist.Tuple{erldist.Atom("$gen_call"), erldist.Tuple{box.Pid(), ref}, []byte("world")}
-	if err := box.Send(ctx, erldist.Name{Node: "server@127.0.0.1", Name: "greeter"}, call); err != nil {
+	reply, err := client.Call(ctx, erldist.Name{Node: "server@127.0.0.1", Name: "greeter"}, []byte("world"))
+	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	reply := (<-box.C()).Term.(erldist.Tuple)
-	fmt.Printf("%s %s\n", reply[1].(erldist.Tuple)[0], reply[1].(erldist.Tuple)[1])
+	fmt.Printf("%s %s\n", reply.(erldist.Tuple)[0], reply.(erldist.Tuple)[1])
 	// Output:
 	// nodeup server@127.0.0.1
 	// hello world

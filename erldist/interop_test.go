@@ -2,6 +2,7 @@ package erldist
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"syscall"
 	"testing"
@@ -366,5 +367,29 @@ func TestGlobalSync(t *testing.T) {
 		if strings.Count(l, "@") != 3 {
 			t.Fatalf("%s: %s", e.name, l)
 		}
+	}
+}
+
+// Go calls Erlang gen_servers: net_kernel's is_auth (what net_adm:ping does), and a name that
+// does not exist fails at once with noproc through the monitor.
+func TestCallErlang(t *testing.T) {
+	needErlang(t)
+	port := startEPMD(t)
+	g := startGo(t, "go@127.0.0.1", port, nil)
+	startErl(t, "callee@127.0.0.1", port, erlOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	got, err := g.Call(ctx, Name{Node: "callee@127.0.0.1", Name: "net_kernel"}, Tuple{Atom("is_auth"), Atom("go@127.0.0.1")})
+	if err != nil || got != Atom("yes") {
+		t.Fatalf("is_auth: %#v, %v", got, err)
+	}
+	start := time.Now()
+	_, err = g.Call(ctx, Name{Node: "callee@127.0.0.1", Name: "nobody"}, Atom("x"))
+	if !errors.Is(err, ErrCallFailed) || !strings.Contains(err.Error(), "noproc") {
+		t.Fatalf("call to a missing name: %v", err)
+	}
+	t.Logf("noproc after %v", time.Since(start))
+	if g.Dropped() != 0 {
+		t.Fatalf("%d dropped", g.Dropped())
 	}
 }

@@ -46,6 +46,21 @@ func TestGoToGo(t *testing.T) {
 	if m := recv(t, box, 5*time.Second); !Equal(m.Term, Tuple{ref, Atom("r")}) {
 		t.Fatalf("reply %#v", m.Term)
 	}
+	// Node.Call, to a Go mailbox and to the built-in net_kernel; a missing name fails at once.
+	if r, err := b.Call(ctx, Name{Node: "a@127.0.0.1", Name: "net_kernel"}, Tuple{Atom("is_auth"), Atom("b@127.0.0.1")}); err != nil || r != Atom("yes") {
+		t.Fatalf("Call net_kernel: %#v %v", r, err)
+	}
+	go func() {
+		if m, ok := <-srv.C(); ok {
+			srv.Reply(ctx, m, Tuple{Atom("echo"), m.Term})
+		}
+	}()
+	if r, err := b.Call(ctx, Name{Node: "a@127.0.0.1", Name: "srv"}, int64(7)); err != nil || !Equal(r, Tuple{Atom("echo"), int64(7)}) {
+		t.Fatalf("Call srv: %#v %v", r, err)
+	}
+	if _, err := b.Call(ctx, Name{Node: "a@127.0.0.1", Name: "nobody"}, int64(7)); !errors.Is(err, ErrCallFailed) {
+		t.Fatalf("Call nobody: %v", err)
+	}
 	b.Close()
 	got := eva.wait(t, 2, 5*time.Second)
 	if got[1] != "down b@127.0.0.1 closed" {
