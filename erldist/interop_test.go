@@ -177,10 +177,21 @@ func TestTicksKeepIdleLinkAndTimeoutDetectsStoppedNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitLine("nodeup go@127.0.0.1", 5*time.Second)
+	// A second Go node with Erlang's default 60 s: it ticks only every 15 s on its own, so the
+	// Erlang node (4 s) keeps the link only because its ticks are answered.
+	ev2 := newEvents()
+	g2 := startGo(t, "go2@127.0.0.1", port, func(c *Config) { ev2.config(c); c.TickTime = time.Minute })
+	if err := g2.Connect(context.Background(), "erl4@127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	e.waitLine("nodeup go2@127.0.0.1", 5*time.Second)
 	// Idle for three tick times: neither side may drop the link.
 	time.Sleep(12 * time.Second)
 	if got := ev.snapshot(); len(got) != 1 {
 		t.Fatalf("idle link dropped: %q", got)
+	}
+	if got := ev2.snapshot(); len(got) != 1 {
+		t.Fatalf("idle link of the 60 s node dropped: %q", got)
 	}
 	select {
 	case l := <-e.lines:
