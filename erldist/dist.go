@@ -285,7 +285,7 @@ func (n *Node) mailboxByName(a Atom) *Mailbox {
 }
 
 func (n *Node) mailboxByPid(p Pid) *Mailbox {
-	if p.Node != n.name {
+	if p.Node != n.name || p.Creation != n.creation { // a pid of an earlier incarnation is dead
 		return nil
 	}
 	n.mu.Lock()

@@ -95,7 +95,11 @@ func LookupPort(ctx context.Context, host string, epmdPort int, name string) (No
 		HighVersion: binary.BigEndian.Uint16(fix[4:]),
 		LowVersion:  binary.BigEndian.Uint16(fix[6:]),
 	}
-	nb := make([]byte, binary.BigEndian.Uint16(fix[8:])) // at most 64 KiB
+	nl := binary.BigEndian.Uint16(fix[8:])
+	if nl == 0 || nl > 1020 { // an alive name is an atom: at most 255 characters, 4 bytes each
+		return NodeInfo{}, fmt.Errorf("erldist: epmd lookup %s: bad name length %d", name, nl)
+	}
+	nb := make([]byte, nl)
 	if _, err := io.ReadFull(r, nb); err != nil {
 		return NodeInfo{}, fmt.Errorf("erldist: epmd lookup %s: %w", name, err)
 	}

@@ -262,7 +262,18 @@ func (n *Node) acceptLoop() {
 	for {
 		c, err := n.ln.Accept()
 		if err != nil {
-			return
+			if n.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// A transient failure (out of file descriptors): pause instead of spinning or
+			// giving up the listener for good.
+			n.log.Warn("erldist: accept", "err", err)
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			continue
 		}
 		n.mu.Lock()
 		if n.closed {

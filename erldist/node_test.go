@@ -46,6 +46,15 @@ func TestGoToGo(t *testing.T) {
 	if m := recv(t, box, 5*time.Second); !Equal(m.Term, Tuple{ref, Atom("r")}) {
 		t.Fatalf("reply %#v", m.Term)
 	}
+	// A pid of an earlier incarnation of b (another creation) reaches no mailbox.
+	stale := box.Pid()
+	stale.Creation++
+	before := b.Dropped()
+	a.Send(ctx, stale, Atom("old"))
+	a.Send(ctx, box.Pid(), Atom("new"))
+	if m := recv(t, box, 5*time.Second); m.Term != Atom("new") || b.Dropped() != before+1 {
+		t.Fatalf("got %#v, dropped %d -> %d", m.Term, before, b.Dropped())
+	}
 	// Node.Call, to a Go mailbox and to the built-in net_kernel; a missing name fails at once.
 	if r, err := b.Call(ctx, Name{Node: "a@127.0.0.1", Name: "net_kernel"}, Tuple{Atom("is_auth"), Atom("b@127.0.0.1")}); err != nil || r != Atom("yes") {
 		t.Fatalf("Call net_kernel: %#v %v", r, err)
