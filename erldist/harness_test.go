@@ -232,6 +232,8 @@ func (ev *events) config(c *Config) {
 		r := "closed"
 		if errors.Is(reason, ErrTickTimeout) {
 			r = "tick"
+		} else if errors.Is(reason, ErrRestarted) {
+			r = "restarted"
 		}
 		ev.add("down " + n + " " + r)
 	}

@@ -158,3 +158,27 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// A node that comes back under the same name while its old link still looks alive (a crash the
+// TCP connection has not shown yet) gets status alive, answers true, and replaces the old link:
+// NodeDown (restarted) then NodeUp, in order.
+func TestRestartWhileOldLinkAlive(t *testing.T) {
+	a, _, eva, _ := goPair(t)
+	ctx := context.Background()
+	if err := a.Connect(ctx, "b@127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	eva.wait(t, 1, 5*time.Second)
+	epmdPort := a.epmd.Port()
+	b2 := startGo(t, "b@127.0.0.1", epmdPort, func(c *Config) { c.NoEPMD = true })
+	if err := b2.Connect(ctx, "a@127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	got := eva.wait(t, 3, 5*time.Second)
+	want := []string{"up b@127.0.0.1", "down b@127.0.0.1 restarted", "up b@127.0.0.1"}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("events %q, want %q", got, want)
+		}
+	}
+}
