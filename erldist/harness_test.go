@@ -19,7 +19,20 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(testMain{m})
+}
+
+// testMain removes the compiled agent after the tests (goleak.VerifyTestMain calls os.Exit).
+type testMain struct{ m *testing.M }
+
+func (t testMain) Run() int {
+	code := t.m.Run()
+	if agentDir != "" {
+		os.RemoveAll(agentDir)
+	}
+	return code
+}
 
 const testCookie = "erldist-test-cookie"
 
