@@ -404,3 +404,25 @@ func TestCallErlang(t *testing.T) {
 		t.Fatalf("%d dropped", g.Dropped())
 	}
 }
+
+// A hidden Go node is in the Erlang node's nodes(hidden), not in nodes(), and still talks.
+func TestHiddenNode(t *testing.T) {
+	needErlang(t)
+	port := startEPMD(t)
+	g := startGo(t, "go@127.0.0.1", port, func(c *Config) { c.Hidden = true })
+	e := startErl(t, "seer@127.0.0.1", port, erlOpts{})
+	if err := g.Connect(context.Background(), "seer@127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	e.command("hidden")
+	if l := e.waitLine("hidden ", 5*time.Second); !strings.Contains(l, "'go@127.0.0.1'") {
+		t.Fatal(l)
+	}
+	e.command("nodes")
+	if l := e.waitLine("nodes ", 5*time.Second); l != "nodes []" {
+		t.Fatal(l)
+	}
+	if r, err := g.Call(context.Background(), Name{Node: "seer@127.0.0.1", Name: "net_kernel"}, Tuple{Atom("is_auth"), Atom("go@127.0.0.1")}); err != nil || r != Atom("yes") {
+		t.Fatalf("%#v %v", r, err)
+	}
+}

@@ -36,6 +36,7 @@ loop() ->
         {stdin, "ping " ++ Node} ->
             out("ping ~p", [net_adm:ping(list_to_atom(Node))]);
         {stdin, "nodes"} -> out("nodes ~p", [nodes()]);
+        {stdin, "hidden"} -> out("hidden ~p", [nodes(hidden)]);
         {stdin, "global_sync"} -> out("global_sync ~p", [global:sync()]);
         {stdin, "stop"} -> init:stop();
         {stdin, Other} -> out("unknown ~s", [Other]);
