@@ -414,8 +414,16 @@ func TestHiddenNode(t *testing.T) {
 	if err := g.Connect(context.Background(), "seer@127.0.0.1"); err != nil {
 		t.Fatal(err)
 	}
-	e.command("hidden")
-	if l := e.waitLine("hidden ", 5*time.Second); !strings.Contains(l, "'go@127.0.0.1'") {
+	// The Erlang side finishes its half of the setup just after Go's Connect returns.
+	var l string
+	for range 50 {
+		e.command("hidden")
+		if l = e.waitLine("hidden ", 5*time.Second); strings.Contains(l, "'go@127.0.0.1'") {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(l, "'go@127.0.0.1'") {
 		t.Fatal(l)
 	}
 	e.command("nodes")
