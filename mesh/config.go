@@ -95,6 +95,34 @@ type Config struct {
 	// MaxDials bounds the outbound connection attempts in flight; further
 	// peers wait in a fair queue (first attempts before retries). 0 = 16.
 	MaxDials int
+	// Profile picks the failure detector's defaults, as memberlist's
+	// DefaultLAN/WAN/LocalConfig do: "lan" (or "") probe every 1 s, probe
+	// timeout 500 ms, SuspicionMult 3 (a silent node is declared dead
+	// about 3-5 s after it stops answering on a 10-node LAN); "wan": 5 s,
+	// 3 s, 6; "local" (one host, loopback): 500 ms, 200 ms, 3. The four
+	// fields below override single values. Any other name is an error.
+	Profile string
+	// ProbeInterval is the protocol period: each node probes one member
+	// per period, so the probing cost per node is constant in the cluster
+	// size. 0 = the profile's.
+	ProbeInterval time.Duration
+	// ProbeTimeout is the wait for a direct ack before asking
+	// IndirectChecks other members to probe; at most ProbeInterval/2.
+	// 0 = the profile's.
+	ProbeTimeout time.Duration
+	// SuspicionMult scales how long a suspected member has to refute
+	// before it is declared dead (NodeDown reason timeout):
+	// SuspicionMult * max(1, log10(N+1)) * ProbeInterval with
+	// confirmations from other members, up to 6 times that without
+	// (mesh/doc.go, "Liveness"). 0 = the profile's.
+	SuspicionMult int
+	// IndirectChecks is the number of members asked to probe a member
+	// that did not answer (fewer in small clusters). 0 = 3; negative =
+	// none.
+	IndirectChecks int
+	// NoProbes turns the failure detector off: liveness is then only the
+	// links' LinkTimeout, and no UDP socket is bound.
+	NoProbes bool
 	// Logger receives link changes and per-connection detail at Debug and
 	// rate-limited warnings about hostile traffic (membership changes are
 	// logged at Info by the cluster facade). nil = discard.
@@ -113,9 +141,59 @@ type Config struct {
 	OnMessage func(from string, payload []byte)
 }
 
+// probeParams are a profile's detector settings.
+type probeParams struct {
+	interval, timeout time.Duration
+	mult, indirect    int
+}
+
+// Profiles: see Config.Profile.
+var profiles = map[string]probeParams{
+	"lan":   {time.Second, 500 * time.Millisecond, 3, 3},
+	"wan":   {5 * time.Second, 3 * time.Second, 6, 3},
+	"local": {500 * time.Millisecond, 200 * time.Millisecond, 3, 3},
+}
+
+// Profiles lists the valid Config.Profile names.
+func Profiles() []string { return []string{"lan", "wan", "local"} }
+
+// probeConfig is the detector's configuration after normalize.
+func (c *Config) probeConfig() probeParams {
+	return probeParams{c.ProbeInterval, c.ProbeTimeout, c.SuspicionMult, c.IndirectChecks}
+}
+
 func normalize(cfg *Config) error {
 	bad := func(field string, v any) error {
 		return fmt.Errorf("%w: %s %v", ErrInvalidConfig, field, v)
+	}
+	if cfg.Profile == "" {
+		cfg.Profile = "lan"
+	}
+	prof, ok := profiles[cfg.Profile]
+	switch {
+	case !ok:
+		return bad("Profile", cfg.Profile)
+	case cfg.ProbeInterval < 0:
+		return bad("ProbeInterval", cfg.ProbeInterval)
+	case cfg.ProbeTimeout < 0:
+		return bad("ProbeTimeout", cfg.ProbeTimeout)
+	case cfg.SuspicionMult < 0:
+		return bad("SuspicionMult", cfg.SuspicionMult)
+	}
+	if cfg.ProbeInterval == 0 {
+		cfg.ProbeInterval = prof.interval
+	}
+	if cfg.ProbeTimeout == 0 {
+		cfg.ProbeTimeout = min(prof.timeout, cfg.ProbeInterval/2)
+	}
+	if cfg.ProbeTimeout > cfg.ProbeInterval/2 {
+		return bad("ProbeTimeout (more than ProbeInterval/2)", cfg.ProbeTimeout)
+	}
+	if cfg.SuspicionMult == 0 {
+		cfg.SuspicionMult = prof.mult
+	}
+	if cfg.IndirectChecks == 0 {
+		cfg.IndirectChecks = prof.indirect
 	}
 	switch {
 	case cfg.LinkTimeout < 0:

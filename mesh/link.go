@@ -38,8 +38,12 @@ type link struct {
 	failOnce   sync.Once
 	readerDone chan struct{}
 
-	removed bool   // guarded by m.mu: out of the table, NodeDown reported
+	removed bool   // guarded by m.mu: out of the table, NodeDown reported (or the member held, flap.go)
 	dialled string // the address we dialled; "" inbound (set by admit)
+
+	noFlap     atomic.Bool   // the failure is a verdict on the member (protocol error, detector's dead)
+	prev       *link         // set by admit: the broken link whose queue this one adopted
+	writerDone chan struct{} // closed when writeLoop returns
 }
 
 func newLink(m *Mesh, peer hello, conn, raw net.Conn, outbound bool) *link {
@@ -56,6 +60,7 @@ func newLink(m *Mesh, peer hello, conn, raw net.Conn, outbound bool) *link {
 		stop:       make(chan struct{}),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
+		writerDone: make(chan struct{}),
 	}
 }
 
@@ -211,6 +216,7 @@ func (l *link) protocolError(reason HandshakeReason, err error) {
 	}
 	m := l.m
 	m.st.count(&m.st.proto, string(reason))
+	l.noFlap.Store(true)
 	if ok, suppressed := m.warns.Allow("link:" + l.peer.Name); ok {
 		m.log.Warn("mesh: protocol error, closing link", "node", l.peer.Name, "reason", reason,
 			"err", err, "suppressed", suppressed)
@@ -221,6 +227,17 @@ func (l *link) protocolError(reason HandshakeReason, err error) {
 func (l *link) writeLoop() {
 	m := l.m
 	defer m.wg.Done()
+	defer close(l.writerDone)
+	if l.prev != nil {
+		// The broken link's writer must be gone before this one reads
+		// the queue it shares (it may hold one message: lost with it).
+		select {
+		case <-l.prev.writerDone:
+		case <-l.done:
+			return
+		}
+		l.prev = nil
+	}
 	dw := &deadlineWriter{c: l.conn, d: m.cfg.LinkTimeout}
 	var bw frameWriter
 	if s := l.peer.sess; s != nil && s.send != nil {

@@ -79,27 +79,26 @@ func (m *Mesh) removeLocked(l *link, r Reason) {
 	if r == ReasonLeft {
 		m.rememberLeftLocked(l.peer)
 	}
+	m.probeLinkDownLocked(l)
 	m.emitDownLocked(l, r)
 }
 
 // linkDown is called once per link when it fails. If the link is still in
 // the table it is removed with NodeDown(r), and the peers that wanted it
-// (by name, or by one of its addresses) are redialled.
+// (by name, or by one of its addresses) are redialled; unless the failure
+// may be a flap under a live member (flap.go).
 func (m *Mesh) linkDown(l *link, r Reason) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if l.removed {
 		return
 	}
-	m.removeLocked(l, r)
-	if m.closed {
+	if m.flapCandidateLocked(l, r) {
+		m.holdLocked(l, r) // flap.go: NodeDown only if the member is gone
 		return
 	}
-	for _, key := range [3]string{l.peer.Name, l.peer.Addr, l.dialled} {
-		if ps := m.peers[key]; key != "" && ps != nil && ps.wanted && m.needDialLocked(ps) {
-			m.scheduleLocked(ps, time.Time{})
-		}
-	}
+	m.removeLocked(l, r)
+	m.redialLocked(l, false)
 }
 
 // leftEntry is a node incarnation that said goodbye.
@@ -178,6 +177,21 @@ func (m *Mesh) admit(peer hello, conn, raw net.Conn, dialled string, ps *peerSta
 		return nil, nil, refuseLeft
 	}
 	reason := Reason("")
+	var adopt *held
+	if h := m.held[peer.Name]; h != nil {
+		// The member's link broke and it is being relinked (flap.go).
+		switch c := compareIncarnation(peer, h.link.peer); {
+		case c < 0:
+			return nil, nil, refuseStale
+		case c > 0:
+			m.dropHeldLocked(h, ReasonRestarted)
+		default:
+			adopt = h
+		}
+	}
+	// silent: a link of the same incarnation replaced while the detector
+	// runs; the member stays up (without probes: NodeDown closed, NodeUp).
+	silent := false
 	if cur := m.links[peer.Name]; cur != nil {
 		switch c := compareIncarnation(peer, cur.peer); {
 		case c < 0:
@@ -185,6 +199,7 @@ func (m *Mesh) admit(peer hello, conn, raw net.Conn, dialled string, ps *peerSta
 		case c > 0:
 			reason = ReasonRestarted
 		case outbound:
+			silent = m.probes != nil
 			reason = ReasonClosed
 		default:
 			curWins := cur.outbound && m.name < peer.Name
@@ -192,14 +207,27 @@ func (m *Mesh) admit(peer hello, conn, raw net.Conn, dialled string, ps *peerSta
 				m.st.duplicates.Add(1)
 				return nil, nil, refuseDuplicate
 			}
+			silent = m.probes != nil
 			reason = ReasonClosed
 		}
 		old = cur
-	} else if !outbound && m.name < peer.Name && m.dialingLocked(peer) {
+	} else if adopt == nil && !outbound && m.name < peer.Name && m.dialingLocked(peer) {
+		// (A held member takes the first connection that works: our own
+		// dial may be stuck where the old link broke.)
 		m.st.duplicates.Add(1)
 		return nil, nil, refuseDuplicate
 	}
-	if old != nil {
+	if old != nil && silent {
+		// Same process, new connection: swap links under the member,
+		// no NodeDown/NodeUp; the new link takes over the queue.
+		old.removed = true
+		for _, a := range [2]string{old.peer.Addr, old.dialled} {
+			if a != "" && m.addrLinks[a] == old {
+				delete(m.addrLinks, a)
+			}
+		}
+		delete(m.links, peer.Name)
+	} else if old != nil {
 		m.removeLocked(old, reason)
 	}
 	l = newLink(m, peer, conn, raw, outbound)
@@ -209,7 +237,16 @@ func (m *Mesh) admit(peer hello, conn, raw net.Conn, dialled string, ps *peerSta
 	if dialled != "" {
 		m.addrLinks[dialled] = l
 	}
-	m.emitUpLocked(l)
+	switch {
+	case adopt != nil:
+		m.adoptLocked(adopt, l)
+	case old != nil && silent:
+		l.out, l.prev = old.out, old
+		m.st.reconnects.Add(1)
+	default:
+		m.emitUpLocked(l)
+	}
+	m.probeLinkUpLocked(l)
 	m.peersChangedLocked()
 	return l, old, 0
 }

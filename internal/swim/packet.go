@@ -206,3 +206,17 @@ func decode(b []byte) (*packet, error) {
 	}
 	return p, nil
 }
+
+// EncodePing is a ping from (from, fromID, fromInc) to (target, targetID)
+// outside any detector's probe: the owner's urgent check of a member. The
+// member's detector answers with an ack to the packet's source.
+func EncodePing(from string, fromID, fromInc uint64, target string, targetID uint64, seq uint32) []byte {
+	return encode(&packet{Type: typePing, Seq: seq, From: node{from, fromID}, FromInc: fromInc,
+		Target: node{target, targetID}})
+}
+
+// IsAck reports whether b is an ack for seq from (name, id).
+func IsAck(b []byte, seq uint32, name string, id uint64) bool {
+	p, err := decode(b)
+	return err == nil && p.Type == typeAck && p.Seq == seq && p.From == node{name, id}
+}

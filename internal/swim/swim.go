@@ -106,6 +106,10 @@ type Config struct {
 	RetransmitMult int
 	// MaxHealth bounds the local-health multiplier. 0 = 8.
 	MaxHealth int
+	// OnlyMembers: answer pings only from members (the owner's membership
+	// is symmetric, as mesh links are), so a node that dropped us does not
+	// vouch for itself to us.
+	OnlyMembers bool
 	// Send transmits one packet to addr (best effort, must not block).
 	Send func(addr string, pkt []byte)
 	// Rand is the randomness for target order and relay choice. nil = a
@@ -141,6 +145,7 @@ type Stats struct {
 	RelaysDropped  uint64 // ping-reqs refused: table full or unknown target
 	BadPackets     uint64 // undecodable packets
 	Misdirected    uint64 // pings for another name or process
+	NotMembers     uint64 // pings not answered: the sender is not a member (OnlyMembers)
 }
 
 type suspicion struct {
@@ -619,6 +624,10 @@ func (d *Detector) Handle(now time.Time, addr string, b []byte) ([]Change, error
 	case typePing:
 		if p.Target != d.self {
 			d.st.Misdirected++
+			break
+		}
+		if m := d.members[p.From.Name]; d.cfg.OnlyMembers && (m == nil || m.ID != p.From.ID) {
+			d.st.NotMembers++
 			break
 		}
 		d.st.PingsAnswered++
