@@ -18,7 +18,9 @@ import (
 //     port unreachable within a round trip, so the crash is still reported
 //     at once (NodeDown closed); no answer within ProbeTimeout reports the
 //     original reason.
-//  2. The peer acked: both sides redial (each held its end). A new link of
+//  2. The peer acked: we tell it (one UDP notice, twice) that the link
+//     broke, since it may not notice a stall while it sends nothing; it
+//     drops its end, which goes through 1 too; both sides redial. A new link of
 //     the same incarnation replaces the held one without NodeDown/NodeUp
 //     and counts in Stats.Probes.LinkReconnects; a newer incarnation
 //     reports NodeDown restarted, then NodeUp.
@@ -91,6 +93,7 @@ func (m *Mesh) checkHeld(h *held) {
 			m.dropHeldLocked(h, h.reason)
 		}
 	})
+	m.probes.tellBroken(h.link)
 	m.redialLocked(h.link, true)
 }
 

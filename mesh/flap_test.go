@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,6 +101,14 @@ func TestFlapTCPBlackholed(t *testing.T) {
 	rb.waitEvent(t, 10*time.Second, NodeUp, a.Name(), "")
 	t0 := time.Now()
 	p.Blackhole()
+	// With probes a link has no frequent ticks: it notices a stall when
+	// data does not drain. Queue more than the socket buffers hold.
+	big := make([]byte, 1<<20)
+	for range 12 {
+		if err := a.Send(context.Background(), b.Name(), big); err != nil {
+			t.Fatal(err)
+		}
+	}
 	eventually(t, 15*time.Second, "link re-established", func() bool {
 		return a.Stats().Probes.LinkReconnects >= 1 && b.Stats().Probes.LinkReconnects >= 1 &&
 			linkedTo(a, b.Name()) && linkedTo(b, a.Name())
@@ -108,7 +117,11 @@ func TestFlapTCPBlackholed(t *testing.T) {
 	if err := a.Send(context.Background(), b.Name(), []byte("after")); err != nil {
 		t.Fatal(err)
 	}
-	rb.wait(t, 5*time.Second, "message after relink", func(r *recorder) bool { return len(r.msgs) >= 1 })
+	rb.wait(t, 10*time.Second, "message after relink", func(r *recorder) bool {
+		return len(r.msgs) > 0 && strings.HasSuffix(r.msgs[len(r.msgs)-1], ": after")
+	})
+	t.Logf("%d of the 12 messages queued during the stall arrived (the one being written when it broke, and what the stalled socket held, are lost)",
+		len(rb.messages())-1)
 	if ea, eb := ra.snapshot(), rb.snapshot(); len(ea) != 1 || len(eb) != 1 {
 		t.Fatalf("membership events on a link flap:\na %s\nb %s", fmtEvents(ea), fmtEvents(eb))
 	}
@@ -118,10 +131,15 @@ func TestFlapTCPBlackholed(t *testing.T) {
 }
 
 // TestDeadBothBlackholed: the TCP link stalls and the peer answers no probe
-// either: NodeDown timeout within LinkTimeout + ProbeTimeout (or the
-// detector's suspicion, whichever is first), with generous margins.
+// either: the detector declares it dead, NodeDown timeout. Bound: a probe
+// fails within two periods, then the suspicion (SuspicionMult * period,
+// with no other member to confirm, stretched at most twice by local
+// health): 2*200 ms + 2*3*200 ms = 1.6 s here; margins for a loaded box.
 func TestDeadBothBlackholed(t *testing.T) {
-	lt := func(c *Config) { c.LinkTimeout = time.Second }
+	lt := func(c *Config) {
+		c.LinkTimeout = time.Second
+		c.ProbeInterval, c.ProbeTimeout, c.SuspicionMult = 200*time.Millisecond, 100*time.Millisecond, 3
+	}
 	// b reaches a only at a's advertised address, where nothing listens:
 	// with b's UDP dropped and the proxy blackholed, they are cut apart.
 	a, ra := startNode(t, "a@127.0.0.1", func(c *Config) { lt(c); c.Advertise = deadUDPAddr(t) })
@@ -134,8 +152,8 @@ func TestDeadBothBlackholed(t *testing.T) {
 	b.probes.dropAll.Store(true)
 	ra.waitEvent(t, 10*time.Second, NodeDown, b.Name(), ReasonTimeout)
 	d := time.Since(t0)
-	t.Logf("NodeDown timeout after %v (bound: LinkTimeout 1 s + ProbeTimeout 0.5 s)", d)
-	if d < 500*time.Millisecond || d > 5*time.Second {
+	t.Logf("NodeDown timeout after %v (bound 1.6 s)", d)
+	if d < 500*time.Millisecond || d > 8*time.Second {
 		t.Fatalf("NodeDown after %v", d)
 	}
 }

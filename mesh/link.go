@@ -72,6 +72,9 @@ func (l *link) info() Link {
 // start runs the reader and writer. The caller is a goroutine counted in
 // m.wg, so the Add cannot race with Close's Wait.
 func (l *link) start() {
+	if l.m.probes != nil {
+		setUserTimeout(l.raw, l.m.cfg.LinkTimeout)
+	}
 	l.m.wg.Add(2)
 	go l.readLoop()
 	go l.writeLoop()
@@ -92,6 +95,29 @@ func (l *link) fail(r Reason) {
 // shutdown asks the writer to send goodbye and close.
 func (l *link) shutdown() {
 	l.stopOnce.Do(func() { close(l.stop) })
+}
+
+// Link ticks. Without probes a link is the liveness signal: a tick every
+// LinkTimeout/4 on an idle link, and LinkTimeout of silence fails it. With
+// probes, membership comes from the detector and a link only needs to
+// notice that it stalled: ticks are keepalives (every linkKeepalive, so the
+// steady cost per node does not grow with LinkTimeout/4 per peer), data not
+// acknowledged for LinkTimeout fails the connection (TCP_USER_TIMEOUT, and
+// the write deadline), and an idle link fails after readSilence.
+const linkKeepalive = 15 * time.Second
+
+func (m *Mesh) tickInterval() time.Duration {
+	if m.probes == nil {
+		return m.cfg.LinkTimeout / 4
+	}
+	return max(linkKeepalive, m.cfg.LinkTimeout/4)
+}
+
+func (m *Mesh) readSilence() time.Duration {
+	if m.probes == nil {
+		return m.cfg.LinkTimeout
+	}
+	return max(3*linkKeepalive, m.cfg.LinkTimeout)
 }
 
 func linkReason(err error) Reason {
@@ -154,7 +180,7 @@ func (l *link) readLoop() {
 	m := l.m
 	defer m.wg.Done()
 	defer close(l.readerDone)
-	var src io.Reader = &deadlineReader{c: l.conn, d: m.cfg.LinkTimeout}
+	var src io.Reader = &deadlineReader{c: l.conn, d: m.readSilence()}
 	if s := l.peer.sess; s != nil && s.recv != nil {
 		src = newOpenReader(src, s.recv)
 	} else {
@@ -245,7 +271,7 @@ func (l *link) writeLoop() {
 	} else {
 		bw = bufio.NewWriterSize(dw, writeBufSize)
 	}
-	ticker := time.NewTicker(m.cfg.LinkTimeout / 4)
+	ticker := time.NewTicker(m.tickInterval())
 	defer ticker.Stop()
 	var hdr [frameHeaderLen]byte
 	wrote := false

@@ -21,13 +21,15 @@ import (
 
 // Probe envelope (UDP, on the mesh port): see doc.go.
 //
-//	0  1  version (probeVersion)
+//	0  1  kind: probeVersion (a SWIM packet follows) or probeBroken (the
+//	      sender's name follows: its link to the receiver broke; see flap.go)
 //	1  8  sender's incarnation (the mesh's, not SWIM's)
 //	9  8  sequence, per sender, strictly increasing
 //	17 .  SWIM packet (internal/swim)
 //	.  16 MAC: HMAC-SHA256(probe key, everything before it), first 16 bytes
 const (
 	probeVersion   = 1
+	probeBroken    = 2
 	probeHeaderLen = 17
 	probeMACLen    = 16
 	probeMaxPacket = 1500
@@ -49,8 +51,12 @@ func probeKey(cookie []byte) []byte {
 }
 
 func sealProbe(key []byte, inc, seq uint64, body []byte) []byte {
+	return sealKind(key, probeVersion, inc, seq, body)
+}
+
+func sealKind(key []byte, kind byte, inc, seq uint64, body []byte) []byte {
 	b := make([]byte, 0, probeHeaderLen+len(body)+probeMACLen)
-	b = append(b, probeVersion)
+	b = append(b, kind)
 	b = binary.BigEndian.AppendUint64(b, inc)
 	b = binary.BigEndian.AppendUint64(b, seq)
 	b = append(b, body...)
@@ -65,7 +71,7 @@ func openProbe(key, b []byte) (inc, seq uint64, body []byte, err error) {
 	if len(b) < probeHeaderLen+probeMACLen || len(b) > probeMaxPacket {
 		return 0, 0, nil, fmt.Errorf("%w: length %d", swim.ErrBadPacket, len(b))
 	}
-	if b[0] != probeVersion {
+	if b[0] != probeVersion && b[0] != probeBroken {
 		return 0, 0, nil, fmt.Errorf("%w: version %d", swim.ErrBadPacket, b[0])
 	}
 	n := len(b) - probeMACLen
@@ -281,6 +287,11 @@ func (p *prober) handle(from netip.AddrPort, b []byte) {
 		p.replays.Add(1)
 		return
 	}
+	if b[0] == probeBroken {
+		p.mu.Unlock()
+		p.m.peerLinkBroken(string(body), inc)
+		return
+	}
 	ch, err := p.d.Handle(time.Now(), from.String(), body)
 	p.flushUnlock(ch)
 	if err != nil {
@@ -317,6 +328,36 @@ func (p *prober) stats() ProbeStats {
 }
 
 func (p *prober) close() { p.conn.Close() }
+
+// tellBroken tells the peer of l that our end of the link broke, so that
+// it drops its end too (it may not notice a stall while it sends nothing)
+// and both redial. Sent twice: it is one UDP packet.
+func (p *prober) tellBroken(l *link) {
+	ap, ok := probeAddr(l)
+	if !ok || p.dropAll.Load() {
+		return
+	}
+	for range 2 {
+		p.conn.WriteToUDPAddrPort(sealKind(p.key, probeBroken, p.m.inc, p.seq.Add(1), []byte(p.m.name)), ap)
+	}
+}
+
+// peerLinkBroken: the peer name (incarnation inc) says its end of our link
+// broke. A link of ours to it older than the news is failed (and then,
+// the peer being alive, relinked: flap.go).
+func (m *Mesh) peerLinkBroken(name string, inc uint64) {
+	m.mu.RLock()
+	l := m.links[name]
+	m.mu.RUnlock()
+	if l == nil || l.peer.Incarnation != inc || time.Since(l.since) < brokenNoticeMinAge {
+		return
+	}
+	m.log.Debug("mesh: peer reports our link broken", "node", name)
+	l.fail(ReasonTimeout)
+}
+
+// brokenNoticeMinAge: a link younger than this is already the replacement.
+const brokenNoticeMinAge = 500 * time.Millisecond
 
 // check is the urgent probe of a member whose link broke: a ping from a
 // connected UDP socket, so that an ICMP port unreachable (the process is

@@ -77,6 +77,7 @@ const (
 	DefaultMaxHealth        = 8
 	maxRelays               = 256  // ping-reqs being served at once
 	maxTold                 = 256  // accusers remembered (tellAccuser)
+	maxSuspicionStretch     = 2    // local health stretches a suspicion at most this much
 	maxBroadcasts           = 1024 // queued gossip updates
 	maxMembers              = 1 << 16
 	envelopeReserve         = 96 // bytes left for the owner's envelope (MAC, nonce)
@@ -433,9 +434,10 @@ func (d *Detector) Tick(now time.Time) []Change {
 		if m.susp == nil || m.susp.deadline.After(now) {
 			continue
 		}
-		// Local health stretches the suspicion as well: a node that
-		// misses probes itself is slow to call anyone dead.
-		if ext := m.susp.start.Add(m.susp.timeout() * d.scale()); ext.After(now) {
+		// Local health stretches the suspicion as well (at most
+		// twice): a node that misses probes itself is slow to call
+		// anyone dead.
+		if ext := m.susp.start.Add(m.susp.timeout() * min(d.scale(), maxSuspicionStretch)); ext.After(now) {
 			m.susp.deadline = ext
 			continue
 		}
