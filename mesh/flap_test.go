@@ -232,3 +232,41 @@ func deadUDPAddr(t *testing.T) string {
 	ln.Close()
 	return addr
 }
+
+// TestMixedProbesAndNoProbes: a node without probes is never probed (it
+// would never answer) and its link keeps the tick liveness both ways.
+func TestMixedProbesAndNoProbes(t *testing.T) {
+	lt := func(c *Config) { c.LinkTimeout = time.Second }
+	a, ra := startNode(t, "a@127.0.0.1", lt)
+	b, rb := startNode(t, "b@127.0.0.1", func(c *Config) { lt(c); c.NoProbes = true })
+	a.Connect(b.Name(), b.Addr())
+	ra.waitEvent(t, 10*time.Second, NodeUp, b.Name(), "")
+	rb.waitEvent(t, 10*time.Second, NodeUp, a.Name(), "")
+	time.Sleep(4 * time.Second) // idle: 4 LinkTimeouts, and beyond a suspicion
+	if ea, eb := ra.snapshot(), rb.snapshot(); len(ea) != 1 || len(eb) != 1 {
+		t.Fatalf("events on an idle mixed link:\na %s\nb %s", fmtEvents(ea), fmtEvents(eb))
+	}
+	if s := a.Stats().Probes; s.Sent != 0 || s.Suspicions != 0 {
+		t.Fatalf("a probed a node without probes: %+v", s)
+	}
+}
+
+// TestIdleProbedLinkSendsNoTicks: between two probing nodes an idle link
+// carries nothing; liveness is the probes (constant cost per node).
+func TestIdleProbedLinkSendsNoTicks(t *testing.T) {
+	lt := func(c *Config) { c.LinkTimeout = time.Second }
+	a, ra := startNode(t, "a@127.0.0.1", lt)
+	b, _ := startNode(t, "b@127.0.0.1", lt)
+	p := newProxy(t, b.Addr())
+	a.Connect(b.Name(), p.Addr())
+	ra.waitEvent(t, 10*time.Second, NodeUp, b.Name(), "")
+	eventually(t, 5*time.Second, "members of each other's detector", func() bool {
+		return a.Stats().Probes.Acked > 0 && b.Stats().Probes.Acked > 0
+	})
+	time.Sleep(300 * time.Millisecond) // a tick in flight, if any
+	p.Blackhole()                      // any tick now would stall unread and no ack would come
+	time.Sleep(3 * time.Second)
+	if es := ra.snapshot(); len(es) != 1 || a.Stats().Probes.LinkReconnects != 0 {
+		t.Fatalf("idle link saw traffic: events %s, reconnects %d", fmtEvents(es), a.Stats().Probes.LinkReconnects)
+	}
+}

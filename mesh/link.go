@@ -98,26 +98,22 @@ func (l *link) shutdown() {
 }
 
 // Link ticks. Without probes a link is the liveness signal: a tick every
-// LinkTimeout/4 on an idle link, and LinkTimeout of silence fails it. With
-// probes, membership comes from the detector and a link only needs to
-// notice that it stalled: ticks are keepalives (every linkKeepalive, so the
-// steady cost per node does not grow with LinkTimeout/4 per peer), data not
-// acknowledged for LinkTimeout fails the connection (TCP_USER_TIMEOUT, and
-// the write deadline), and an idle link fails after readSilence.
-const linkKeepalive = 15 * time.Second
-
-func (m *Mesh) tickInterval() time.Duration {
-	if m.probes == nil {
-		return m.cfg.LinkTimeout / 4
-	}
-	return max(linkKeepalive, m.cfg.LinkTimeout/4)
+// LinkTimeout/4 on an idle link, and LinkTimeout of silence fails it. Once
+// the peer is a member of the failure detector (it probes, we heard it),
+// membership comes from the detector and the link only has to notice a
+// stall: no ticks at all (the steady cost per node is then the probing,
+// constant in N), no silence limit, and data not acknowledged for
+// LinkTimeout fails the connection (TCP_USER_TIMEOUT on Linux, and the
+// write deadline).
+func (l *link) probed() bool {
+	return l.m.probes != nil && l.m.probes.heard(l.peer.Incarnation)
 }
 
-func (m *Mesh) readSilence() time.Duration {
-	if m.probes == nil {
-		return m.cfg.LinkTimeout
+func (l *link) readSilence() time.Duration {
+	if l.probed() {
+		return 0
 	}
-	return max(3*linkKeepalive, m.cfg.LinkTimeout)
+	return l.m.cfg.LinkTimeout
 }
 
 func linkReason(err error) Reason {
@@ -129,10 +125,10 @@ func linkReason(err error) Reason {
 }
 
 // deadlineReader refreshes the read deadline before every read: a link from
-// which nothing arrives for d fails with a timeout.
+// which nothing arrives for d() fails with a timeout (0: no limit).
 type deadlineReader struct {
 	c net.Conn
-	d time.Duration
+	d func() time.Duration
 }
 
 // frameWriter is where the writer puts frames: a bufio.Writer over TLS, a
@@ -143,8 +139,21 @@ type frameWriter interface {
 }
 
 func (r *deadlineReader) Read(p []byte) (int, error) {
-	r.c.SetReadDeadline(time.Now().Add(r.d))
-	return r.c.Read(p)
+	for {
+		if d := r.d(); d > 0 {
+			r.c.SetReadDeadline(time.Now().Add(d))
+		} else {
+			r.c.SetReadDeadline(time.Time{})
+		}
+		n, err := r.c.Read(p)
+		var ne net.Error
+		if n == 0 && errors.As(err, &ne) && ne.Timeout() && r.d() == 0 {
+			// The limit was lifted while we waited (the peer became
+			// a member of the detector): not a failure.
+			continue
+		}
+		return n, err
+	}
 }
 
 // deadlineWriter sets the write deadline before every write of at most
@@ -180,7 +189,7 @@ func (l *link) readLoop() {
 	m := l.m
 	defer m.wg.Done()
 	defer close(l.readerDone)
-	var src io.Reader = &deadlineReader{c: l.conn, d: m.readSilence()}
+	var src io.Reader = &deadlineReader{c: l.conn, d: l.readSilence}
 	if s := l.peer.sess; s != nil && s.recv != nil {
 		src = newOpenReader(src, s.recv)
 	} else {
@@ -271,7 +280,7 @@ func (l *link) writeLoop() {
 	} else {
 		bw = bufio.NewWriterSize(dw, writeBufSize)
 	}
-	ticker := time.NewTicker(m.tickInterval())
+	ticker := time.NewTicker(m.cfg.LinkTimeout / 4)
 	defer ticker.Stop()
 	var hdr [frameHeaderLen]byte
 	wrote := false
@@ -296,7 +305,7 @@ func (l *link) writeLoop() {
 				}
 			}
 		case <-ticker.C:
-			if !wrote {
+			if !wrote && !l.probed() {
 				err = writeEmpty(bw, &hdr, frameTick)
 				if err == nil {
 					err = bw.Flush()

@@ -21,8 +21,10 @@ import (
 
 // Probe envelope (UDP, on the mesh port): see doc.go.
 //
-//	0  1  kind: probeVersion (a SWIM packet follows) or probeBroken (the
-//	      sender's name follows: its link to the receiver broke; see flap.go)
+//	0  1  kind: probeVersion (a SWIM packet follows), probeBroken (the
+//	      sender's name follows: its link to the receiver broke; see
+//	      flap.go) or probeHello (empty: the sender probes; see
+//	      probeLinkUpLocked)
 //	1  8  sender's incarnation (the mesh's, not SWIM's)
 //	9  8  sequence, per sender, strictly increasing
 //	17 .  SWIM packet (internal/swim)
@@ -30,6 +32,7 @@ import (
 const (
 	probeVersion   = 1
 	probeBroken    = 2
+	probeHello     = 3
 	probeHeaderLen = 17
 	probeMACLen    = 16
 	probeMaxPacket = 1500
@@ -71,7 +74,7 @@ func openProbe(key, b []byte) (inc, seq uint64, body []byte, err error) {
 	if len(b) < probeHeaderLen+probeMACLen || len(b) > probeMaxPacket {
 		return 0, 0, nil, fmt.Errorf("%w: length %d", swim.ErrBadPacket, len(b))
 	}
-	if b[0] != probeVersion && b[0] != probeBroken {
+	if b[0] < probeVersion || b[0] > probeHello {
 		return 0, 0, nil, fmt.Errorf("%w: version %d", swim.ErrBadPacket, b[0])
 	}
 	n := len(b) - probeMACLen
@@ -287,7 +290,19 @@ func (p *prober) handle(from netip.AddrPort, b []byte) {
 		p.replays.Add(1)
 		return
 	}
-	if b[0] == probeBroken {
+	if w.top == seq && w.bits == 1 {
+		// First packet from this incarnation: make its link's peer a
+		// member before handling the packet (a ping from it is then
+		// answered).
+		p.mu.Unlock()
+		p.m.probeHeard(inc)
+		p.mu.Lock()
+	}
+	switch b[0] {
+	case probeHello:
+		p.mu.Unlock()
+		return
+	case probeBroken:
 		p.mu.Unlock()
 		p.m.peerLinkBroken(string(body), inc)
 		return
@@ -310,6 +325,13 @@ func (p *prober) remove(name string) {
 	p.mu.Lock()
 	p.d.Remove(name)
 	p.flushUnlock(nil)
+}
+
+// heard reports whether a packet from incarnation inc has been accepted.
+func (p *prober) heard(inc uint64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.seen[inc] != nil
 }
 
 func (p *prober) state(name string) (swim.State, bool) {
@@ -443,12 +465,39 @@ func hostOf(hp string) string {
 
 // probeLinkUp and probeLinkDown keep the detector's members equal to the
 // link table. Called with m.mu held (lock order: m.mu, then prober.mu).
+//
+// A peer becomes a member of the detector only once it has been heard on
+// UDP (any authenticated packet from its incarnation): a peer that does
+// not probe (NoProbes) is never probed, never declared dead by probes, and
+// its link keeps the link-level liveness (ticks, LinkTimeout). At link up
+// we say hello (twice) so that the peer hears us.
 func (m *Mesh) probeLinkUpLocked(l *link) {
 	if m.probes == nil {
 		return
 	}
-	if ap, ok := probeAddr(l); ok {
+	ap, ok := probeAddr(l)
+	if !ok {
+		return
+	}
+	if m.probes.heard(l.peer.Incarnation) {
 		m.probes.add(l.peer.Name, l.peer.Incarnation, ap)
+		return
+	}
+	for range 2 {
+		m.probes.conn.WriteToUDPAddrPort(sealKind(m.probes.key, probeHello, m.inc, m.probes.seq.Add(1), nil), ap)
+	}
+}
+
+// probeHeard: the first authenticated packet from incarnation inc arrived;
+// a link of that incarnation makes it a member of the detector.
+func (m *Mesh) probeHeard(inc uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, l := range m.links {
+		if l.peer.Incarnation == inc {
+			m.probeLinkUpLocked(l)
+			return
+		}
 	}
 }
 
