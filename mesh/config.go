@@ -158,6 +158,14 @@ var profiles = map[string]probeParams{
 // Profiles lists the valid Config.Profile names.
 func Profiles() []string { return []string{"lan", "wan", "local"} }
 
+// CheckProfile reports whether name is a valid Config.Profile ("" is lan).
+func CheckProfile(name string) error {
+	if _, ok := profiles[name]; ok || name == "" {
+		return nil
+	}
+	return fmt.Errorf("%w: profile %q (want lan, wan or local)", ErrInvalidConfig, name)
+}
+
 // probeConfig is the detector's configuration after normalize.
 func (c *Config) probeConfig() probeParams {
 	return probeParams{c.ProbeInterval, c.ProbeTimeout, c.SuspicionMult, c.IndirectChecks}
