@@ -96,7 +96,9 @@
 // silence closes the link with reason timeout.
 //
 // Link flaps. When a link fails with reason closed or timeout while the
-// detector does not hold the peer dead, the member is held: no event, out
+// peer is a member of the detector (from its first UDP packet, normally
+// within a probe period of the link coming up) and not dead, the member
+// is held: no event, out
 // of Links, and an urgent ping goes to it from a connected UDP socket. An
 // ICMP port unreachable (the process is gone, its host is up: a crash) or
 // no ack within ProbeTimeout reports NodeDown with the link's reason, so a

@@ -99,6 +99,11 @@ func TestFlapTCPBlackholed(t *testing.T) {
 	a.Connect(b.Name(), p.Addr())
 	ra.waitEvent(t, 10*time.Second, NodeUp, b.Name(), "")
 	rb.waitEvent(t, 10*time.Second, NodeUp, a.Name(), "")
+	// A flap is hidden once each is a member of the other's detector
+	// (within a probe period of the link coming up).
+	eventually(t, 5*time.Second, "members of each other's detector", func() bool {
+		return a.Stats().Probes.Acked > 0 && b.Stats().Probes.Acked > 0
+	})
 	t0 := time.Now()
 	p.Blackhole()
 	// With probes a link has no frequent ticks: it notices a stall when

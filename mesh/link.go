@@ -105,15 +105,21 @@ func (l *link) shutdown() {
 // constant in N), no silence limit, and data not acknowledged for
 // LinkTimeout fails the connection (TCP_USER_TIMEOUT on Linux, and the
 // write deadline).
-func (l *link) probed() bool {
-	return l.m.probes != nil && l.m.probes.heard(l.peer.Incarnation)
-}
-
+//
+// The two ends switch at different moments, safely: the reader drops its
+// limit once the peer is a member of our detector; the writer stops
+// ticking only once the peer has answered our ping, which it does only
+// when we are a member of its detector, so its reader has dropped its
+// limit already.
 func (l *link) readSilence() time.Duration {
-	if l.probed() {
+	if l.m.probes != nil && l.m.probes.member(l.peer.Name, l.peer.Incarnation) {
 		return 0
 	}
 	return l.m.cfg.LinkTimeout
+}
+
+func (l *link) needTicks() bool {
+	return l.m.probes == nil || !l.m.probes.acked(l.peer.Name, l.peer.Incarnation)
 }
 
 func linkReason(err error) Reason {
@@ -305,7 +311,7 @@ func (l *link) writeLoop() {
 				}
 			}
 		case <-ticker.C:
-			if !wrote && !l.probed() {
+			if !wrote && l.needTicks() {
 				err = writeEmpty(bw, &hdr, frameTick)
 				if err == nil {
 					err = bw.Flush()

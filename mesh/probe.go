@@ -327,6 +327,20 @@ func (p *prober) remove(name string) {
 	p.flushUnlock(nil)
 }
 
+// member reports whether the peer is a member of our detector; acked,
+// whether it answered our ping itself (so it counts us as a member).
+func (p *prober) member(name string, inc uint64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.d.Member(name, inc)
+}
+
+func (p *prober) acked(name string, inc uint64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.d.Acked(name, inc)
+}
+
 // heard reports whether a packet from incarnation inc has been accepted.
 func (p *prober) heard(inc uint64) bool {
 	p.mu.Lock()

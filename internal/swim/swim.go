@@ -176,7 +176,8 @@ type member struct {
 	state  State
 	inc    uint64
 	susp   *suspicion
-	probed int // our priority probes since the suspicion began
+	probed int  // our priority probes since the suspicion began
+	acked  bool // it has answered one of our pings itself
 }
 
 type probe struct {
@@ -281,6 +282,19 @@ func (d *Detector) Stats() Stats { return d.st }
 
 // Len is the number of members (any state), self excluded.
 func (d *Detector) Len() int { return len(d.members) }
+
+// Acked reports whether member (name, id) has answered one of our pings
+// itself (with OnlyMembers: it counts us as a member).
+func (d *Detector) Acked(name string, id uint64) bool {
+	m := d.members[name]
+	return m != nil && m.ID == id && m.acked
+}
+
+// Member reports whether (name, id) is a member.
+func (d *Detector) Member(name string, id uint64) bool {
+	m := d.members[name]
+	return m != nil && m.ID == id
+}
 
 // State reports a member's state; ok is false for an unknown name.
 func (d *Detector) State(name string) (s State, ok bool) {
@@ -648,6 +662,9 @@ func (d *Detector) Handle(now time.Time, addr string, b []byte) ([]Change, error
 		d.relays[d.seq] = &relay{addr: addr, seq: p.Seq, deadline: now.Add(d.cfg.ProbeTimeout / 2)}
 		d.send(m.addr, &packet{Type: typePing, Seq: d.seq, Target: m.node}, m.Name)
 	case typeAck:
+		if m := d.members[p.From.Name]; m != nil && m.ID == p.From.ID {
+			m.acked = true
+		}
 		if pr := d.probe; pr != nil && pr.seq == p.Seq {
 			if p.From != pr.target {
 				d.st.IndirectAcks++
