@@ -108,7 +108,9 @@ type Config struct {
 	// size. 0 = the profile's.
 	ProbeInterval time.Duration
 	// ProbeTimeout is the wait for a direct ack before asking
-	// IndirectChecks other members to probe; at most ProbeInterval/2.
+	// IndirectChecks other members to probe; at most 2/3 of ProbeInterval
+	// (a relay waits ProbeTimeout/2 before its nack, which must arrive
+	// within the period).
 	// 0 = the profile's.
 	ProbeTimeout time.Duration
 	// SuspicionMult scales how long a suspected member has to refute
@@ -193,10 +195,10 @@ func normalize(cfg *Config) error {
 		cfg.ProbeInterval = prof.interval
 	}
 	if cfg.ProbeTimeout == 0 {
-		cfg.ProbeTimeout = min(prof.timeout, cfg.ProbeInterval/2)
+		cfg.ProbeTimeout = min(prof.timeout, cfg.ProbeInterval*2/3)
 	}
-	if cfg.ProbeTimeout > cfg.ProbeInterval/2 {
-		return bad("ProbeTimeout (more than ProbeInterval/2)", cfg.ProbeTimeout)
+	if cfg.ProbeTimeout > cfg.ProbeInterval*2/3 {
+		return bad("ProbeTimeout (more than 2/3 of ProbeInterval)", cfg.ProbeTimeout)
 	}
 	if cfg.SuspicionMult == 0 {
 		cfg.SuspicionMult = prof.mult

@@ -275,3 +275,25 @@ func TestIdleProbedLinkSendsNoTicks(t *testing.T) {
 		t.Fatalf("idle link saw traffic: events %s, reconnects %d", fmtEvents(es), a.Stats().Probes.LinkReconnects)
 	}
 }
+
+func TestProfiles(t *testing.T) {
+	for _, tc := range []struct {
+		profile           string
+		interval, timeout time.Duration
+		mult              int
+	}{{"", time.Second, 500 * time.Millisecond, 4}, {"lan", time.Second, 500 * time.Millisecond, 4},
+		{"wan", 5 * time.Second, 3 * time.Second, 6}, {"local", time.Second, 200 * time.Millisecond, 3}} {
+		cfg := Config{Profile: tc.profile}
+		if err := normalize(&cfg); err != nil {
+			t.Fatalf("%q: %v", tc.profile, err)
+		}
+		if cfg.ProbeInterval != tc.interval || cfg.ProbeTimeout != tc.timeout || cfg.SuspicionMult != tc.mult || cfg.IndirectChecks != 3 {
+			t.Errorf("%q: %v %v %d %d", tc.profile, cfg.ProbeInterval, cfg.ProbeTimeout, cfg.SuspicionMult, cfg.IndirectChecks)
+		}
+	}
+	for _, cfg := range []Config{{Profile: "moon"}, {ProbeInterval: -1}, {ProbeInterval: time.Second, ProbeTimeout: 800 * time.Millisecond}} {
+		if err := normalize(&cfg); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("%+v: %v, want ErrInvalidConfig", cfg, err)
+		}
+	}
+}

@@ -91,7 +91,7 @@ type Config struct {
 	ProbeInterval time.Duration
 	// ProbeTimeout is the wait for a direct ack before indirect probes;
 	// a relay waits half of it before it sends a nack. 0 = 500 ms; at
-	// most ProbeInterval/2.
+	// most 2/3 of ProbeInterval.
 	ProbeTimeout time.Duration
 	// IndirectChecks is k, the relays asked after a missed ack. 0 = 3;
 	// negative = none.
@@ -237,7 +237,7 @@ func New(cfg Config) *Detector {
 	if cfg.ProbeTimeout <= 0 {
 		cfg.ProbeTimeout = DefaultProbeTimeout
 	}
-	cfg.ProbeTimeout = min(cfg.ProbeTimeout, cfg.ProbeInterval/2)
+	cfg.ProbeTimeout = min(cfg.ProbeTimeout, cfg.ProbeInterval*2/3)
 	switch {
 	case cfg.IndirectChecks == 0:
 		cfg.IndirectChecks = DefaultIndirectChecks
