@@ -88,8 +88,9 @@
 //
 // Probes and links: a peer becomes a member of the detector once an
 // authenticated UDP packet from its incarnation has arrived (each side
-// says hello at link up). Between such peers an idle link carries no
-// ticks and has no silence limit; a stall under traffic fails it after
+// says hello at link up). Between such peers an idle link has no silence
+// limit and carries no ticks (a node stops ticking once the peer has
+// answered one of its pings, which proves it counts this node a member); a stall under traffic fails it after
 // LinkTimeout (TCP_USER_TIMEOUT on Linux, and the write deadline). A peer
 // that does not probe (NoProbes, or UDP blocked) keeps the link-level
 // liveness: a tick every LinkTimeout/4 on an idle link, and LinkTimeout of
