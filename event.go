@@ -58,12 +58,18 @@ type Event struct {
 	// Tags of a NodeUp: the peer's tags (its Config.Tags); nil = none.
 	// Read-only: the Events channel and OnEvent share the map.
 	Tags map[string]string
+	// Protocol of a NodeUp or NodeDown: "" for a mesh link (a Go node),
+	// ProtocolErlang for an Erlang distribution link (Config.Erlang).
+	Protocol string
 }
 
 func (e Event) String() string {
 	s := e.Kind.String() + " " + e.Node
 	if e.Addr != "" {
 		s += " " + e.Addr
+	}
+	if e.Protocol != "" {
+		s += " [" + e.Protocol + "]"
 	}
 	if e.Reason != "" {
 		s += " (" + e.Reason + ")"
