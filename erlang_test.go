@@ -129,6 +129,15 @@ func TestErlangMaculaNode(t *testing.T) {
 		}
 	}
 
+	// The Erlang node restarts under its name (a new creation): up again.
+	restarted := time.Now()
+	e1 = erltest.Start(t, erl1, erlCookie, epmd, gport, 100*time.Millisecond)
+	n.rec.waitFor(t, 10*time.Second, "second nodeup "+erl1, func(evs []cluster.Event) bool {
+		return count(evs, cluster.NodeUp, erl1) == 2
+	})
+	t.Logf("Go NodeUp of the restarted %s %v after its erl started", erl1, time.Since(restarted))
+	e1.WaitLine("nodeup "+goName+" ", 10*time.Second)
+
 	// A second Erlang node; then the Go node leaves: Erlang sees nodedown at once.
 	e2 := erltest.Start(t, erl2, erlCookie, epmd, gport, 100*time.Millisecond)
 	e2.WaitLine("nodeup "+goName+" ", 10*time.Second)
@@ -137,21 +146,28 @@ func TestErlangMaculaNode(t *testing.T) {
 	n.c.Close()
 	down := erltest.Stamp(t, e2.WaitLine("nodedown "+goName+" ", 5*time.Second))
 	t.Logf("Erlang nodedown %v after Cluster.Close began", down.Sub(closed))
+	e1.WaitLine("nodedown "+goName+" ", 5*time.Second)
 
 	evs := n.rec.all()
 	checkLinkSequence(t, goName, evs)
-	for _, node := range []string{erl1, erl2} {
-		if got := count(evs, cluster.NodeUp, node); got != 1 {
-			t.Errorf("%d NodeUp for %s, want 1:\n%s", got, node, dump(evs))
+	for node, want := range map[string]int{erl1: 2, erl2: 1} {
+		if got := count(evs, cluster.NodeUp, node); got != want {
+			t.Errorf("%d NodeUp for %s, want %d:\n%s", got, node, want, dump(evs))
 		}
-		if got := count(evs, cluster.NodeDown, node); got != 1 {
-			t.Errorf("%d NodeDown for %s, want 1:\n%s", got, node, dump(evs))
+		if got := count(evs, cluster.NodeDown, node); got != want {
+			t.Errorf("%d NodeDown for %s, want %d:\n%s", got, node, want, dump(evs))
 		}
 	}
 	for _, e := range evs {
 		if e.Node == goName {
 			t.Errorf("the Go node reported itself: %v", e)
 		}
+		if (e.Kind == cluster.NodeUp || e.Kind == cluster.NodeDown) && e.Protocol != cluster.ProtocolErlang {
+			t.Errorf("%v: want protocol erlang", e)
+		}
+	}
+	if last := evs[len(evs)-1]; last.Kind != cluster.NodeDown || last.Reason != "shutdown" {
+		t.Errorf("last event %v, want NodeDown (shutdown) at Close", last)
 	}
 }
 
