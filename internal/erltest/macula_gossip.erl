@@ -1,6 +1,6 @@
 %% macula_gossip: what Macula's macula_cluster_gossip does, for the Erlang interop tests of
-%% package cluster. It joins the gossip group on lo only, sends
-%% MACULA_GOSSIP:<node()> every GOSSIP_INTERVAL_MS, calls net_kernel:connect_node/1 on every
+%% package cluster and the macula command (embedded by internal/erltest). It joins the gossip
+%% group on lo only, sends MACULA_GOSSIP:<node()> every GOSSIP_INTERVAL_MS, calls net_kernel:connect_node/1 on every
 %% node it hears that is not connected (as Macula does, also for Go nodes' name@host:port
 %% fields, which fail), monitors nodes and prints one line per event on stdout, with
 %% erlang:system_time(microsecond):
@@ -10,9 +10,12 @@
 %%   nodeup <node> <us>
 %%   nodedown <node> <us>
 %%
+%% It also answers {echo, From, X} with {echo, node(), X}, and on stdin "nodes", "send <node>"
+%% (sends {hello, node()} to {gobox, Node}) and "stop".
+%%
 %% Network safety: multicast goes out on lo only (multicast_if 127.0.0.1, TTL 0) and the
-%% membership is on lo; run it with an inetrc of {lookup, [file]} so that host names such as
-%% "127.0.0.1:9100" are never asked of a DNS server.
+%% membership is on lo; erltest runs it with an inetrc of {lookup, [file]} so that host names
+%% such as "127.0.0.1:9100" are never asked of a DNS server.
 -module(macula_gossip).
 -export([start/0]).
 
