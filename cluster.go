@@ -412,7 +412,16 @@ func (c *Cluster) erlangLink(v mesh.Event) {
 		e.Kind = NodeUp
 		c.erlMembers[v.Node] = Member{Node: v.Node, Since: v.Time, Erlang: true}
 	}
+	_, goNode := c.members[v.Node]
+	if d := c.announced[v.Node]; d != nil && d.peer.Dialable() {
+		goNode = true
+	}
 	c.mu.Unlock()
+	if e.Kind == NodeUp && goNode && c.erl != nil {
+		// A Go node reached through its Erlang-form twin (a dial that
+		// raced its first heartbeat with a port): Go nodes use the mesh.
+		c.erl.node.Disconnect(v.Node)
+	}
 	if e.Kind == NodeDown {
 		c.log.Info("node down", "node", e.Node, "reason", e.Reason, "protocol", e.Protocol)
 	} else {

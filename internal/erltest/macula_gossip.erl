@@ -1,9 +1,9 @@
 %% macula_gossip: what Macula's macula_cluster_gossip does, for the Erlang interop tests of
 %% package cluster and the macula command (embedded by internal/erltest). It joins the gossip
-%% group on lo only, sends MACULA_GOSSIP:<node()> every GOSSIP_INTERVAL_MS, calls net_kernel:connect_node/1 on every
-%% node it hears that is not connected (as Macula does, also for Go nodes' name@host:port
-%% fields, which fail), monitors nodes and prints one line per event on stdout, with
-%% erlang:system_time(microsecond):
+%% group on lo only, sends MACULA_GOSSIP:<node()> every GOSSIP_INTERVAL_MS, calls
+%% net_kernel:connect_node/1 on every node it hears that is not connected (as Macula does, also
+%% for Go nodes' name@host:port fields, which fail), monitors nodes and prints one line per
+%% event on stdout, with erlang:system_time(microsecond):
 %%
 %%   ready <node>
 %%   heard <node> <us>        first heartbeat of a node field
