@@ -210,3 +210,45 @@ func TestErlangTwinsOfGoNodes(t *testing.T) {
 		}
 	}
 }
+
+// TestErlangTwinHeardFirst: a Go node that hears another Go node's Erlang-form twin before its
+// name@host:port heartbeat dials it through distribution; once the heartbeat with the port
+// arrives, that Erlang link is closed and the two use the mesh.
+func TestErlangTwinHeardFirst(t *testing.T) {
+	epmd := erltest.FreeTCPPort(t)
+	cfgA := erlangConfig(freeUDPPort(t), epmd, "a@127.0.0.1")
+	cfgA.Erlang.EmbeddedEPMD = true
+	a := start(t, cfgA)
+	// b gossips on a port a does not listen on: a hears only what this test sends.
+	b := start(t, erlangConfig(freeUDPPort(t), epmd, "b@127.0.0.1"))
+	announce := func(node string) *gossip.Gossip {
+		g, err := gossip.Start(context.Background(), gossip.Config{Port: cfgA.Gossip.Port, Interfaces: []string{"lo"},
+			Interval: 100 * time.Millisecond, Node: node})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	twin := announce("b@127.0.0.1")
+	a.rec.waitFor(t, 10*time.Second, "erlang nodeup b", isErlangUp("b@127.0.0.1"))
+	twin.Close()
+	full := announce("b@127.0.0.1:" + strings.TrimPrefix(b.c.Self().Addr, "127.0.0.1:"))
+	defer full.Close()
+	a.rec.waitFor(t, 10*time.Second, "mesh nodeup b, erlang link closed", func(evs []cluster.Event) bool {
+		meshUp, erlDown := false, false
+		for _, e := range evs {
+			if e.Node != "b@127.0.0.1" {
+				continue
+			}
+			meshUp = meshUp || (e.Kind == cluster.NodeUp && e.Protocol == "")
+			erlDown = erlDown || (e.Kind == cluster.NodeDown && e.Protocol == cluster.ProtocolErlang && e.Reason == "disconnected")
+		}
+		return meshUp && erlDown
+	})
+	if m := a.c.Connected(); len(m) != 1 || m[0].Erlang || m[0].Node != "b@127.0.0.1" {
+		t.Errorf("Connected() = %+v, want b on the mesh only", m)
+	}
+	if ns := a.c.Erlang().Nodes(); len(ns) != 0 {
+		t.Errorf("Erlang links %q, want none", ns)
+	}
+}
