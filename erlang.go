@@ -28,9 +28,18 @@ const ProtocolErlang = "erlang"
 //     static "name@host" entry) is dialled through distribution, and
 //     redialled every RetryInterval while it stays discovered and down.
 //   - Erlang links are reported through the one event stream, NodeUp and
-//     NodeDown with Protocol "erlang", and listed by Connected with
+//     NodeDown with Protocol "erlang" (no Addr, Incarnation 0), exactly once
+//     each and in order with the mesh's events, and listed by Connected with
 //     Member.Erlang set. Cluster.Erlang gives the erldist.Node for messages
-//     and calls to registered processes.
+//     and calls to registered processes; Cluster.Send stays the mesh.
+//   - A Go node's twin is not an Erlang peer: a distribution link that turns
+//     out to be to a discovered Go node (its twin was heard before its port)
+//     is closed, NodeDown reason "disconnected".
+//
+// Threat model: the cookie is Erlang's only authentication (package
+// erldist). Without a gossip secret anyone on the LAN can make the node dial
+// epmd at a host it names in a portless heartbeat: at most maxErlangDials
+// (8) such dials run at once, each bounded by erldist's setup time (7 s).
 //
 // The zero value is off.
 type ErlangConfig struct {

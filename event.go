@@ -48,7 +48,7 @@ type Event struct {
 	// Source is the strategy that reported a Discovered or Lost peer.
 	Source string
 	// Incarnation identifies the peer process of a NodeUp; a restarted peer
-	// comes back with a new one.
+	// comes back with a new one. 0 for an Erlang link.
 	Incarnation uint64
 	// Reason of a NodeDown: "closed", "timeout", "left", "restarted",
 	// "disconnected" or "shutdown" (see package mesh).
