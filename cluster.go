@@ -55,7 +55,10 @@ type Member struct {
 	Addr        string // advertised mesh address, "host:port"
 	Incarnation uint64
 	Since       time.Time
-	Outbound    bool // we dialled the link
+	Outbound    bool // we dialled the link (false for Erlang links: not known)
+	// Erlang is true for a node connected through Erlang distribution
+	// (Config.Erlang): an Erlang or Elixir node. Addr is then "".
+	Erlang bool
 
 	// Tags are the node's tags (its Config.Tags), a copy; nil = none.
 	Tags map[string]string
@@ -92,6 +95,7 @@ type Cluster struct {
 	discovered map[string]*dpeer // by strategy key (name, or address)
 	announced  map[string]*dpeer // by name: the entry whose Discovered was emitted
 	members    map[string]Member // live links, by name
+	erlMembers map[string]Member // live Erlang distribution links, by name
 	byAddr     map[string]string // address (advertised or dialled) -> member name
 	closed     bool
 	stats      Stats
@@ -100,6 +104,8 @@ type Cluster struct {
 	dropping bool       // in an overflow episode of the Events channel (owned by the loop)
 
 	loopDone chan struct{}
+
+	erl *erlang // nil unless Config.Erlang.Enable
 }
 
 // dpeer is one discovered peer.
@@ -127,6 +133,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		discovered: make(map[string]*dpeer),
 		announced:  make(map[string]*dpeer),
 		members:    make(map[string]Member),
+		erlMembers: make(map[string]Member),
 		byAddr:     make(map[string]string),
 		loopDone:   make(chan struct{}),
 	}
@@ -138,12 +145,6 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		}
 		c.events = make(chan Event, n)
 	}
-
-	strat, st, err := newStrategy(cfg, log)
-	if err != nil {
-		return nil, err
-	}
-	c.strategy, c.static = strat, st
 
 	mcfg := cfg.Mesh
 	if len(cfg.Tags) > 0 {
@@ -168,17 +169,33 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		}
 		mcfg.Cookie = cookie
 	}
+	if cfg.Erlang.Enable {
+		cfg.Gossip.ErlangNode = mcfg.Name
+	}
+	strat, st, err := newStrategy(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	c.strategy, c.static = strat, st
+
 	mcfg.OnEvent = c.inbox.pushLink
 	m, err := mesh.Start(ctx, mcfg)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
 	c.mesh = m
+	if cfg.Erlang.Enable {
+		if err := c.startErlang(ctx, cfg.Erlang, m.Name(), mcfg.Cookie); err != nil {
+			m.Close()
+			return nil, err
+		}
+	}
 	c.self = Member{Node: m.Name(), Addr: m.Addr(), Incarnation: m.Incarnation(), Since: time.Now(), Tags: maps.Clone(mcfg.Tags)}
 
 	go c.loop()
 	self := discovery.Peer{Name: m.Name(), Addr: m.Addr()}
 	if err := c.strategy.Start(ctx, self, sink{&c.inbox}); err != nil {
+		c.closeErlang()
 		c.mesh.Close()
 		c.inbox.close()
 		<-c.loopDone
@@ -258,7 +275,11 @@ func (c *Cluster) loop() {
 			}
 		}
 		for _, e := range links {
-			c.link(e)
+			if e.erlang {
+				c.erlangLink(e.ev)
+			} else {
+				c.link(e.ev)
+			}
 		}
 	}
 }
@@ -290,6 +311,7 @@ func (c *Cluster) found(key string, p discovery.Peer, src string, now time.Time)
 	if p.Dialable() {
 		c.mesh.Connect(p.Name, p.Addr)
 	}
+	c.wantErlang(p.Name, p.Dialable())
 }
 
 // announce emits Discovered for d's name, once per name.
@@ -336,6 +358,9 @@ func (c *Cluster) drop(d *dpeer, now time.Time) {
 	delete(c.discovered, d.key)
 	c.mu.Unlock()
 	c.mesh.Forget(d.key)
+	if !d.peer.Dialable() {
+		c.unwantErlang(d.peer.Name)
+	}
 	c.unannounce(d, now)
 }
 
@@ -372,6 +397,36 @@ func (c *Cluster) link(v mesh.Event) {
 		}
 	}
 	c.log.Info("node up", "node", e.Node, "addr", e.Addr, "incarnation", e.Incarnation)
+	c.emit(e)
+}
+
+// erlangLink handles an event of an Erlang distribution link (erldist
+// reports each link up once and down once, in order).
+func (c *Cluster) erlangLink(v mesh.Event) {
+	e := Event{Node: v.Node, Reason: string(v.Reason), Time: v.Time, Protocol: ProtocolErlang}
+	c.mu.Lock()
+	if v.Kind == mesh.NodeDown {
+		e.Kind = NodeDown
+		delete(c.erlMembers, v.Node)
+	} else {
+		e.Kind = NodeUp
+		c.erlMembers[v.Node] = Member{Node: v.Node, Since: v.Time, Erlang: true}
+	}
+	_, goNode := c.members[v.Node]
+	if d := c.announced[v.Node]; d != nil && d.peer.Dialable() {
+		goNode = true
+	}
+	c.mu.Unlock()
+	if e.Kind == NodeUp && goNode && c.erl != nil {
+		// A Go node reached through its Erlang-form twin (a dial that
+		// raced its first heartbeat with a port): Go nodes use the mesh.
+		c.erl.node.Disconnect(v.Node)
+	}
+	if e.Kind == NodeDown {
+		c.log.Info("node down", "node", e.Node, "reason", e.Reason, "protocol", e.Protocol)
+	} else {
+		c.log.Info("node up", "node", e.Node, "protocol", e.Protocol)
+	}
 	c.emit(e)
 }
 
@@ -458,7 +513,8 @@ func (c *Cluster) Discovered() []Peer {
 }
 
 // Connected returns a copy of the members (live links) as the event stream
-// reported them, sorted by node.
+// reported them, sorted by node: Go nodes on the mesh, and Erlang nodes
+// (Member.Erlang) with Config.Erlang.
 func (c *Cluster) Connected() []Member {
 	c.mu.Lock()
 	out := make([]Member, 0, len(c.members))
@@ -466,8 +522,16 @@ func (c *Cluster) Connected() []Member {
 		m.Tags = maps.Clone(m.Tags)
 		out = append(out, m)
 	}
+	for _, m := range c.erlMembers {
+		out = append(out, m)
+	}
 	c.mu.Unlock()
-	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Node, b.Node) })
+	slices.SortFunc(out, func(a, b Member) int {
+		if c := strings.Compare(a.Node, b.Node); c != 0 {
+			return c
+		}
+		return cmpBool(a.Erlang, b.Erlang)
+	})
 	return out
 }
 
@@ -554,6 +618,9 @@ func (c *Cluster) Close() error {
 	c.closed = true
 	c.mu.Unlock()
 	err := c.strategy.Close()
+	if eerr := c.closeErlang(); err == nil {
+		err = eerr
+	}
 	if merr := c.mesh.Close(); err == nil {
 		err = merr
 	}
@@ -564,6 +631,16 @@ func (c *Cluster) Close() error {
 	}
 	c.log.Info("cluster closed", "node", c.self.Node)
 	return err
+}
+
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case !a:
+		return -1
+	}
+	return 1
 }
 
 func randomHex(n int) string {

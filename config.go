@@ -26,6 +26,12 @@ const (
 	StrategyMDNS   = "mdns"   // DNS-SD over multicast DNS (_macula._tcp.local)
 )
 
+// Environment variables of Config.Erlang read by FromEnv.
+const (
+	EnvErlang   = "MACULA_ERLANG" // true/false (strconv.ParseBool): Erlang.Enable
+	EnvEPMDPort = "ERL_EPMD_PORT" // Erlang.EPMDPort, the variable erl itself reads
+)
+
 // DefaultEventQueue is used when Config.EventQueue is zero.
 const DefaultEventQueue = 1024
 
@@ -65,6 +71,11 @@ type Config struct {
 	// OnEvent. Mesh.OnMessage receives messages sent with Send.
 	Mesh mesh.Config
 
+	// Erlang makes the node serve Erlang distribution too, under its mesh
+	// name and cookie, and connect to the Erlang nodes it discovers (see
+	// ErlangConfig). The zero value is off.
+	Erlang ErlangConfig
+
 	// Tags are this node's metadata (role, version, a service port), at
 	// most mesh.MaxTags of them in mesh.MaxTagBytes, sent to every peer in
 	// the authenticated handshake; peers see them in Member.Tags and NodeUp
@@ -94,8 +105,10 @@ type Config struct {
 // > default, so a field already set in base is kept. It reads
 // CLUSTER_STRATEGY, CLUSTER_NODES, CLUSTER_SECRET, the MACULA_GOSSIP_*
 // variables, CLUSTER_DNS_*, MACULA_MDNS_*, MACULA_NODE / RELEASE_NODE,
-// MACULA_COOKIE / RELEASE_COOKIE (then ~/.macula.cookie), MACULA_LISTEN and
-// MACULA_LINK_TIMEOUT. An invalid value is an error naming the variable.
+// MACULA_COOKIE / RELEASE_COOKIE (then ~/.macula.cookie), MACULA_LISTEN,
+// MACULA_LINK_TIMEOUT, MACULA_ERLANG (true/false: Erlang.Enable) and
+// ERL_EPMD_PORT (Erlang.EPMDPort, as erl reads it). An invalid value is an
+// error naming the variable.
 func FromEnv(base Config) (Config, error) {
 	return FromEnvFunc(base, os.Getenv)
 }
@@ -159,6 +172,24 @@ func FromEnvFunc(base Config, getenv func(string) string) (Config, error) {
 				return cfg, fmt.Errorf("MACULA_LISTEN=%q: want host:port: %w", v, err)
 			}
 			cfg.Mesh.Listen = v
+		}
+	}
+	if !cfg.Erlang.Enable {
+		if v := getenv(EnvErlang); v != "" {
+			b, err := strconv.ParseBool(strings.TrimSpace(v))
+			if err != nil {
+				return cfg, fmt.Errorf("%s=%q: want true or false", EnvErlang, v)
+			}
+			cfg.Erlang.Enable = b
+		}
+	}
+	if cfg.Erlang.EPMDPort == 0 {
+		if v := getenv(EnvEPMDPort); v != "" {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil || n < 1 || n > 65535 {
+				return cfg, fmt.Errorf("%s=%q: want a port 1-65535", EnvEPMDPort, v)
+			}
+			cfg.Erlang.EPMDPort = n
 		}
 	}
 	if cfg.Mesh.LinkTimeout == 0 {

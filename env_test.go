@@ -169,3 +169,25 @@ func TestFromEnvProbes(t *testing.T) {
 		}
 	}
 }
+
+func TestFromEnvErlang(t *testing.T) {
+	env := func(m map[string]string) func(string) string {
+		m["MACULA_COOKIE"] = "x"
+		return envOf(m)
+	}
+	cfg, err := cluster.FromEnvFunc(cluster.Config{}, env(map[string]string{"MACULA_ERLANG": "true", "ERL_EPMD_PORT": " 4370 "}))
+	if err != nil || !cfg.Erlang.Enable || cfg.Erlang.EPMDPort != 4370 {
+		t.Fatalf("%+v, %v", cfg.Erlang, err)
+	}
+	// Options win over the environment.
+	base := cluster.Config{Erlang: cluster.ErlangConfig{Enable: true, EPMDPort: 5000}}
+	cfg, err = cluster.FromEnvFunc(base, env(map[string]string{"MACULA_ERLANG": "false", "ERL_EPMD_PORT": "4370"}))
+	if err != nil || !cfg.Erlang.Enable || cfg.Erlang.EPMDPort != 5000 {
+		t.Fatalf("%+v, %v", cfg.Erlang, err)
+	}
+	for k, v := range map[string]string{"MACULA_ERLANG": "maybe", "ERL_EPMD_PORT": "70000"} {
+		if _, err := cluster.FromEnvFunc(cluster.Config{}, env(map[string]string{k: v})); err == nil || !strings.Contains(err.Error(), k) {
+			t.Errorf("%s=%q: %v, want an error naming it", k, v, err)
+		}
+	}
+}

@@ -48,7 +48,7 @@ type Event struct {
 	// Source is the strategy that reported a Discovered or Lost peer.
 	Source string
 	// Incarnation identifies the peer process of a NodeUp; a restarted peer
-	// comes back with a new one.
+	// comes back with a new one. 0 for an Erlang link.
 	Incarnation uint64
 	// Reason of a NodeDown: "closed", "timeout", "left", "restarted",
 	// "disconnected" or "shutdown" (see package mesh).
@@ -58,12 +58,18 @@ type Event struct {
 	// Tags of a NodeUp: the peer's tags (its Config.Tags); nil = none.
 	// Read-only: the Events channel and OnEvent share the map.
 	Tags map[string]string
+	// Protocol of a NodeUp or NodeDown: "" for a mesh link (a Go node),
+	// ProtocolErlang for an Erlang distribution link (Config.Erlang).
+	Protocol string
 }
 
 func (e Event) String() string {
 	s := e.Kind.String() + " " + e.Node
 	if e.Addr != "" {
 		s += " " + e.Addr
+	}
+	if e.Protocol != "" {
+		s += " [" + e.Protocol + "]"
 	}
 	if e.Reason != "" {
 		s += " (" + e.Reason + ")"

@@ -14,10 +14,16 @@ import (
 // strategy ever blocks on it.
 type inbox struct {
 	mu     sync.Mutex
-	links  []mesh.Event
+	links  []linkNote
 	peers  map[string]peerNote
 	closed bool
 	signal chan struct{}
+}
+
+// linkNote is a link event: of the mesh, or of an Erlang distribution link.
+type linkNote struct {
+	ev     mesh.Event
+	erlang bool
 }
 
 // peerNote is the newest state a strategy reported for one peer key.
@@ -38,13 +44,19 @@ func (q *inbox) wake() {
 	}
 }
 
-func (q *inbox) pushLink(e mesh.Event) {
+func (q *inbox) pushLink(e mesh.Event) { q.push(linkNote{ev: e}) }
+
+// pushErlang queues an event of an Erlang distribution link (Node, Kind,
+// Reason and Time are set).
+func (q *inbox) pushErlang(e mesh.Event) { q.push(linkNote{ev: e, erlang: true}) }
+
+func (q *inbox) push(n linkNote) {
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
 		return
 	}
-	q.links = append(q.links, e)
+	q.links = append(q.links, n)
 	q.mu.Unlock()
 	q.wake()
 }
@@ -66,7 +78,7 @@ func (q *inbox) pushPeer(p discovery.Peer, present bool) {
 
 // take blocks until there is work and hands out everything queued; ok is
 // false once the inbox is closed and drained.
-func (q *inbox) take() (peers map[string]peerNote, links []mesh.Event, ok bool) {
+func (q *inbox) take() (peers map[string]peerNote, links []linkNote, ok bool) {
 	for {
 		q.mu.Lock()
 		if len(q.peers) > 0 || len(q.links) > 0 {

@@ -15,7 +15,6 @@ import (
 
 	"github.com/miekg/dns"
 	"golang.org/x/net/ipv4"
-	"golang.org/x/sys/unix"
 
 	cluster "github.com/macula-io/cluster"
 	"github.com/macula-io/cluster/discovery"
@@ -346,15 +345,6 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 
 func newLockedLogger(w io.Writer, mu *sync.Mutex) *slog.Logger {
 	return slog.New(slog.NewTextHandler(lockedWriter{mu, w}, nil))
-}
-
-// processCPU is the user+system CPU time of this process so far.
-func processCPU() time.Duration {
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // pinMulticastToLoopback makes conn send its multicast on lo only.

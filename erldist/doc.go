@@ -75,9 +75,12 @@
 // at Close; do not call Close from them. Node.Send sends from the node's own pid, which has no
 // mailbox: to get replies, send from a Mailbox (Mailbox.Send).
 //
-// # Draft README section: Go and Erlang/Elixir nodes in one cluster
+// # Go and Erlang/Elixir nodes in one cluster
 //
-// (Not yet wired into package cluster; issue 15 item 2 is to come. This is what it will say.)
+// Package cluster runs a Node next to its mesh with Config.Erlang (macula run --erlang): it
+// announces the Erlang-form name in its gossip heartbeats, dials the Erlang nodes it discovers
+// and reports their links in its event stream; the README section "Go and Erlang nodes in one
+// cluster" shows that side. This package on its own:
 //
 // A Go node started with the cluster cookie and a long name joins an Erlang or Elixir cluster as
 // a visible node. Both sides must use long names (-name, or --name in Elixir) and the same

@@ -25,6 +25,8 @@ var (
 	ErrNotUp       = errors.New("erldist: node not connected")
 	ErrNameTaken   = errors.New("erldist: name already registered")
 	ErrConnClosed  = errors.New("erldist: connection closed")
+	// ErrDisconnected is the NodeDown reason of a link closed by Disconnect.
+	ErrDisconnected = errors.New("erldist: disconnected")
 )
 
 // Config configures a Node. Name and Cookie are required; every other zero value works.
@@ -472,6 +474,18 @@ func (n *Node) up(nc net.Conn, p peerInfo) {
 	n.log.Info("erldist: nodeup", "peer", p.name, "creation", p.creation)
 	go c.readLoop()
 	go c.writeLoop()
+}
+
+// Disconnect closes the link to node, if any (erlang:disconnect_node/1): OnNodeDown reports
+// ErrDisconnected. It reports whether there was a link.
+func (n *Node) Disconnect(node string) bool {
+	n.mu.Lock()
+	c := n.conns[Atom(node)]
+	n.mu.Unlock()
+	if c != nil {
+		c.close(ErrDisconnected)
+	}
+	return c != nil
 }
 
 // dropConn closes the link to peer, if any (NodeDown with reason).

@@ -80,6 +80,12 @@ type Config struct {
 	// Node is our node field, "name@host:port" (port = mesh TCP port), or
 	// "name@host" for a node that cannot be dialled. Required by Start.
 	Node string
+	// ErlangNode is a second node field announced right after Node in every
+	// round: Node's name without a port ("name@host"), for a node that also
+	// serves Erlang distribution, so that Erlang macula nodes connect to it.
+	// Its own heartbeats are ignored like Node's. "" = announce Node only.
+	// It must be Node's name (the twin rule of the package doc).
+	ErlangNode string
 	// Logger receives Debug for table changes and per packet, and
 	// rate-limited warnings about hostile traffic (the cluster facade logs
 	// membership changes at Info). nil = discard.
@@ -110,6 +116,7 @@ type settings struct {
 	lookup    lookupFunc
 	self      discovery.Peer
 	selfNode  string // our node field on the wire
+	erlNode   string // our second, Erlang-form node field; "" = none
 	log       *slog.Logger
 	sink      discovery.Sink
 }
@@ -186,6 +193,12 @@ func (cfg Config) resolve() (settings, error) {
 		return s, fmt.Errorf("%w: node: %w", ErrInvalidConfig, err)
 	}
 	s.selfNode = cfg.Node
+	if cfg.ErlangNode != "" {
+		if cfg.ErlangNode != s.self.Name {
+			return s, invalid("erlang node %q is not the name of node %q", cfg.ErlangNode, cfg.Node)
+		}
+		s.erlNode = cfg.ErlangNode
+	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}

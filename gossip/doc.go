@@ -13,7 +13,12 @@
 //
 // <node> is "name@host:port" for our nodes (port = the node's mesh TCP
 // port) or "name@host" as Erlang macula nodes send it; the latter is
-// reported as discovered but not dialable (Peer.Addr == ""). The field is
+// reported as discovered but not dialable (Peer.Addr == ""). A node that
+// also serves Erlang distribution (Config.ErlangNode) sends both forms each
+// round, "name@host:port" first, then "name@host" for Erlang nodes; a
+// listener that has heard the name with a port ignores the portless twin
+// (counted in Stats.TwinsIgnored): names are unique, so a portless field
+// of a name heard with a port is that same node. The field is
 // 1-255 printable ASCII bytes without '|' (discovery.ValidateField and
 // discovery.ParseNode). HEX is HMAC-SHA256(secret, "MACULA_GOSSIP:<node>")
 // as 64 hex digits, written in uppercase and accepted in either case.

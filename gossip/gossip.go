@@ -60,7 +60,11 @@ type Stats struct {
 	HeartbeatsReceived uint64
 	// OwnIgnored counts our own heartbeats heard back (same node field).
 	OwnIgnored uint64
-	Rejected   map[string]uint64
+	// TwinsIgnored counts "name@host" heartbeats (no port) of a name heard
+	// with a port: the Erlang-form twin of a node that also serves Erlang
+	// distribution (Config.ErlangNode), not a peer of its own.
+	TwinsIgnored uint64
+	Rejected     map[string]uint64
 	// Discovered and Lost count table changes; Peers is the current table
 	// size.
 	Discovered uint64
@@ -81,6 +85,7 @@ type Gossip struct {
 	s        settings
 	conn     packetConn
 	pkt      []byte // our heartbeat
+	erlPkt   []byte // the Erlang-form twin of pkt (Config.ErlangNode); nil = none
 	groupStr string
 
 	ifaces atomic.Pointer[ifaceSet]
@@ -114,6 +119,7 @@ type Gossip struct {
 
 	// counters (Stats)
 	sent, sendErrs, packets, heard, ownHeard atomic.Uint64
+	twins                                    atomic.Uint64
 	discovered, lost, peers, evicted         atomic.Uint64
 	rejected                                 [len(reasons)]atomic.Uint64
 }
@@ -135,6 +141,7 @@ func Start(ctx context.Context, cfg Config) (*Gossip, error) {
 	g := &Gossip{
 		s:           s,
 		pkt:         AppendHeartbeat(nil, s.selfNode, s.keyring),
+		erlPkt:      erlPacket(s),
 		nudge:       make(chan struct{}, 1),
 		rx:          make(chan received, 64),
 		done:        make(chan struct{}),
@@ -231,7 +238,7 @@ func (g *Gossip) Stats() Stats {
 	st := Stats{
 		HeartbeatsSent: g.sent.Load(), SendErrors: g.sendErrs.Load(),
 		PacketsReceived: g.packets.Load(), HeartbeatsReceived: g.heard.Load(),
-		OwnIgnored: g.ownHeard.Load(), Discovered: g.discovered.Load(), Lost: g.lost.Load(),
+		OwnIgnored: g.ownHeard.Load(), TwinsIgnored: g.twins.Load(), Discovered: g.discovered.Load(), Lost: g.lost.Load(),
 		Peers: g.peers.Load(), Evicted: g.evicted.Load(), Rejected: make(map[string]uint64, len(reasons)),
 	}
 	for i, r := range reasons {
@@ -308,7 +315,7 @@ func (g *Gossip) readLoop() {
 			g.reject(Reason(err), from, err)
 			continue
 		}
-		if node == g.s.selfNode {
+		if node == g.s.selfNode || (node == g.s.erlNode && node != "") {
 			g.ownHeard.Add(1)
 			continue
 		}
@@ -408,7 +415,7 @@ func (g *Gossip) send() {
 		if g.s.broadcast {
 			dst = netip.AddrPortFrom(f.bcast, uint16(g.s.port))
 		}
-		if err := g.conn.write(g.pkt, f, dst); err != nil {
+		if err := g.write(f, dst); err != nil {
 			if g.closed() {
 				return // Close closed the socket under us
 			}
@@ -423,6 +430,26 @@ func (g *Gossip) send() {
 			g.s.log.Debug("gossip: heartbeat sent", "interface", f.name, "to", dst)
 		}
 	}
+}
+
+// write sends our heartbeat, then the Erlang-form twin when there is one
+// (in this order, so that a listener hears the dialable form first).
+func (g *Gossip) write(f iface, dst netip.AddrPort) error {
+	if err := g.conn.write(g.pkt, f, dst); err != nil {
+		return err
+	}
+	if g.erlPkt != nil {
+		return g.conn.write(g.erlPkt, f, dst)
+	}
+	return nil
+}
+
+// erlPacket is the heartbeat of the Erlang-form node field, nil without one.
+func erlPacket(s settings) []byte {
+	if s.erlNode == "" {
+		return nil
+	}
+	return AppendHeartbeat(nil, s.erlNode, s.keyring)
 }
 
 // watchLoop rescans interfaces when they change (and once at its start).

@@ -463,6 +463,29 @@ func TestOwnHeartbeatsIgnored(t *testing.T) {
 	}
 }
 
+// TestErlangTwin: a node with ErlangNode sends both fields and ignores both
+// of its own; a listener reports the node once, with its address, and
+// counts the portless twins.
+func TestErlangTwin(t *testing.T) {
+	t.Parallel()
+	port := freePort(t)
+	a := startNode(t, port, "a", func(c *Config) { c.ErlangNode = "a@127.0.0.1" })
+	b := startNode(t, port, "b", nil)
+	eventually(t, "twins ignored", func() bool { return b.Stats().TwinsIgnored >= 3 })
+	evs, _ := b.rec.snapshot()
+	if len(evs) != 1 || evs[0].Kind != Discovered || evs[0].Node != "a@127.0.0.1:9100" || !evs[0].Peer.Dialable() {
+		t.Errorf("b's events %v, want one dialable discovery of a", evs)
+	}
+	if st := a.Stats(); st.HeartbeatsReceived < 1 || st.Discovered != 1 || len(a.Peers()) != 1 || st.OwnIgnored < 6 {
+		t.Errorf("a: %+v, peers %v: want b only, both own fields ignored", st, peerNodes(a.Gossip))
+	}
+	for _, bad := range []string{"b@127.0.0.1", "a@127.0.0.2"} {
+		if _, err := Start(context.Background(), Config{Node: "a@127.0.0.1:1", ErlangNode: bad}); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("ErlangNode %q: %v, want ErrInvalidConfig", bad, err)
+		}
+	}
+}
+
 func TestBroadcastNow(t *testing.T) {
 	t.Parallel()
 	a := startNode(t, freePort(t), "a", func(c *Config) { c.Interval = time.Hour; c.Expiry = 2 * time.Hour })

@@ -124,6 +124,14 @@ func (g *Gossip) apply(r received) {
 	var old *row
 	if replace {
 		old = g.table[oldNode]
+		if r.peer.Addr == "" && old.advertised != "" {
+			// The Erlang-form twin ("name@host") of a node heard with a
+			// port: the same node announcing itself to Erlang nodes too
+			// (Config.ErlangNode). Not a new peer, not a move.
+			g.mu.Unlock()
+			g.twins.Add(1)
+			return
+		}
 		if slices.Contains(old.superseded, r.node) {
 			// An address this name moved away from, while the newer one
 			// is still heard: a replay or a stale copy.

@@ -116,6 +116,8 @@ func TestRunRefusesBadEnvValues(t *testing.T) {
 		{"MACULA_GOSSIP_SECRET", "a,,b", "empty secret"},
 		{"CLUSTER_STRATEGY", "telepathy", "auto, gossip"},
 		{"MACULA_NODE", "nohost", "name@host"},
+		{"MACULA_ERLANG", "maybe", "true or false"},
+		{"ERL_EPMD_PORT", "0", "1-65535"},
 	} {
 		runRefused(t, nil, []string{tc.env + "=" + tc.value}, tc.env, `"`+tc.value+`"`, tc.why)
 	}

@@ -37,6 +37,7 @@ type nodeView struct {
 	Source      string            `json:"source,omitempty"`
 	Incarnation uint64            `json:"incarnation,omitempty,string"`
 	Outbound    *bool             `json:"outbound,omitempty"`
+	Erlang      bool              `json:"erlang,omitempty"` // linked through Erlang distribution (--erlang)
 	Since       time.Time         `json:"since"`
 	Tags        map[string]string `json:"tags,omitempty"`
 }
@@ -50,8 +51,12 @@ func viewOf(c *cluster.Cluster, recent *recentTable) nodesView {
 		v.Discovered = append(v.Discovered, nodeView{Node: p.Node, Addr: p.Addr, Source: p.Source, Since: p.Since})
 	}
 	for _, m := range c.Connected() {
-		out := m.Outbound
-		v.Connected = append(v.Connected, nodeView{Node: m.Node, Addr: m.Addr, Incarnation: m.Incarnation, Outbound: &out, Since: m.Since, Tags: m.Tags})
+		nv := nodeView{Node: m.Node, Addr: m.Addr, Incarnation: m.Incarnation, Erlang: m.Erlang, Since: m.Since, Tags: m.Tags}
+		if !m.Erlang { // an Erlang link's direction is not known
+			out := m.Outbound
+			nv.Outbound = &out
+		}
+		v.Connected = append(v.Connected, nv)
 	}
 	return v
 }

@@ -67,10 +67,16 @@ type proc struct {
 
 func startRun(t *testing.T, args ...string) *proc {
 	t.Helper()
+	return startRunEnv(t, nil, args...)
+}
+
+// startRunEnv is startRun with more environment variables.
+func startRunEnv(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
 	p := &proc{signal: make(chan struct{}, 1), done: make(chan struct{})}
 	// --control 127.0.0.1:0: never the fixed default port in tests.
 	p.cmd = exec.Command(binary, append([]string{"run", "--json", "--control", "127.0.0.1:0"}, args...)...)
-	p.cmd.Env = append(os.Environ(), "MACULA_COOKIE=test-cookie")
+	p.cmd.Env = append(append(os.Environ(), "MACULA_COOKIE=test-cookie"), env...)
 	p.cmd.Stderr = &p.stderr
 	out, err := p.cmd.StdoutPipe()
 	if err != nil {

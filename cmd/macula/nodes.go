@@ -219,6 +219,9 @@ func printNodes(w io.Writer, v nodesView, now time.Time) {
 			if c.Outbound != nil {
 				dir = map[bool]string{true: "dialled", false: "accepted"}[*c.Outbound]
 			}
+			if c.Erlang {
+				dir = "erlang"
+			}
 		} else if r, ok := recent[node]; ok {
 			conn = "down (" + r.Reason + ") " + ago(now, r.Since)
 		}

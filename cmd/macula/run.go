@@ -38,6 +38,7 @@ type runFlags struct {
 	control                 string
 	broadcast, noTransitive bool
 	acceptForeign           bool
+	erlang                  bool
 	jsonOut                 bool
 	fs                      *flag.FlagSet
 	logFlags
@@ -76,6 +77,7 @@ func (f *runFlags) register(fs *flag.FlagSet) {
 		f.values[s.flag] = fs.String(s.flag, "", runUsage[s.flag])
 	}
 	fs.BoolVar(&f.acceptForeign, "accept-foreign-hosts", false, "dial gossip nodes whose advertised host is not the heartbeat's source address, for NAT (env MACULA_GOSSIP_ACCEPT_FOREIGN)")
+	fs.BoolVar(&f.erlang, "erlang", false, "also serve Erlang distribution under the node name and cookie, announce name@host to Erlang macula nodes and connect to the ones discovered; registers with epmd on 127.0.0.1 (ERL_EPMD_PORT, default 4369), starting an embedded one if none runs (env MACULA_ERLANG)")
 	fs.BoolVar(&f.broadcast, "broadcast", false, "send heartbeats to the interface broadcast address instead of the multicast group (env MACULA_GOSSIP_BROADCAST)")
 	fs.StringVar(&f.cookie, "cookie", "", "mesh cookie; visible to local users in ps, prefer --cookie-file (default env MACULA_COOKIE, MACULA_COOKIE_FILE, RELEASE_COOKIE, then ~/.macula.cookie)")
 	fs.StringVar(&f.cookieFile, "cookie-file", "", "read the mesh cookie from this file, trailing newline removed (env MACULA_COOKIE_FILE)")
@@ -105,6 +107,7 @@ func (f *runFlags) config(getenv func(string) string) (cluster.Config, error) {
 	}
 	cfg.Gossip.Broadcast = f.broadcast
 	cfg.Gossip.AcceptForeignHosts = f.acceptForeign
+	cfg.Erlang.Enable, cfg.Erlang.EmbeddedEPMD = f.erlang, true
 	cfg.Mesh.Cookie, cfg.Mesh.NoTransitive = f.cookie, f.noTransitive
 	set := map[string]bool{}
 	f.fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
@@ -399,7 +402,7 @@ func (p *printer) write(event string, t time.Time, fields map[string]any) {
 		return
 	}
 	line := t.Format("15:04:05.000") + " " + event
-	for _, k := range []string{"node", "addr", "source", "incarnation", "reason", "tags", "gossip", "strategy", "http", "control"} {
+	for _, k := range []string{"node", "addr", "source", "incarnation", "reason", "protocol", "tags", "gossip", "strategy", "http", "control"} {
 		if t, ok := fields[k].(map[string]string); ok {
 			line += " " + k + "=" + formatTags(t)
 		} else if v, ok := fields[k]; ok && v != "" {

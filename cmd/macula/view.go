@@ -419,5 +419,8 @@ func eventFields(e cluster.Event) map[string]any {
 	case cluster.NodeDown:
 		f["reason"] = e.Reason
 	}
+	if e.Protocol != "" {
+		f["protocol"] = e.Protocol
+	}
 	return f
 }

@@ -1,0 +1,254 @@
+//go:build unix
+
+package cluster_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	cluster "github.com/macula-io/cluster"
+	"github.com/macula-io/cluster/erldist"
+	"github.com/macula-io/cluster/gossip"
+	"github.com/macula-io/cluster/internal/erltest"
+)
+
+// The Erlang interop tests of Config.Erlang: a Go cluster node and real Erlang nodes running
+// internal/erltest/macula_gossip.erl (what Macula's gossip module does), on 127.0.0.1 and lo only.
+
+const erlCookie = "cluster-erlang-test-cookie"
+
+func erlangConfig(gossipPort, epmdPort int, name string) cluster.Config {
+	var cfg cluster.Config
+	cfg.Strategy = cluster.StrategyGossip
+	cfg.Gossip = gossip.Config{Port: gossipPort, Interfaces: []string{"lo"}, Interval: 100 * time.Millisecond}
+	cfg.Mesh.Name, cfg.Mesh.Listen, cfg.Mesh.Cookie = name, "127.0.0.1:0", erlCookie
+	cfg.Erlang = cluster.ErlangConfig{Enable: true, EPMDPort: epmdPort, TickTime: 4 * time.Second,
+		RetryInterval: 200 * time.Millisecond}
+	return cfg
+}
+
+func isErlangUp(node string) func([]cluster.Event) bool {
+	return func(evs []cluster.Event) bool {
+		for _, e := range evs {
+			if e.Kind == cluster.NodeUp && e.Node == node && e.Protocol == cluster.ProtocolErlang {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// TestErlangMaculaNode: a Go node with Config.Erlang and Erlang nodes running Macula's gossip
+// find and connect to each other both ways, exchange messages, and see each other go down.
+func TestErlangMaculaNode(t *testing.T) {
+	erltest.NeedErlang(t)
+	epmd := erltest.StartEPMD(t)
+	gport := freeUDPPort(t)
+	const goName, erl1, erl2 = "go@127.0.0.1", "erl1@127.0.0.1", "erl2@127.0.0.1"
+	e1 := erltest.Start(t, erl1, erlCookie, epmd, gport, 100*time.Millisecond)
+
+	started := time.Now()
+	n := start(t, erlangConfig(gport, epmd, goName))
+	if n.c.Erlang() == nil || n.c.Erlang().Name() != goName {
+		t.Fatalf("Erlang() = %v", n.c.Erlang())
+	}
+	// Erlang: nodeup for the Go node, timed from its first heartbeat heard (the Erlang-form
+	// twin: the name@host:port field is heard too, and its connect fails, as in Macula).
+	heard := erltest.Stamp(t, e1.WaitLine("heard "+goName+" ", 10*time.Second))
+	up := erltest.Stamp(t, e1.WaitLine("nodeup "+goName+" ", 10*time.Second))
+	t.Logf("Erlang nodeup %v after the Go node's first heartbeat reached it (%v after cluster.Start began)",
+		up.Sub(heard), up.Sub(started))
+	// Go: the Erlang node is discovered (no address) and up, through the one event stream.
+	n.rec.waitFor(t, 10*time.Second, "erlang nodeup "+erl1, isErlangUp(erl1))
+	var goUp time.Time
+	for _, e := range n.rec.all() {
+		if e.Kind == cluster.NodeUp && e.Node == erl1 {
+			goUp = e.Time
+		}
+	}
+	t.Logf("Go NodeUp %s %v after cluster.Start began", erl1, goUp.Sub(started))
+	found := false
+	for _, m := range n.c.Connected() {
+		if m.Node == erl1 {
+			found = m.Erlang && m.Addr == ""
+		}
+	}
+	if !found {
+		t.Fatalf("Connected() = %+v: want %s with Erlang set", n.c.Connected(), erl1)
+	}
+	e1.Command("nodes")
+	if l := e1.WaitLine("nodes ", 5*time.Second); !strings.Contains(l, "'"+goName+"'") {
+		t.Fatalf("Go node not in Erlang's nodes(): %s", l)
+	}
+
+	// Messages both ways: Erlang -> a registered Go name, Go -> the Erlang process and back.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	box, err := n.c.Erlang().Register("gobox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e1.Command("send " + goName)
+	select {
+	case m := <-box.C():
+		if want := (erldist.Tuple{erldist.Atom("hello"), erldist.Atom(erl1)}); !erldist.Equal(m.Term, want) {
+			t.Fatalf("got %#v, want %#v", m.Term, want)
+		}
+	case <-ctx.Done():
+		t.Fatal("no message from Erlang")
+	}
+	sent := time.Now()
+	if err := box.Send(ctx, erldist.Name{Node: erl1, Name: "macula_gossip"},
+		erldist.Tuple{erldist.Atom("echo"), box.Pid(), int64(42)}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-box.C():
+		if want := (erldist.Tuple{erldist.Atom("echo"), erldist.Atom(erl1), int64(42)}); !erldist.Equal(m.Term, want) {
+			t.Fatalf("got %#v, want %#v", m.Term, want)
+		}
+		t.Logf("round trip Go -> Erlang -> Go %v", time.Since(sent))
+	case <-ctx.Done():
+		t.Fatal("no echo from Erlang")
+	}
+
+	// Kill the Erlang node: Go reports NodeDown at once (the TCP connection closes).
+	killed := time.Now()
+	e1.Kill()
+	n.rec.waitFor(t, 10*time.Second, "nodedown "+erl1, func(evs []cluster.Event) bool {
+		return count(evs, cluster.NodeDown, erl1) == 1
+	})
+	for _, e := range n.rec.all() {
+		if e.Kind == cluster.NodeDown && e.Node == erl1 {
+			if e.Protocol != cluster.ProtocolErlang || e.Reason != "closed" {
+				t.Errorf("NodeDown %+v: want protocol erlang, reason closed", e)
+			}
+			t.Logf("Go NodeDown %s %v after SIGKILL", erl1, e.Time.Sub(killed))
+		}
+	}
+
+	// The Erlang node restarts under its name (a new creation): up again.
+	restarted := time.Now()
+	e1 = erltest.Start(t, erl1, erlCookie, epmd, gport, 100*time.Millisecond)
+	n.rec.waitFor(t, 10*time.Second, "second nodeup "+erl1, func(evs []cluster.Event) bool {
+		return count(evs, cluster.NodeUp, erl1) == 2
+	})
+	t.Logf("Go NodeUp of the restarted %s %v after its erl started", erl1, time.Since(restarted))
+	e1.WaitLine("nodeup "+goName+" ", 10*time.Second)
+
+	// A second Erlang node; then the Go node leaves: Erlang sees nodedown at once.
+	e2 := erltest.Start(t, erl2, erlCookie, epmd, gport, 100*time.Millisecond)
+	e2.WaitLine("nodeup "+goName+" ", 10*time.Second)
+	n.rec.waitFor(t, 10*time.Second, "erlang nodeup "+erl2, isErlangUp(erl2))
+	closed := time.Now()
+	n.c.Close()
+	down := erltest.Stamp(t, e2.WaitLine("nodedown "+goName+" ", 5*time.Second))
+	t.Logf("Erlang nodedown %v after Cluster.Close began", down.Sub(closed))
+	e1.WaitLine("nodedown "+goName+" ", 5*time.Second)
+
+	evs := n.rec.all()
+	checkLinkSequence(t, goName, evs)
+	for node, want := range map[string]int{erl1: 2, erl2: 1} {
+		if got := count(evs, cluster.NodeUp, node); got != want {
+			t.Errorf("%d NodeUp for %s, want %d:\n%s", got, node, want, dump(evs))
+		}
+		if got := count(evs, cluster.NodeDown, node); got != want {
+			t.Errorf("%d NodeDown for %s, want %d:\n%s", got, node, want, dump(evs))
+		}
+	}
+	for _, e := range evs {
+		if e.Node == goName {
+			t.Errorf("the Go node reported itself: %v", e)
+		}
+		if (e.Kind == cluster.NodeUp || e.Kind == cluster.NodeDown) && e.Protocol != cluster.ProtocolErlang {
+			t.Errorf("%v: want protocol erlang", e)
+		}
+	}
+	if last := evs[len(evs)-1]; last.Kind != cluster.NodeDown || last.Reason != "shutdown" {
+		t.Errorf("last event %v, want NodeDown (shutdown) at Close", last)
+	}
+}
+
+// TestErlangTwinsOfGoNodes: two Go nodes with Config.Erlang see each other once, on the mesh:
+// neither its own Erlang-form heartbeat nor the other's is a peer. No erl needed: the first
+// node runs the embedded EPMD.
+func TestErlangTwinsOfGoNodes(t *testing.T) {
+	epmd := erltest.FreeTCPPort(t)
+	gport := freeUDPPort(t)
+	cfgA := erlangConfig(gport, epmd, "a@127.0.0.1")
+	cfgA.Erlang.EmbeddedEPMD = true
+	a := start(t, cfgA)
+	b := start(t, erlangConfig(gport, epmd, "b@127.0.0.1"))
+	waitFullMesh(t, []*node{a, b}, 10*time.Second)
+	// Some rounds more, with both forms heard by each.
+	g := b.c.Strategy().(*gossip.Strategy).Gossip()
+	deadline := time.Now().Add(5 * time.Second)
+	for g.Stats().TwinsIgnored < 5 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if g.Stats().TwinsIgnored < 5 {
+		t.Fatalf("b ignored %d twins, want the a's Erlang-form heartbeats", g.Stats().TwinsIgnored)
+	}
+	for _, n := range []*node{a, b} {
+		evs := n.rec.all()
+		checkLinkSequence(t, n.c.Self().Node, evs)
+		if len(evs) != 2 {
+			t.Errorf("%s: want Discovered and NodeUp of the other only:\n%s", n.c.Self().Node, dump(evs))
+		}
+		for _, e := range evs {
+			if e.Addr == "" || e.Protocol != "" {
+				t.Errorf("%s: %v: want the peer on the mesh, with its address", n.c.Self().Node, e)
+			}
+		}
+		if m := n.c.Connected(); len(m) != 1 || m[0].Erlang {
+			t.Errorf("%s: Connected() = %+v", n.c.Self().Node, m)
+		}
+		if len(n.c.Erlang().Nodes()) != 0 {
+			t.Errorf("%s: Erlang links %q, want none", n.c.Self().Node, n.c.Erlang().Nodes())
+		}
+	}
+}
+
+// TestErlangTwinHeardFirst: a Go node that hears another Go node's Erlang-form twin before its
+// name@host:port heartbeat dials it through distribution; once the heartbeat with the port
+// arrives, that Erlang link is closed and the two use the mesh.
+func TestErlangTwinHeardFirst(t *testing.T) {
+	epmd := erltest.FreeTCPPort(t)
+	cfgA := erlangConfig(freeUDPPort(t), epmd, "a@127.0.0.1")
+	cfgA.Erlang.EmbeddedEPMD = true
+	a := start(t, cfgA)
+	// b gossips on a port a does not listen on: a hears only what this test sends.
+	b := start(t, erlangConfig(freeUDPPort(t), epmd, "b@127.0.0.1"))
+	announce := func(node string) *gossip.Gossip {
+		g, err := gossip.Start(context.Background(), gossip.Config{Port: cfgA.Gossip.Port, Interfaces: []string{"lo"},
+			Interval: 100 * time.Millisecond, Node: node})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	twin := announce("b@127.0.0.1")
+	a.rec.waitFor(t, 10*time.Second, "erlang nodeup b", isErlangUp("b@127.0.0.1"))
+	twin.Close()
+	full := announce("b@127.0.0.1:" + strings.TrimPrefix(b.c.Self().Addr, "127.0.0.1:"))
+	defer full.Close()
+	a.rec.waitFor(t, 10*time.Second, "mesh nodeup b, erlang link closed", func(evs []cluster.Event) bool {
+		meshUp, erlDown := false, false
+		for _, e := range evs {
+			if e.Node != "b@127.0.0.1" {
+				continue
+			}
+			meshUp = meshUp || (e.Kind == cluster.NodeUp && e.Protocol == "")
+			erlDown = erlDown || (e.Kind == cluster.NodeDown && e.Protocol == cluster.ProtocolErlang && e.Reason == "disconnected")
+		}
+		return meshUp && erlDown
+	})
+	if m := a.c.Connected(); len(m) != 1 || m[0].Erlang || m[0].Node != "b@127.0.0.1" {
+		t.Errorf("Connected() = %+v, want b on the mesh only", m)
+	}
+	if ns := a.c.Erlang().Nodes(); len(ns) != 0 {
+		t.Errorf("Erlang links %q, want none", ns)
+	}
+}
