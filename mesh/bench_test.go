@@ -176,3 +176,30 @@ func BenchmarkRawTCP(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRoundTrip: one 64-byte message to a peer that echoes it, and
+// back, over a sealed link on loopback: the figure to set beside erldist's
+// BenchmarkRoundTripErlang (Go -> Erlang -> Go).
+func BenchmarkRoundTrip(b *testing.B) {
+	back := make(chan struct{}, 1)
+	var echo *Mesh
+	a, _ := startNode(b, "a@127.0.0.1", func(c *Config) {
+		c.OnEvent = nil
+		c.OnMessage = func(string, []byte) { back <- struct{}{} }
+	})
+	echo, _ = startNode(b, "e@127.0.0.1", func(c *Config) {
+		c.OnEvent = nil
+		c.OnMessage = func(from string, p []byte) { echo.Send(context.Background(), from, p) }
+	})
+	a.Connect(echo.Name(), echo.Addr())
+	eventually(b, 10*time.Second, "linked", func() bool { return linkedTo(a, echo.Name()) && linkedTo(echo, a.Name()) })
+	msg := make([]byte, 64)
+	ctx := context.Background()
+	b.ResetTimer()
+	for range b.N {
+		if err := a.Send(ctx, echo.Name(), msg); err != nil {
+			b.Fatal(err)
+		}
+		<-back
+	}
+}
