@@ -136,7 +136,18 @@ func TestErlangMaculaNode(t *testing.T) {
 		return count(evs, cluster.NodeUp, erl1) == 2
 	})
 	t.Logf("Go NodeUp of the restarted %s %v after its erl started", erl1, time.Since(restarted))
-	e1.WaitLine("nodeup "+goName+" ", 10*time.Second)
+	// The Go node may dial the restarted VM before its script has called
+	// monitor_nodes (no "nodeup" line then): ask for nodes() instead.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		e1.Command("nodes")
+		if l := e1.WaitLine("nodes ", 10*time.Second); strings.Contains(l, goName) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s does not list %s in nodes() 10s after the Go node's NodeUp", erl1, goName)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 
 	// A second Erlang node; then the Go node leaves: Erlang sees nodedown at once.
 	e2 := erltest.Start(t, erl2, erlCookie, epmd, gport, 100*time.Millisecond)

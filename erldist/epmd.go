@@ -28,6 +28,9 @@ const (
 	epmdMaxRequest    = 1024
 	epmdDefaultPort   = 4369
 	epmdRequestTimout = 5 * time.Second
+	// nameTakenRetry bounds the retries of a registration refused because
+	// the name is still registered (see errNameTaken).
+	nameTakenRetry = 3 * time.Second
 )
 
 // ErrNoNode is returned when EPMD does not know the node.
@@ -118,6 +121,11 @@ func alive2Request(name string, port int) []byte {
 	return binary.BigEndian.AppendUint16(req, 0) // no extra
 }
 
+// errNameTaken: epmd refused a registration, normally because the name is
+// registered (perhaps by a process that just exited: epmd notices its closed
+// connection a moment later).
+var errNameTaken = errors.New("name taken")
+
 // register sends ALIVE2 to the EPMD and returns the open connection (closing it unregisters)
 // and the creation EPMD assigned.
 func register(ctx context.Context, addr, name string, port int) (net.Conn, uint32, error) {
@@ -150,7 +158,7 @@ func register(ctx context.Context, addr, name string, port int) (net.Conn, uint3
 		err = fmt.Errorf("unexpected response %d", hdr[0])
 	}
 	if err == nil && hdr[1] != 0 {
-		err = fmt.Errorf("epmd refused ALIVE2 (result %d; is the name %q taken?)", hdr[1], name)
+		err = fmt.Errorf("%w: epmd refused ALIVE2 (result %d; is the name %q taken?)", errNameTaken, hdr[1], name)
 	}
 	if err != nil {
 		c.Close()

@@ -158,6 +158,17 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 				}
 			}
 		}
+		// A name still registered by a process that just exited is freed
+		// when epmd sees that connection close: retry for a few seconds.
+		for deadline := time.Now().Add(nameTakenRetry); errors.Is(err, errNameTaken) && time.Now().Before(deadline); {
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+				c, creation, err = register(ctx, addr, alive, n.Port())
+				continue
+			}
+			break
+		}
 		if err != nil {
 			ln.Close()
 			if n.epmd != nil {

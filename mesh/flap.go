@@ -16,8 +16,9 @@ import (
 //     is held, out of Links, and an urgent probe goes to it at once, from
 //     a connected UDP socket. A crashed process's host answers with ICMP
 //     port unreachable within a round trip, so the crash is still reported
-//     at once (NodeDown closed); no answer within ProbeTimeout reports the
-//     original reason.
+//     at once (NodeDown closed); no answer within ProbeTimeout, or an
+//     unreachable network, reports NodeDown timeout (whatever broke the
+//     stream: a cable cut may fail a write with "no route to host").
 //  2. The peer acked: we tell it (one UDP notice, twice) that the link
 //     broke, since it may not notice a stall while it sends nothing; it
 //     drops its end, which goes through 1 too; both sides redial. A new link of
@@ -74,7 +75,7 @@ func (m *Mesh) holdLocked(l *link, r Reason) {
 
 func (m *Mesh) checkHeld(h *held) {
 	defer m.wg.Done()
-	alive := m.probes.check(h.link)
+	alive, refused := m.probes.check(h.link)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	name := h.link.peer.Name
@@ -82,7 +83,14 @@ func (m *Mesh) checkHeld(h *held) {
 		return // relinked meanwhile, or resolved otherwise
 	}
 	if !alive {
-		m.dropHeldLocked(h, h.reason)
+		// Refused: the process is gone (closed). Silent or unreachable:
+		// the member cannot be reached, whatever broke the stream
+		// (a cable cut may fail a write with "no route"): timeout.
+		r := ReasonTimeout
+		if refused {
+			r = ReasonClosed
+		}
+		m.dropHeldLocked(h, r)
 		return
 	}
 	m.log.Debug("mesh: member alive, relinking", "node", name)

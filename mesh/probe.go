@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/macula-io/cluster/internal/swim"
@@ -398,15 +399,17 @@ const brokenNoticeMinAge = 500 * time.Millisecond
 // check is the urgent probe of a member whose link broke: a ping from a
 // connected UDP socket, so that an ICMP port unreachable (the process is
 // gone, its host is up) ends the wait at once. It reports whether the
-// member acked within ProbeTimeout (the ping is sent twice).
-func (p *prober) check(l *link) bool {
+// member acked within ProbeTimeout (the ping is sent twice), and whether
+// the member's host refused it (ICMP port unreachable: the process is gone)
+// rather than staying silent or unreachable.
+func (p *prober) check(l *link) (alive, refused bool) {
 	ap, ok := probeAddr(l)
 	if !ok || p.dropAll.Load() {
-		return false
+		return false, false
 	}
 	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(ap))
 	if err != nil {
-		return false
+		return false, false
 	}
 	defer conn.Close()
 	stop := context.AfterFunc(p.m.ctx, func() { conn.SetDeadline(time.Now()) })
@@ -421,7 +424,7 @@ func (p *prober) check(l *link) bool {
 	buf := make([]byte, probeMaxPacket+1)
 	for try := range 2 {
 		if _, err := conn.Write(sealProbe(p.key, p.m.inc, p.seq.Add(1), ping)); err != nil {
-			return false
+			return false, errors.Is(err, syscall.ECONNREFUSED)
 		}
 		if try == 0 {
 			conn.SetReadDeadline(time.Now().Add(timeout / 2))
@@ -435,15 +438,16 @@ func (p *prober) check(l *link) bool {
 				if errors.As(err, &ne) && ne.Timeout() && try == 0 && p.m.ctx.Err() == nil {
 					break // send again
 				}
-				return false // refused (no process there), closed, or out of time
+				// refused (no process there), unreachable, closed, or out of time
+				return false, errors.Is(err, syscall.ECONNREFUSED)
 			}
 			_, _, body, err := openProbe(p.key, buf[:n])
 			if err == nil && swim.IsAck(body, seq, l.peer.Name, l.peer.Incarnation) {
-				return true
+				return true, false
 			}
 		}
 	}
-	return false
+	return false, false
 }
 
 // probeAddr is where a linked peer answers probes: the IP the link
