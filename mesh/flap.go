@@ -16,9 +16,9 @@ import (
 //     is held, out of Links, and an urgent probe goes to it at once, from
 //     a connected UDP socket. A crashed process's host answers with ICMP
 //     port unreachable within a round trip, so the crash is still reported
-//     at once (NodeDown closed); no answer within ProbeTimeout, or an
-//     unreachable network, reports NodeDown timeout (whatever broke the
-//     stream: a cable cut may fail a write with "no route to host").
+//     at once (NodeDown closed); no answer within ProbeTimeout reports
+//     closed when the peer itself ended the stream (FIN or RST: it dropped
+//     us), else timeout (the network lost it: a stall, "no route to host").
 //  2. The peer acked: we tell it (one UDP notice, twice) that the link
 //     broke, since it may not notice a stall while it sends nothing; it
 //     drops its end, which goes through 1 too; both sides redial. A new link of
@@ -83,11 +83,11 @@ func (m *Mesh) checkHeld(h *held) {
 		return // relinked meanwhile, or resolved otherwise
 	}
 	if !alive {
-		// Refused: the process is gone (closed). Silent or unreachable:
-		// the member cannot be reached, whatever broke the stream
-		// (a cable cut may fail a write with "no route"): timeout.
+		// Refused (the process is gone), or silent after the peer itself
+		// ended the stream (it dropped us): closed. Silent or unreachable
+		// otherwise: the network lost it: timeout.
 		r := ReasonTimeout
-		if refused {
+		if refused || h.link.peerEnded.Load() {
 			r = ReasonClosed
 		}
 		m.dropHeldLocked(h, r)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -40,6 +41,9 @@ type link struct {
 
 	removed bool   // guarded by m.mu: out of the table, NodeDown reported (or the member held, flap.go)
 	dialled string // the address we dialled; "" inbound (set by admit)
+	// peerEnded: the reader saw the peer end the stream (FIN or RST), as
+	// opposed to a timeout or an unreachable network.
+	peerEnded atomic.Bool
 
 	noFlap     atomic.Bool   // the failure is a verdict on the member (protocol error, detector's dead)
 	prev       *link         // set by admit: the broken link whose queue this one adopted
@@ -125,6 +129,11 @@ func (l *link) needTicks() bool {
 func linkReason(err error) Reason {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
+		return ReasonTimeout
+	}
+	if unreachable(err) {
+		// The network lost the peer (a cut cable ends in "no route to
+		// host" once ARP gives up): a silent failure, not a close.
 		return ReasonTimeout
 	}
 	return ReasonClosed
@@ -213,6 +222,9 @@ func (l *link) readLoop() {
 			case errors.Is(err, errMalformed):
 				l.protocolError(HSMalformed, err)
 			default:
+				// The peer ended the stream (FIN or RST): its host is there.
+				l.peerEnded.Store(errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+					errors.Is(err, syscall.ECONNRESET))
 				l.fail(linkReason(err))
 			}
 			return
