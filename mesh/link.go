@@ -223,9 +223,15 @@ func (l *link) readLoop() {
 				l.protocolError(HSMalformed, err)
 			default:
 				// The peer ended the stream (FIN or RST): its host is there.
-				l.peerEnded.Store(errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-					errors.Is(err, syscall.ECONNRESET))
-				l.fail(linkReason(err))
+				// Unless the kernel aborted it (TCP_USER_TIMEOUT): a stall.
+				ended := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+					errors.Is(err, syscall.ECONNRESET)
+				r := linkReason(err)
+				if ended && abortedLocally(l.raw) {
+					ended, r = false, ReasonTimeout
+				}
+				l.peerEnded.Store(ended)
+				l.fail(r)
 			}
 			return
 		}
