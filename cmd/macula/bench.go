@@ -313,7 +313,9 @@ func benchRows() []benchRow {
 				default:
 					return 0, false, false
 				}
-				return limit, x <= limit, !math.IsNaN(x)
+				// A nodedown during formation or the steady window is a
+				// violation: the row is not met then, however fast.
+				return limit, x <= limit && r.OK(), !math.IsNaN(x)
 			}},
 		{"  same, measured from the last ready line, max (ms)", "formation", "",
 			func(r *scenario.Result) string { return num(v(r, "mesh_after_ready_max_ms"), 1) }, nil},
@@ -321,7 +323,7 @@ func benchRows() []benchRow {
 			func(r *scenario.Result) string { return pair(v(r, "join_in_max_ms"), v(r, "join_out_ms"), 1) },
 			func(_ int, r *scenario.Result, _ time.Duration) (float64, bool, bool) {
 				a, b := r.Value("join_in_max_ms"), r.Value("join_out_ms")
-				return 50, a <= 50 && b <= 50, !math.IsNaN(a) && !math.IsNaN(b)
+				return 50, a <= 50 && b <= 50 && r.OK(), !math.IsNaN(a) && !math.IsNaN(b)
 			}},
 		{"  late joiner: process start to its ready line / ready to linked both ways (ms)", "latejoin", "",
 			func(r *scenario.Result) string { return pair(v(r, "join_startup_ms"), v(r, "join_after_ready_ms"), 1) }, nil},
