@@ -12,13 +12,18 @@
 //   - formation: N nodes started together form a full mesh; then the
 //     steady-state cost per node (CPU, bytes on eth0) over a window.
 //   - latejoin: a node added to a formed mesh is connected both ways.
-//   - crash: SIGKILL one node; every peer reports it down, reason closed.
+//   - crash: SIGKILL one node; every peer reports it down, reason closed
+//     (detection median, p95, max), and no live peer is reported down.
 //   - silent: cut one host's cable; every peer reports it down, reason
-//     timeout, and no other link drops.
+//     timeout (median, p95, max), and no other link drops.
 //   - partition: split the lab 50/50, each side reports the other down
-//     (timeout); heal, and the full mesh comes back.
-//   - loss: packet loss (and jitter when netlab can impair) on every host
-//     for a while: no nodedown at all.
+//     (timeout); heal, the full mesh comes back, and nothing is reported
+//     down after the heal.
+//   - loss10, loss: 10% and 20% packet loss with 50 ms jitter (when netlab
+//     can impair) on every host for a while: no nodedown at all.
+//   - starve: one node's process stopped (SIGSTOP) for 2 s, several times
+//     at random moments, as a host starved of CPU: no nodedown at the
+//     others nor at the starved node.
 //   - churn: random restarts by SIGTERM and SIGKILL: every peer reports
 //     exactly one nodedown and one nodeup per restart.
 //   - security: a node with a wrong gossip secret is never discovered, one

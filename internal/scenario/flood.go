@@ -398,6 +398,7 @@ func runFlood(ctx context.Context, h *harness) error {
 	r := h.res
 	r.add("flood_sent", "hostile packets sent", float64(fs.Sent), "count")
 	r.add("flood_rate_pps", "hostile packets sent per second (achieved)", round(float64(fs.Sent)/fs.Elapsed.Seconds(), 0), "pkt/s")
+	r.add("flood_goal_pps", "hostile packets per second asked for (the goal rate)", float64(h.cfg.FloodRate), "pkt/s")
 	r.add("flood_send_errors", "packets the flooder could not send (socket buffer full)", float64(fs.Errors), "count")
 	var rejected float64
 	for k, v := range rej1 {

@@ -33,17 +33,22 @@ type Config struct {
 	Secret, Cookie string
 	// Short selects CI durations: loss 15s instead of 60s, 5 restarts
 	// instead of 20, a flood of 20k packets/s for 3s instead of 100k/s for
-	// 10s, a steady-state window of 3s instead of 10s.
+	// 10s, a steady-state window of 3s instead of 30s, 2 stops of the
+	// starved host instead of 5.
 	Short bool
-	// LossDuration, Restarts, FloodRate, FloodDuration and SteadyWindow
-	// override what Short selects (0 = from Short).
+	// LossDuration, Restarts, FloodRate, FloodDuration, SteadyWindow and
+	// Stops override what Short selects (0 = from Short).
 	LossDuration  time.Duration
 	Restarts      int
 	FloodRate     int
 	FloodDuration time.Duration
 	SteadyWindow  time.Duration
+	Stops         int
+	// StopFor is how long the starve scenario keeps its host stopped
+	// (SIGSTOP) each time (0 = 2s).
+	StopFor time.Duration
 	// LossPercent and Jitter are the loss scenario's impairment (0 = 20%
-	// and 50ms).
+	// and 50ms; the loss10 scenario uses 10%).
 	LossPercent int
 	Jitter      time.Duration
 	// LossLinkTimeout is --link-timeout in the loss scenario (0 =
@@ -109,7 +114,16 @@ func (c Config) withDefaults() Config {
 	}
 	c.LossDuration = pick(c.LossDuration, 60*time.Second, 15*time.Second)
 	c.FloodDuration = pick(c.FloodDuration, 10*time.Second, 3*time.Second)
-	c.SteadyWindow = pick(c.SteadyWindow, 10*time.Second, 3*time.Second)
+	// 30 s: /proc/PID/stat counts CPU in 10 ms ticks, so one node's
+	// figure resolves 0.033% of a core (0.2% is 60 ms in the window).
+	c.SteadyWindow = pick(c.SteadyWindow, 30*time.Second, 3*time.Second)
+	c.StopFor = pick(c.StopFor, 2*time.Second, 2*time.Second)
+	if c.Stops == 0 {
+		c.Stops = 5
+		if c.Short {
+			c.Stops = 2
+		}
+	}
 	if c.Restarts == 0 {
 		c.Restarts = 20
 		if c.Short {
@@ -266,9 +280,17 @@ var All = []Scenario{
 		bound: func(c Config) time.Duration { return 3*c.Margin + 3*c.LinkTimeout + 30*time.Second }},
 	{Name: "partition", Summary: "50/50 partition: each side reports the other down; heal restores the mesh", run: runPartition,
 		bound: func(c Config) time.Duration { return 4*c.Margin + 3*c.LinkTimeout + 30*time.Second }},
-	{Name: "loss", Summary: "packet loss with jitter on every host: no false nodedown", run: runLoss,
+	{Name: "loss10", Summary: "10% packet loss with jitter on every host: no false nodedown", run: runLoss10,
 		bound: func(c Config) time.Duration {
 			return 3*c.Margin + c.LossDuration + 2*c.LossLinkTimeout + 30*time.Second
+		}},
+	{Name: "loss", Summary: "packet loss (20%) with jitter on every host: no false nodedown", run: runLoss,
+		bound: func(c Config) time.Duration {
+			return 3*c.Margin + c.LossDuration + 2*c.LossLinkTimeout + 30*time.Second
+		}},
+	{Name: "starve", Summary: "one host's process stopped (SIGSTOP) for 2s at random times: no false nodedown", run: runStarve,
+		bound: func(c Config) time.Duration {
+			return 3*c.Margin + time.Duration(c.Stops)*(c.StopFor+6*time.Second) + 3*c.LinkTimeout + 30*time.Second
 		}},
 	{Name: "churn", Summary: "random restarts (SIGTERM and SIGKILL): exactly one nodedown and nodeup each", run: runChurn,
 		bound: func(c Config) time.Duration {
@@ -312,7 +334,7 @@ func (s Scenario) Run(ctx context.Context, cfg Config) (*Result, error) {
 		Scenario: s.Name, Hosts: cfg.Hosts, Short: cfg.Short, Start: time.Now(),
 		LinkTimeoutMS: ms(cfg.LinkTimeout), IntervalMS: ms(cfg.Interval),
 	}
-	if s.Name == "loss" {
+	if s.Name == "loss" || s.Name == "loss10" {
 		r.LinkTimeoutMS = ms(cfg.LossLinkTimeout)
 	}
 	err := cfg.validate()
@@ -420,6 +442,17 @@ func median(ds []time.Duration) time.Duration {
 		return s[n/2]
 	}
 	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// pct is the p-th percentile (nearest rank, 0 < p <= 100) of ds.
+func pct(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	k := int(math.Ceil(p/100*float64(len(s)))) - 1
+	return s[min(max(k, 0), len(s)-1)]
 }
 
 func maxDur(ds []time.Duration) time.Duration {

@@ -187,12 +187,16 @@ func runCrash(ctx context.Context, h *harness) error {
 	times, werr := h.waitDown(ctx, others, victim.name, t0, h.cfg.Margin, "closed")
 	if lat := latencies(t0, times); len(lat) > 0 {
 		h.res.addMS("crash_detect_median_ms", "SIGKILL to nodedown (closed) at peers, median", median(lat))
+		h.res.addMS("crash_detect_p95_ms", "SIGKILL to nodedown (closed) at peers, 95th percentile", pct(lat, 95))
 		h.res.addMS("crash_detect_max_ms", "SIGKILL to nodedown (closed) at peers, max", maxDur(lat))
 	}
-	if err := sleep(ctx, h.settle()); err != nil {
+	// A false nodedown caused by the crash (a live peer reported down)
+	// would come within a probe period or two; wait a few.
+	if err := sleep(ctx, max(h.settle(), 3*time.Second)); err != nil {
 		return err
 	}
-	h.checkNoDown(others, namesOf(others), t0, time.Time{}, "collateral")
+	n := h.checkNoDown(others, namesOf(others), t0, time.Time{}, "collateral")
+	h.res.add("crash_collateral", "live peers reported down after the crash", float64(n), "count")
 	h.checkSequences(nodes)
 	return werr
 }
@@ -245,6 +249,7 @@ func runSilent(ctx context.Context, h *harness) error {
 	lat := latencies(t0, times)
 	if len(lat) > 0 {
 		h.res.addMS("silent_detect_median_ms", "cable cut to nodedown (timeout) at peers, median", median(lat))
+		h.res.addMS("silent_detect_p95_ms", "cable cut to nodedown (timeout) at peers, 95th percentile", pct(lat, 95))
 		h.res.addMS("silent_detect_max_ms", "cable cut to nodedown (timeout) at peers, max", maxDur(lat))
 		if m := maxDur(lat); m > h.cfg.LinkTimeout+h.detectSlack() {
 			h.res.violate("silent: detection took %v, more than link timeout %v + %v", m.Round(time.Millisecond), h.cfg.LinkTimeout, h.detectSlack())
@@ -332,15 +337,25 @@ func runPartition(ctx context.Context, h *harness) error {
 		h.res.addMS("heal_max_ms", "heal to full mesh, max over nodes", maxDur(lat))
 	}
 	h.res.add("partition_same_side_drops", "links dropped within a side", float64(same), "count")
-	if err := sleep(ctx, h.settle()); err != nil {
+	// A false nodedown after the heal (a healed peer suspected again, or
+	// a link of the heal torn down) comes within a few probe periods or a
+	// link timeout.
+	if err := sleep(ctx, max(h.settle(), h.cfg.LinkTimeout)); err != nil {
 		return err
 	}
-	h.checkNoDown(nodes, nil, t1, time.Time{}, "after heal")
+	after := h.checkNoDown(nodes, nil, t1, time.Time{}, "after heal")
+	h.res.add("partition_downs_after_heal", "nodedowns after the heal (false: every node is up)", float64(after), "count")
 	h.checkSequences(nodes)
 	return errors.Join(append(werrs, herr)...)
 }
 
 // ---- loss ---------------------------------------------------------------
+
+// runLoss10 is runLoss at 10% loss.
+func runLoss10(ctx context.Context, h *harness) error {
+	h.cfg.LossPercent = 10
+	return runLoss(ctx, h)
+}
 
 func runLoss(ctx context.Context, h *harness) error {
 	h.cfg.LinkTimeout = h.cfg.LossLinkTimeout
@@ -448,6 +463,75 @@ func runLoss(ctx context.Context, h *harness) error {
 	if _, err := h.waitMesh(ctx, nodes, nodes, h.cfg.Margin); err != nil {
 		return err
 	}
+	h.checkSequences(nodes)
+	return nil
+}
+
+// ---- CPU-starved host ------------------------------------------------------
+
+// runStarve stops one node's process (SIGSTOP) for cfg.StopFor, cfg.Stops
+// times, at random moments 1-5 s apart: a host so starved of CPU that it
+// runs nothing at all for 2 s. The others must not report it (or anyone)
+// down; the starved node, which sees every timer fire late when it wakes,
+// must not report the others down either (Lifeguard: a node that is itself
+// slow does not accuse others). Both counts are measures; each nodedown is
+// a violation.
+func runStarve(ctx context.Context, h *harness) error {
+	nodes, _, _, err := h.formCluster(ctx, h.cfg.Hosts)
+	if err != nil {
+		return err
+	}
+	if err := sleep(ctx, h.settle()); err != nil {
+		return err
+	}
+	seed := h.cfg.Seed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	h.res.note("starve seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, seed>>32|1))
+	victim, others := nodes[rng.IntN(len(nodes))], []*node{}
+	for _, n := range nodes {
+		if n != victim {
+			others = append(others, n)
+		}
+	}
+	p := victim.proc()
+	// Whatever happens, the process runs again (Lab.Close would kill a
+	// stopped process too, but a test's later waits should not hang on it).
+	defer func() { _ = p.Signal(syscall.SIGCONT) }()
+	t0 := time.Now()
+	var stopped time.Duration
+	for k := range h.cfg.Stops {
+		if err := sleep(ctx, time.Second+time.Duration(rng.Int64N(int64(4*time.Second)))); err != nil {
+			return err
+		}
+		if err := p.Signal(syscall.SIGSTOP); err != nil {
+			return fmt.Errorf("starve: SIGSTOP %s: %w", victim.name, err)
+		}
+		ts := time.Now()
+		serr := sleep(ctx, h.cfg.StopFor)
+		if err := p.Signal(syscall.SIGCONT); err != nil {
+			return fmt.Errorf("starve: SIGCONT %s: %w", victim.name, err)
+		}
+		stopped += time.Since(ts)
+		if serr != nil {
+			return serr
+		}
+		h.logf("stop %d/%d: %s stopped for %v", k+1, h.cfg.Stops, victim.name, time.Since(ts).Round(time.Millisecond))
+	}
+	// A suspicion raised during the last stop ends in a nodedown within
+	// the suspicion timeout (about 4-7 probe periods at these sizes), a
+	// stalled link within a link timeout: wait for both, with room.
+	if err := sleep(ctx, max(10*time.Second, h.cfg.LinkTimeout)+h.settle()); err != nil {
+		return err
+	}
+	atOthers := h.checkNoDown(others, nil, t0, time.Time{}, "starve: false nodedown")
+	atVictim := h.checkNoDown([]*node{victim}, nil, t0, time.Time{}, "starve: false nodedown at the starved node")
+	h.res.add("starve_stops", "times the starved node was stopped", float64(h.cfg.Stops), "count")
+	h.res.addMS("starve_stop_ms", "each stop (SIGSTOP to SIGCONT), mean", stopped/time.Duration(max(h.cfg.Stops, 1)))
+	h.res.add("starve_false_nodedowns", "nodedowns reported by the other nodes (any peer)", float64(atOthers), "count")
+	h.res.add("starve_false_nodedowns_at_victim", "nodedowns reported by the starved node", float64(atVictim), "count")
 	h.checkSequences(nodes)
 	return nil
 }
