@@ -320,6 +320,7 @@ func TestKilledPeer(t *testing.T) {
 	c.Connect(a.Name(), a.Addr())
 	rc.waitEvent(t, 10*time.Second, NodeUp, a.Name(), "")
 	ra.waitEvent(t, 10*time.Second, NodeUp, c.Name(), "")
+	c.Forget(a.Name()) // a dead process does not redial (a redial would be a silent relink)
 	c.mu.RLock()
 	l := c.links[a.Name()]
 	c.mu.RUnlock()
