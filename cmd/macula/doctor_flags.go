@@ -26,25 +26,12 @@ func checkDoctorFlags(fs *flag.FlagSet, getenv func(string) string) error {
 		if !slices.Contains(doctorSettings, s.flag) {
 			continue
 		}
+		var v string
 		if set[s.flag] {
-			v := fs.Lookup(s.flag).Value.String()
-			if strings.TrimSpace(v) == "" {
-				return usageError{fmt.Errorf("--%s %q: %w", s.flag, v, errEmpty)}
-			}
-			if _, err := s.parse(v); err != nil {
-				return usageError{fmt.Errorf("--%s %q: %w", s.flag, v, err)}
-			}
-			continue
+			v = fs.Lookup(s.flag).Value.String()
 		}
-		for _, env := range s.envs {
-			v := getenv(env)
-			if v == "" {
-				continue
-			}
-			if _, err := s.parse(v); err != nil {
-				return usageError{fmt.Errorf("%s=%q: %w", env, v, err)}
-			}
-			break // the first variable set wins, as in cluster.FromEnv
+		if _, _, err := s.check(set[s.flag], v, getenv); err != nil {
+			return err
 		}
 	}
 	if set["cookie"] && strings.TrimSpace(fs.Lookup("cookie").Value.String()) == "" {

@@ -75,6 +75,33 @@ var runSettings = []setting{
 // empty environment variable means "not set", as everywhere in Macula.
 var errEmpty = errors.New("empty value")
 
+// check parses the flag's value v when the command line set it (fromFlag),
+// else checks the first of its environment variables that is set (the
+// library reads it later, as cluster.FromEnv). Errors name the flag or
+// variable and the value, and are usage errors (exit 2).
+func (s setting) check(set bool, v string, getenv func(string) string) (x any, fromFlag bool, err error) {
+	if set {
+		if strings.TrimSpace(v) == "" {
+			return nil, false, usageError{fmt.Errorf("--%s %q: %w", s.flag, v, errEmpty)}
+		}
+		if x, err = s.parse(v); err != nil {
+			return nil, false, usageError{fmt.Errorf("--%s %q: %w", s.flag, v, err)}
+		}
+		return x, true, nil
+	}
+	for _, env := range s.envs {
+		v := getenv(env)
+		if v == "" {
+			continue
+		}
+		if _, err := s.parse(v); err != nil {
+			return nil, false, usageError{fmt.Errorf("%s=%q: %w", env, v, err)}
+		}
+		break // the first variable set wins, as in cluster.FromEnv
+	}
+	return nil, false, nil
+}
+
 // applySettings parses every flag the command line set into cfg and checks
 // the environment variables of the flags it did not set. values are the raw
 // flag strings by name.
@@ -82,27 +109,16 @@ func applySettings(cfg *cluster.Config, fs *flag.FlagSet, values map[string]*str
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	for _, s := range runSettings {
+		var v string
 		if set[s.flag] {
-			v := *values[s.flag]
-			if strings.TrimSpace(v) == "" {
-				return usageError{fmt.Errorf("--%s %q: %w", s.flag, v, errEmpty)}
-			}
-			x, err := s.parse(v)
-			if err != nil {
-				return usageError{fmt.Errorf("--%s %q: %w", s.flag, v, err)}
-			}
-			s.apply(cfg, x)
-			continue
+			v = *values[s.flag]
 		}
-		for _, env := range s.envs {
-			v := getenv(env)
-			if v == "" {
-				continue
-			}
-			if _, err := s.parse(v); err != nil {
-				return usageError{fmt.Errorf("%s=%q: %w", env, v, err)}
-			}
-			break // the first variable set wins, as in cluster.FromEnv
+		x, fromFlag, err := s.check(set[s.flag], v, getenv)
+		if err != nil {
+			return err
+		}
+		if fromFlag {
+			s.apply(cfg, x)
 		}
 	}
 	return nil
