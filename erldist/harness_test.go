@@ -5,9 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/macula-io/cluster/internal/erltest"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -36,61 +36,12 @@ func (t testMain) Run() int {
 
 const testCookie = "erldist-test-cookie"
 
-// needErlang skips the test when erl is absent, but fails it under CI=true (.ci/run installs
-// erlang-base there).
-func needErlang(t testing.TB) {
-	t.Helper()
-	for _, tool := range []string{"erl", "erlc", "epmd"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s not found; CI must run the Erlang interop tests (.ci/run installs erlang-base)", tool)
-			}
-			t.Skipf("%s not found: install Debian's erlang-base to run the Erlang interop tests", tool)
-		}
-	}
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// startEPMD runs a real epmd on 127.0.0.1 at a free port for the test, and returns the port.
-func startEPMD(t testing.TB) int {
-	t.Helper()
-	for range 5 {
-		port := freePort(t)
-		cmd := exec.Command("epmd", "-port", fmt.Sprint(port), "-address", "127.0.0.1")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); <-done })
-		deadline := time.Now().Add(5 * time.Second)
-		for time.Now().Before(deadline) {
-			select {
-			case <-done:
-				deadline = time.Time{} // exited: port taken, try another
-				continue
-			default:
-			}
-			if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
-				c.Close()
-				return port
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	t.Fatal("epmd did not start")
-	return 0
-}
+// needErlang, freePort and startEPMD are internal/erltest's.
+var (
+	needErlang = erltest.NeedErlang
+	freePort   = erltest.FreeTCPPort
+	startEPMD  = erltest.StartEPMD
+)
 
 var (
 	agentOnce sync.Once
