@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/miekg/dns"
 	"golang.org/x/net/ipv4"
 
 	cluster "github.com/macula-io/cluster"
@@ -24,57 +23,6 @@ import (
 	"github.com/macula-io/cluster/mesh"
 	"github.com/macula-io/cluster/static"
 )
-
-// srvZone is a real DNS server on 127.0.0.1 with SRV records pointing at
-// A records, one per node, each node on its own port.
-type srvZone struct {
-	mu      sync.Mutex
-	srvName string
-	targets map[string]string // target name -> IP
-	ports   map[string]int    // target name -> port
-	srv     *dns.Server
-}
-
-func startSRVZone(t *testing.T, srvName string) *srvZone {
-	t.Helper()
-	z := &srvZone{srvName: dns.Fqdn(srvName), targets: map[string]string{}, ports: map[string]int{}}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	started := make(chan struct{})
-	z.srv = &dns.Server{PacketConn: pc, NotifyStartedFunc: func() { close(started) },
-		Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-			m := new(dns.Msg)
-			m.SetReply(r)
-			z.mu.Lock()
-			for _, q := range r.Question {
-				switch {
-				case q.Qtype == dns.TypeSRV && q.Name == z.srvName:
-					for target, port := range z.ports {
-						m.Answer = append(m.Answer, &dns.SRV{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeSRV,
-							Class: dns.ClassINET, Ttl: 1}, Port: uint16(port), Target: target})
-					}
-				case q.Qtype == dns.TypeA && z.targets[q.Name] != "":
-					m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA,
-						Class: dns.ClassINET, Ttl: 1}, A: net.ParseIP(z.targets[q.Name])})
-				}
-			}
-			z.mu.Unlock()
-			w.WriteMsg(m)
-		})}
-	go z.srv.ActivateAndServe()
-	<-started
-	t.Cleanup(func() { z.srv.Shutdown() })
-	return z
-}
-
-func (z *srvZone) add(target, ip string, port int) {
-	z.mu.Lock()
-	defer z.mu.Unlock()
-	z.targets[dns.Fqdn(target)] = ip
-	z.ports[dns.Fqdn(target)] = port
-}
 
 // TestDNSArbitraryNames: DNS gives addresses, not names. Three nodes named
 // as their operator likes (not "<basename>@<IP>") form a full mesh from A
@@ -97,17 +45,17 @@ func TestDNSArbitraryNames(t *testing.T) {
 					}))
 				}
 			} else {
-				z := startSRVZone(t, "_macula._tcp.headless.test")
+				z := startZone(t, "unused.test")
 				for i, ip := range ips {
 					n := start(t, cluster.Config{
 						Strategy: cluster.StrategyDNS,
-						DNS:      dnsdisc.Config{Name: "_macula._tcp.headless.test", Server: z.srv.PacketConn.LocalAddr().String(), Interval: 100 * time.Millisecond},
+						DNS:      dnsdisc.Config{Name: "_macula._tcp.headless.test", Server: z.addr(), Interval: 100 * time.Millisecond},
 						Mesh:     mesh.Config{Name: names[i] + "@" + ip, Cookie: "c", Listen: ip + ":0", NoTransitive: true},
 					})
 					_, port, _ := net.SplitHostPort(n.c.Self().Addr)
 					var p int
 					fmt.Sscan(port, &p)
-					z.add(names[i]+".headless.test", ip, p)
+					z.addSRV("_macula._tcp.headless.test", names[i]+".headless.test", ip, p)
 					ns = append(ns, n)
 				}
 			}

@@ -16,17 +16,21 @@ import (
 )
 
 // zone is a real DNS server on 127.0.0.1 answering A records for one name
-// from a mutable list.
+// from a mutable list, and SRV records for one service name pointing at
+// targets added with addSRV (each target an A record and a port).
 type zone struct {
-	mu   sync.Mutex
-	name string
-	ips  []string
-	srv  *dns.Server
+	mu      sync.Mutex
+	name    string
+	ips     []string
+	srvName string
+	targets map[string]string // SRV target name -> IP
+	ports   map[string]int    // SRV target name -> port
+	srv     *dns.Server
 }
 
 func startZone(t *testing.T, name string, ips ...string) *zone {
 	t.Helper()
-	z := &zone{name: dns.Fqdn(name), ips: ips}
+	z := &zone{name: dns.Fqdn(name), ips: ips, targets: map[string]string{}, ports: map[string]int{}}
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -38,10 +42,19 @@ func startZone(t *testing.T, name string, ips ...string) *zone {
 			m.SetReply(r)
 			z.mu.Lock()
 			for _, q := range r.Question {
-				if q.Qtype == dns.TypeA && q.Name == z.name {
+				switch {
+				case q.Qtype == dns.TypeA && q.Name == z.name:
 					for _, ip := range z.ips {
 						m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 1}, A: net.ParseIP(ip)})
 					}
+				case q.Qtype == dns.TypeSRV && q.Name == z.srvName:
+					for target, port := range z.ports {
+						m.Answer = append(m.Answer, &dns.SRV{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeSRV,
+							Class: dns.ClassINET, Ttl: 1}, Port: uint16(port), Target: target})
+					}
+				case q.Qtype == dns.TypeA && z.targets[q.Name] != "":
+					m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA,
+						Class: dns.ClassINET, Ttl: 1}, A: net.ParseIP(z.targets[q.Name])})
 				}
 			}
 			z.mu.Unlock()
@@ -57,6 +70,15 @@ func (z *zone) set(ips ...string) {
 	z.mu.Lock()
 	z.ips = ips
 	z.mu.Unlock()
+}
+
+// addSRV makes target (at ip, port) one answer of the SRV name srvName.
+func (z *zone) addSRV(srvName, target, ip string, port int) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.srvName = dns.Fqdn(srvName)
+	z.targets[dns.Fqdn(target)] = ip
+	z.ports[dns.Fqdn(target)] = port
 }
 
 func (z *zone) addr() string { return z.srv.PacketConn.LocalAddr().String() }
