@@ -201,7 +201,54 @@ func FromEnvFunc(base Config, getenv func(string) string) (Config, error) {
 			cfg.Mesh.LinkTimeout = d
 		}
 	}
+	if err := probesFromEnv(&cfg.Mesh, getenv); err != nil {
+		return cfg, err
+	}
 	return cfg, nil
+}
+
+// probesFromEnv reads the failure detector's settings: MACULA_PROFILE
+// (lan, wan, local), MACULA_PROBE_INTERVAL and MACULA_PROBE_TIMEOUT (ms or
+// Go duration), MACULA_SUSPICION_MULT and MACULA_INDIRECT_CHECKS (integers).
+// Fields already set win.
+func probesFromEnv(m *mesh.Config, getenv func(string) string) error {
+	if v := strings.ToLower(strings.TrimSpace(getenv("MACULA_PROFILE"))); v != "" && m.Profile == "" {
+		if err := mesh.CheckProfile(v); err != nil {
+			return fmt.Errorf("MACULA_PROFILE=%q: %w", v, err)
+		}
+		m.Profile = v
+	}
+	durs := []struct {
+		env string
+		dst *time.Duration
+	}{{"MACULA_PROBE_INTERVAL", &m.ProbeInterval}, {"MACULA_PROBE_TIMEOUT", &m.ProbeTimeout}}
+	for _, d := range durs {
+		if v := getenv(d.env); v != "" && *d.dst == 0 {
+			x, err := envx.ParseDuration(v)
+			if err != nil || x <= 0 {
+				return fmt.Errorf("%s=%q: want milliseconds or a positive Go duration", d.env, v)
+			}
+			*d.dst = x
+		}
+	}
+	ints := []struct {
+		env string
+		dst *int
+		min int
+	}{{"MACULA_SUSPICION_MULT", &m.SuspicionMult, 1}, {"MACULA_INDIRECT_CHECKS", &m.IndirectChecks, 0}}
+	for _, n := range ints {
+		if v := getenv(n.env); v != "" && *n.dst == 0 {
+			x, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil || x < n.min || x > 64 {
+				return fmt.Errorf("%s=%q: want an integer %d-64", n.env, v, n.min)
+			}
+			if x == 0 {
+				x = -1 // 0 indirect checks: none (mesh.Config: negative)
+			}
+			*n.dst = x
+		}
+	}
+	return nil
 }
 
 // CheckStrategy reports whether s names a strategy ("" means auto); the

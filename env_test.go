@@ -149,6 +149,27 @@ func TestFromEnvSecretFiles(t *testing.T) {
 		}
 	}
 }
+
+func TestFromEnvProbes(t *testing.T) {
+	env := map[string]string{"MACULA_NODE": "n@127.0.0.1", "MACULA_COOKIE": "c", "MACULA_PROFILE": "WAN",
+		"MACULA_PROBE_INTERVAL": "2s", "MACULA_PROBE_TIMEOUT": "700", "MACULA_SUSPICION_MULT": "5", "MACULA_INDIRECT_CHECKS": "0"}
+	cfg, err := cluster.FromEnvFunc(cluster.Config{}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := cfg.Mesh
+	if m.Profile != "wan" || m.ProbeInterval != 2*time.Second || m.ProbeTimeout != 700*time.Millisecond ||
+		m.SuspicionMult != 5 || m.IndirectChecks != -1 {
+		t.Fatalf("mesh config %+v", m)
+	}
+	for k, v := range map[string]string{"MACULA_PROFILE": "moon", "MACULA_PROBE_INTERVAL": "-1s", "MACULA_SUSPICION_MULT": "0", "MACULA_INDIRECT_CHECKS": "x"} {
+		bad := map[string]string{"MACULA_NODE": "n@127.0.0.1", "MACULA_COOKIE": "c", k: v}
+		if _, err := cluster.FromEnvFunc(cluster.Config{}, func(k string) string { return bad[k] }); err == nil || !strings.Contains(err.Error(), k) {
+			t.Errorf("%s=%s: err %v, want one naming the variable", k, v, err)
+		}
+	}
+}
+
 func TestFromEnvErlang(t *testing.T) {
 	env := func(m map[string]string) func(string) string {
 		m["MACULA_COOKIE"] = "x"

@@ -96,6 +96,37 @@ type Config struct {
 	// MaxDials bounds the outbound connection attempts in flight; further
 	// peers wait in a fair queue (first attempts before retries). 0 = 16.
 	MaxDials int
+	// Profile picks the failure detector's defaults, as memberlist's
+	// DefaultLAN/WAN/LocalConfig do: "lan" (or "") probe every 1 s, probe
+	// timeout 500 ms, SuspicionMult 4 (a silent node is declared dead
+	// about 5-7 s after it stops answering in a 10-node cluster; no false
+	// dead under 20% loss in simulation); "wan": 5 s, 3 s, 6; "local" (one
+	// host): 1 s, 200 ms, 3 (not meant for lossy networks). The fields
+	// below override single values. Any other name is an error.
+	Profile string
+	// ProbeInterval is the protocol period: each node probes one member
+	// per period, so the probing cost per node is constant in the cluster
+	// size. 0 = the profile's.
+	ProbeInterval time.Duration
+	// ProbeTimeout is the wait for a direct ack before asking
+	// IndirectChecks other members to probe; at most 2/3 of ProbeInterval
+	// (a relay waits ProbeTimeout/2 before its nack, which must arrive
+	// within the period).
+	// 0 = the profile's.
+	ProbeTimeout time.Duration
+	// SuspicionMult scales how long a suspected member has to refute
+	// before it is declared dead (NodeDown reason timeout):
+	// SuspicionMult * max(1, log10(N+1)) * ProbeInterval with
+	// confirmations from other members, up to 6 times that without
+	// (mesh/doc.go, "Liveness"). 0 = the profile's.
+	SuspicionMult int
+	// IndirectChecks is the number of members asked to probe a member
+	// that did not answer (fewer in small clusters). 0 = 3; negative =
+	// none.
+	IndirectChecks int
+	// NoProbes turns the failure detector off: liveness is then only the
+	// links' LinkTimeout, and no UDP socket is bound.
+	NoProbes bool
 	// Logger receives link changes and per-connection detail at Debug and
 	// rate-limited warnings about hostile traffic (membership changes are
 	// logged at Info by the cluster facade). nil = discard.
@@ -118,9 +149,67 @@ type Config struct {
 	OnMessage func(from string, payload []byte)
 }
 
+// probeParams are a profile's detector settings.
+type probeParams struct {
+	interval, timeout time.Duration
+	mult, indirect    int
+}
+
+// Profiles: see Config.Profile.
+var profiles = map[string]probeParams{
+	"lan":   {time.Second, 500 * time.Millisecond, 4, 3},
+	"wan":   {5 * time.Second, 3 * time.Second, 6, 3},
+	"local": {time.Second, 200 * time.Millisecond, 3, 3},
+}
+
+// Profiles lists the valid Config.Profile names.
+func Profiles() []string { return []string{"lan", "wan", "local"} }
+
+// CheckProfile reports whether name is a valid Config.Profile ("" is lan).
+func CheckProfile(name string) error {
+	if _, ok := profiles[name]; ok || name == "" {
+		return nil
+	}
+	return fmt.Errorf("%w: profile %q (want lan, wan or local)", ErrInvalidConfig, name)
+}
+
+// probeConfig is the detector's configuration after normalize.
+func (c *Config) probeConfig() probeParams {
+	return probeParams{c.ProbeInterval, c.ProbeTimeout, c.SuspicionMult, c.IndirectChecks}
+}
+
 func normalize(cfg *Config) error {
 	bad := func(field string, v any) error {
 		return fmt.Errorf("%w: %s %v", ErrInvalidConfig, field, v)
+	}
+	if cfg.Profile == "" {
+		cfg.Profile = "lan"
+	}
+	prof, ok := profiles[cfg.Profile]
+	switch {
+	case !ok:
+		return bad("Profile", cfg.Profile)
+	case cfg.ProbeInterval < 0:
+		return bad("ProbeInterval", cfg.ProbeInterval)
+	case cfg.ProbeTimeout < 0:
+		return bad("ProbeTimeout", cfg.ProbeTimeout)
+	case cfg.SuspicionMult < 0:
+		return bad("SuspicionMult", cfg.SuspicionMult)
+	}
+	if cfg.ProbeInterval == 0 {
+		cfg.ProbeInterval = prof.interval
+	}
+	if cfg.ProbeTimeout == 0 {
+		cfg.ProbeTimeout = min(prof.timeout, cfg.ProbeInterval*2/3)
+	}
+	if cfg.ProbeTimeout > cfg.ProbeInterval*2/3 {
+		return bad("ProbeTimeout (more than 2/3 of ProbeInterval)", cfg.ProbeTimeout)
+	}
+	if cfg.SuspicionMult == 0 {
+		cfg.SuspicionMult = prof.mult
+	}
+	if cfg.IndirectChecks == 0 {
+		cfg.IndirectChecks = prof.indirect
 	}
 	switch {
 	case cfg.LinkTimeout < 0:

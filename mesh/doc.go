@@ -1,7 +1,8 @@
 // Package mesh links named nodes into a full mesh of authenticated,
 // encrypted TCP connections, Go's answer to Erlang distribution: one link per pair of
 // nodes, a shared cookie proved (never sent) at every handshake, liveness by
-// ticks, ordered messages, and NodeUp/NodeDown events a user can trust.
+// authenticated UDP probes (SWIM with Lifeguard), ordered messages, and
+// NodeUp/NodeDown events a user can trust.
 //
 // # Nodes and links
 //
@@ -33,16 +34,110 @@
 // closing), "restarted" (a new incarnation replaced the link),
 // "disconnected" (local Disconnect), "shutdown" (local Close).
 //
-// Liveness: a writer with nothing to send for LinkTimeout/4 sends a tick. A
-// link from which nothing arrives for LinkTimeout, or whose writes do not
-// drain for LinkTimeout, is closed with reason timeout. A peer whose process
-// dies is reported as soon as its kernel closes the connection.
+// Liveness is described in its own section below.
 //
 // Messages: Send queues a copy of the payload on the link's bounded queue
 // (Config.SendQueue) and waits for room until its context is done; each link
 // has its own writer goroutine and write deadline, so a stuck peer holds up
 // only Sends to itself. Messages on one link arrive in order; OnMessage is
 // called from the link's reader goroutine.
+//
+// # Liveness
+//
+// Membership liveness (is the node alive?) is not the link (is this TCP
+// stream healthy?). A failure detector (internal/swim: SWIM, Das, Gupta,
+// Motivala 2002, with Lifeguard, Dadgar et al. 2018, in the line of
+// hashicorp/memberlist) runs over UDP on the mesh port (same number as the
+// TCP listener):
+//
+//   - Each ProbeInterval (a protocol period) a node pings one member, taken
+//     from a shuffled round robin (every member within two passes). With no
+//     ack within ProbeTimeout it asks IndirectChecks members (3, fewer in
+//     small clusters) to ping it; they relay the ack or answer with a nack.
+//     With no ack by the end of the period the member is suspect.
+//   - Suspicion is piggybacked on probe packets (each update on at most
+//     4*ceil(log10(N+1)) packets) and refuted by the suspect with a higher
+//     incarnation (refutation counter; every packet carries its sender's,
+//     and a suspect also pings its accuser). A suspicion not refuted within
+//     SuspicionMult*max(1, log10(N+1))*ProbeInterval (with SuspicionMult-2
+//     independent confirmations; up to 6 times that without) makes the
+//     member dead: NodeDown reason timeout. N counts the live members,
+//     this node included.
+//   - Local health (Lifeguard): failed probes, missing nacks, refuting a
+//     suspicion of ourselves and our own timers firing late raise a score
+//     (0-7), successful probes lower it; the probe timeout and period are
+//     multiplied by score+1 and the suspicion timeout by up to 2. A timer
+//     that fires late (the process was starved, e.g. SIGSTOP) abandons the
+//     probe in flight and postpones expiring suspicions, so a node that
+//     was paused does not accuse the others.
+//
+// Profiles (Config.Profile; memberlist's DefaultLAN/WAN/LocalConfig):
+//
+//	profile  ProbeInterval  ProbeTimeout  SuspicionMult  IndirectChecks
+//	lan      1 s            500 ms        4              3   (default)
+//	wan      5 s            3 s           6              3
+//	local    1 s            200 ms        3              3
+//
+// With lan, a silent node is suspected within one or two periods and
+// declared dead 4*max(1, log10(N+1)) s later with a confirmation (4.2 s at
+// N = 10, 8 s at N = 100), so about 5-7 s in total at 10 nodes; without any
+// other member to confirm (N = 2) up to twice that. A crashed process
+// whose host stays up is reported at once (below). Cost per node: one
+// ping and one ack sent per period plus the acks of the pings it receives
+// (one per period on average), about 100-200 bytes each: constant in N.
+//
+// Probes and links: a peer becomes a member of the detector once an
+// authenticated UDP packet from its incarnation has arrived (each side
+// says hello at link up). Between such peers an idle link has no silence
+// limit and carries no ticks (a node stops ticking once the peer has
+// answered one of its pings, which proves it counts this node a member); a stall under traffic fails it after
+// LinkTimeout (TCP_USER_TIMEOUT on Linux, and the write deadline). A peer
+// that does not probe (NoProbes, or UDP blocked) keeps the link-level
+// liveness: a tick every LinkTimeout/4 on an idle link, and LinkTimeout of
+// silence closes the link with reason timeout.
+//
+// Link flaps. When a link fails with reason closed or timeout while the
+// peer is a member of the detector (from its first UDP packet, normally
+// within a probe period of the link coming up) and not dead, the member
+// is held: no event, out
+// of Links, and an urgent ping goes to it from a connected UDP socket. An
+// ICMP port unreachable (the process is gone, its host is up: a crash) or
+// no ack within ProbeTimeout reports NodeDown with the link's reason, so a
+// crash is still reported within a round trip. An ack means a flap: the
+// node tells the peer its link broke (the peer may not notice a stall
+// while it sends nothing), both redial, and the new link of the same
+// incarnation replaces the old one without NodeDown/NodeUp
+// (Stats.Probes.LinkReconnects). A member held for 3*LinkTimeout without a
+// new link, or declared dead meanwhile, is reported down. A protocol error
+// or the detector's verdict is never a flap. A new connection of the same
+// incarnation that replaces a live link (crossed redials) is silent too.
+//
+// Messages across a flap: messages not yet written to the broken
+// connection, and those sent while the member is held, go on the new link
+// in order (it adopts the queue). Messages already written to the broken
+// connection may be lost: Send is at-most-once across a flap, as across a
+// NodeDown. If the member ends down, its queue is dropped.
+//
+// Probe packets (UDP):
+//
+//	0   1   kind: 1 SWIM packet, 2 "link broke" notice, 3 hello
+//	1   8   sender's incarnation (the mesh's)
+//	9   8   sequence, per sender, increasing
+//	17  n   body: the SWIM packet (internal/swim/packet.go), the sender's
+//	        name (kind 2), empty (kind 3)
+//	.   16  HMAC-SHA256 over all of the above, first 16 bytes
+//
+// The MAC key is HKDF-SHA256(cookie, info "macula mesh probe v1"). A
+// receiver keeps a 64-packet replay window per sender incarnation (at most
+// 4096 senders, an arbitrary one evicted beyond). Without the cookie
+// nobody can forge a probe, an ack, a suspicion or a notice, and a
+// captured packet cannot be replayed to the node that received it. Within
+// the cluster a packet could be replayed to another node; the content is
+// harmless there (a ping for another target is ignored, an ack matches no
+// probe, gossip is ordered by incarnation). Packets that fail any check
+// are counted (Stats.Probes.BadPackets, Replayed) and logged at Warn at
+// most once per source address per 10 s. Probe packets are not encrypted:
+// they reveal names, incarnations and liveness to an on-path observer.
 //
 // # Wire format (version 2)
 //
@@ -264,6 +359,11 @@
 // once its TCP connection is established closes it without a byte; an
 // inbound connection that closes before its first byte (also a port probe)
 // is not a handshake attempt and is not counted.
+//
+// Stats.Probes holds the failure detector's counters: probes sent, acked,
+// indirect, failed, suspicions, refutes, dead verdicts, late ticks, the
+// local health score, hostile packets, and LinkReconnects (links
+// re-established under a live member, apart from membership changes).
 //
 // Stats.ProtocolErrors counts links closed for a bad frame after the
 // handshake, by frame_too_large, malformed or unexpected_frame, with the

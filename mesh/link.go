@@ -9,6 +9,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -38,8 +39,15 @@ type link struct {
 	failOnce   sync.Once
 	readerDone chan struct{}
 
-	removed bool   // guarded by m.mu: out of the table, NodeDown reported
+	removed bool   // guarded by m.mu: out of the table, NodeDown reported (or the member held, flap.go)
 	dialled string // the address we dialled; "" inbound (set by admit)
+	// peerEnded: the reader saw the peer end the stream (FIN or RST), as
+	// opposed to a timeout or an unreachable network.
+	peerEnded atomic.Bool
+
+	noFlap     atomic.Bool   // the failure is a verdict on the member (protocol error, detector's dead)
+	prev       *link         // set by admit: the broken link whose queue this one adopted
+	writerDone chan struct{} // closed when writeLoop returns
 }
 
 func newLink(m *Mesh, peer hello, conn, raw net.Conn, outbound bool) *link {
@@ -56,6 +64,7 @@ func newLink(m *Mesh, peer hello, conn, raw net.Conn, outbound bool) *link {
 		stop:       make(chan struct{}),
 		done:       make(chan struct{}),
 		readerDone: make(chan struct{}),
+		writerDone: make(chan struct{}),
 	}
 }
 
@@ -67,6 +76,9 @@ func (l *link) info() Link {
 // start runs the reader and writer. The caller is a goroutine counted in
 // m.wg, so the Add cannot race with Close's Wait.
 func (l *link) start() {
+	if l.m.probes != nil {
+		setUserTimeout(l.raw, l.m.cfg.LinkTimeout)
+	}
 	l.m.wg.Add(2)
 	go l.readLoop()
 	go l.writeLoop()
@@ -89,6 +101,31 @@ func (l *link) shutdown() {
 	l.stopOnce.Do(func() { close(l.stop) })
 }
 
+// Link ticks. Without probes a link is the liveness signal: a tick every
+// LinkTimeout/4 on an idle link, and LinkTimeout of silence fails it. Once
+// the peer is a member of the failure detector (it probes, we heard it),
+// membership comes from the detector and the link only has to notice a
+// stall: no ticks at all (the steady cost per node is then the probing,
+// constant in N), no silence limit, and data not acknowledged for
+// LinkTimeout fails the connection (TCP_USER_TIMEOUT on Linux, and the
+// write deadline).
+//
+// The two ends switch at different moments, safely: the reader drops its
+// limit once the peer is a member of our detector; the writer stops
+// ticking only once the peer has answered our ping, which it does only
+// when we are a member of its detector, so its reader has dropped its
+// limit already.
+func (l *link) readSilence() time.Duration {
+	if l.m.probes != nil && l.m.probes.member(l.peer.Name, l.peer.Incarnation) {
+		return 0
+	}
+	return l.m.cfg.LinkTimeout
+}
+
+func (l *link) needTicks() bool {
+	return l.m.probes == nil || !l.m.probes.acked(l.peer.Name, l.peer.Incarnation)
+}
+
 func linkReason(err error) Reason {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
@@ -103,10 +140,10 @@ func linkReason(err error) Reason {
 }
 
 // deadlineReader refreshes the read deadline before every read: a link from
-// which nothing arrives for d fails with a timeout.
+// which nothing arrives for d() fails with a timeout (0: no limit).
 type deadlineReader struct {
 	c net.Conn
-	d time.Duration
+	d func() time.Duration
 }
 
 // frameWriter is where the writer puts frames: a bufio.Writer over TLS, a
@@ -117,8 +154,21 @@ type frameWriter interface {
 }
 
 func (r *deadlineReader) Read(p []byte) (int, error) {
-	r.c.SetReadDeadline(time.Now().Add(r.d))
-	return r.c.Read(p)
+	for {
+		if d := r.d(); d > 0 {
+			r.c.SetReadDeadline(time.Now().Add(d))
+		} else {
+			r.c.SetReadDeadline(time.Time{})
+		}
+		n, err := r.c.Read(p)
+		var ne net.Error
+		if n == 0 && errors.As(err, &ne) && ne.Timeout() && r.d() == 0 {
+			// The limit was lifted while we waited (the peer became
+			// a member of the detector): not a failure.
+			continue
+		}
+		return n, err
+	}
 }
 
 // deadlineWriter sets the write deadline before every write of at most
@@ -154,7 +204,7 @@ func (l *link) readLoop() {
 	m := l.m
 	defer m.wg.Done()
 	defer close(l.readerDone)
-	var src io.Reader = &deadlineReader{c: l.conn, d: m.cfg.LinkTimeout}
+	var src io.Reader = &deadlineReader{c: l.conn, d: l.readSilence}
 	if s := l.peer.sess; s != nil && s.recv != nil {
 		src = newOpenReader(src, s.recv)
 	} else {
@@ -172,7 +222,16 @@ func (l *link) readLoop() {
 			case errors.Is(err, errMalformed):
 				l.protocolError(HSMalformed, err)
 			default:
-				l.fail(linkReason(err))
+				// The peer ended the stream (FIN or RST): its host is there.
+				// Unless the kernel aborted it (TCP_USER_TIMEOUT): a stall.
+				ended := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+					errors.Is(err, syscall.ECONNRESET)
+				r := linkReason(err)
+				if ended && abortedLocally(l.raw) {
+					ended, r = false, ReasonTimeout
+				}
+				l.peerEnded.Store(ended)
+				l.fail(r)
 			}
 			return
 		}
@@ -216,6 +275,7 @@ func (l *link) protocolError(reason HandshakeReason, err error) {
 	}
 	m := l.m
 	m.st.count(&m.st.proto, string(reason))
+	l.noFlap.Store(true)
 	if ok, suppressed := m.warns.Allow("link:" + l.peer.Name); ok {
 		m.log.Warn("mesh: protocol error, closing link", "node", l.peer.Name, "reason", reason,
 			"err", err, "suppressed", suppressed)
@@ -226,6 +286,17 @@ func (l *link) protocolError(reason HandshakeReason, err error) {
 func (l *link) writeLoop() {
 	m := l.m
 	defer m.wg.Done()
+	defer close(l.writerDone)
+	if l.prev != nil {
+		// The broken link's writer must be gone before this one reads
+		// the queue it shares (it may hold one message: lost with it).
+		select {
+		case <-l.prev.writerDone:
+		case <-l.done:
+			return
+		}
+		l.prev = nil
+	}
 	dw := &deadlineWriter{c: l.conn, d: m.cfg.LinkTimeout}
 	var bw frameWriter
 	if s := l.peer.sess; s != nil && s.send != nil {
@@ -258,7 +329,7 @@ func (l *link) writeLoop() {
 				}
 			}
 		case <-ticker.C:
-			if !wrote {
+			if !wrote && l.needTicks() {
 				err = writeEmpty(bw, &hdr, frameTick)
 				if err == nil {
 					err = bw.Flush()

@@ -49,6 +49,7 @@ type Stats struct {
 	MessagesReceived  uint64            // messages read from a link
 	BytesSent         uint64            // payload bytes of MessagesSent
 	BytesReceived     uint64            // payload bytes of MessagesReceived
+	Probes            ProbeStats        // the failure detector (probe.go)
 
 	// Handshakes are the durations of the successful handshakes (hsstats.go).
 	Handshakes HandshakeHistogram
@@ -66,6 +67,7 @@ type Mesh struct {
 	log    *slog.Logger
 	warns  *ratelimit.PerKey
 	ln     net.Listener
+	probes *prober         // nil: probes off (NoProbes, or the UDP port was busy)
 	ctx    context.Context // cancelled by Close: ends dials, handshakes, backoffs
 	cancel context.CancelFunc
 
@@ -76,6 +78,7 @@ type Mesh struct {
 	peers     map[string]*peerState // dial targets, by name or (address-only) by address
 	left      map[leftEntry]time.Time
 	leftNames map[string]time.Time
+	held      map[string]*held // members whose link broke, being relinked (flap.go)
 
 	// dial scheduler (dial.go), guarded by mu
 	freshQ        *list.List // fresh dial targets in arrival order
@@ -117,6 +120,7 @@ func Start(ctx context.Context, cfg Config) (*Mesh, error) {
 		peers:     make(map[string]*peerState),
 		left:      make(map[leftEntry]time.Time),
 		leftNames: make(map[string]time.Time),
+		held:      make(map[string]*held),
 		dialWake:  make(chan struct{}, 1),
 		freshQ:    list.New(),
 		start:     time.Now().UnixNano(),
@@ -148,6 +152,12 @@ func Start(ctx context.Context, cfg Config) (*Mesh, error) {
 		}
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
+	if !cfg.NoProbes {
+		if err := m.startProbes(); err != nil {
+			// Liveness falls back to the links' silence limit.
+			m.log.Warn("mesh: probes disabled", "err", err)
+		}
+	}
 	m.wg.Add(2)
 	go m.acceptLoop()
 	go m.dialScheduler()
@@ -258,8 +268,13 @@ func (m *Mesh) Disconnect(key string) {
 	if l == nil {
 		l = m.addrLinks[key]
 	}
+	name := key
 	if l != nil {
+		name = l.peer.Name
 		m.removeLocked(l, ReasonDisconnected)
+	}
+	if h := m.held[name]; h != nil {
+		m.dropHeldLocked(h, ReasonDisconnected)
 	}
 	m.mu.Unlock()
 	if l != nil {
@@ -284,7 +299,20 @@ func (m *Mesh) Send(ctx context.Context, node string, payload []byte) error {
 	for {
 		m.mu.RLock()
 		l := m.links[node]
+		h := m.held[node]
 		m.mu.RUnlock()
+		if l == nil && h != nil {
+			// The link is being re-established (flap.go): queue for
+			// the new link.
+			select {
+			case h.out <- p:
+				return nil
+			case <-h.dropped:
+				return fmt.Errorf("mesh: send to %s: %w", node, ErrNotConnected)
+			case <-ctx.Done():
+				return fmt.Errorf("mesh: send to %s: %w", node, ctx.Err())
+			}
+		}
 		if l == nil || l == prev {
 			// prev: the link we tried went down and was not replaced.
 			if m.isClosed.Load() {
@@ -337,6 +365,10 @@ func (m *Mesh) Stats() Stats {
 	s := m.st.snapshot()
 	s.Links = uint64(n)
 	s.PendingHandshakes = uint64(max(m.pending.Load(), 0))
+	if m.probes != nil {
+		s.Probes = m.probes.stats()
+	}
+	s.Probes.LinkReconnects = m.st.reconnects.Load()
 	return s
 }
 
@@ -356,12 +388,24 @@ func (m *Mesh) Close() error {
 		}
 		clear(m.links)
 		clear(m.addrLinks)
+		hs := make([]*held, 0, len(m.held))
+		for _, h := range m.held {
+			if h.timer != nil {
+				h.timer.Stop()
+			}
+			close(h.dropped)
+			hs = append(hs, h)
+		}
+		clear(m.held)
 		m.mu.Unlock()
 		m.wakeDialer()
 		slices.SortFunc(ls, func(a, b *link) int { return cmp.Compare(a.peer.Name, b.peer.Name) })
 
 		m.cancel()
 		m.ln.Close()
+		if m.probes != nil {
+			m.probes.close()
+		}
 		for _, l := range ls {
 			l.shutdown()
 		}
@@ -370,6 +414,12 @@ func (m *Mesh) Close() error {
 			l.fail(ReasonShutdown) // no-op unless the link never started
 			m.mu.Lock()
 			m.emitDownLocked(l, ReasonShutdown)
+			m.mu.Unlock()
+		}
+		slices.SortFunc(hs, func(a, b *held) int { return cmp.Compare(a.link.peer.Name, b.link.peer.Name) })
+		for _, h := range hs {
+			m.mu.Lock()
+			m.emitDownLocked(h.link, ReasonShutdown)
 			m.mu.Unlock()
 		}
 		m.log.Info("mesh: closed", "node", m.name)

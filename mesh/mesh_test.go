@@ -283,8 +283,10 @@ func TestGracefulLeave(t *testing.T) {
 	}
 }
 
+// TestTimeoutBlackhole: without probes, a silent link is a NodeDown
+// timeout (with probes it is a flap: flap_test.go).
 func TestTimeoutBlackhole(t *testing.T) {
-	lt := func(c *Config) { c.LinkTimeout = time.Second }
+	lt := func(c *Config) { c.LinkTimeout = time.Second; c.NoProbes = true }
 	a, ra := startNode(t, "a@127.0.0.1", lt)
 	b, rb := startNode(t, "b@127.0.0.1", lt)
 	p := newProxy(t, b.Addr())
@@ -303,8 +305,10 @@ func TestTimeoutBlackhole(t *testing.T) {
 	}
 }
 
+// TestKilledPeer: without probes, a reset or closed link is a NodeDown
+// closed at once (with probes see flap_test.go).
 func TestKilledPeer(t *testing.T) {
-	long := func(c *Config) { c.LinkTimeout = 30 * time.Second }
+	long := func(c *Config) { c.LinkTimeout = 30 * time.Second; c.NoProbes = true }
 	a, ra := startNode(t, "a@127.0.0.1", long)
 	b, rb := startNode(t, "b@127.0.0.1", long)
 	p := newProxy(t, b.Addr())
@@ -328,12 +332,19 @@ func TestKilledPeer(t *testing.T) {
 	ra.waitEvent(t, 3*time.Second, NodeDown, c.Name(), ReasonClosed)
 }
 
+// TestSlowPeerDoesNotBlockOthers, without probes: the stuck link ends in
+// NodeDown timeout. (With probes the stuck peer is alive, so its link is
+// re-established instead: flap_test.go.)
 func TestSlowPeerDoesNotBlockOthers(t *testing.T) {
 	const lt = time.Second
-	a, ra := startNode(t, "a@127.0.0.1", func(c *Config) { c.LinkTimeout = lt; c.SendQueue = 4; c.NoTransitive = true })
-	b, rb := startNode(t, "b@127.0.0.1", func(c *Config) { c.LinkTimeout = lt; c.NoTransitive = true })
+	a, ra := startNode(t, "a@127.0.0.1", func(c *Config) { c.LinkTimeout = lt; c.SendQueue = 4; c.NoTransitive = true; c.NoProbes = true })
+	b, rb := startNode(t, "b@127.0.0.1", func(c *Config) { c.LinkTimeout = lt; c.NoTransitive = true; c.NoProbes = true })
 	// c must not time out first: it hears nothing from a during the stall.
-	c, _ := startNode(t, "c@127.0.0.1", func(c *Config) { c.LinkTimeout = 30 * time.Second; c.NoTransitive = true })
+	c, _ := startNode(t, "c@127.0.0.1", func(c *Config) {
+		c.LinkTimeout = 30 * time.Second
+		c.NoTransitive = true
+		c.NoProbes = true
+	})
 	p := newProxy(t, c.Addr())
 	a.Connect(b.Name(), b.Addr())
 	a.Connect(c.Name(), p.Addr())

@@ -10,6 +10,7 @@ type counters struct {
 	linksUp, duplicates, dials, dialFailures atomic.Uint64
 	relinks                                  atomic.Uint64
 	msgsSent, msgsRecv, bytesSent, bytesRecv atomic.Uint64
+	reconnects                               atomic.Uint64
 	mu                                       sync.Mutex
 	linksDown, hsFail, proto                 map[string]uint64
 	hs                                       hsHist // see hsstats.go

@@ -71,6 +71,7 @@ func (m *Mesh) removeLocked(l *link, r Reason) {
 	if r == ReasonLeft {
 		m.rememberLeftLocked(l.peer)
 	}
+	m.probeLinkDownLocked(l)
 	m.emitDownLocked(l, r)
 }
 
@@ -89,22 +90,20 @@ func (m *Mesh) unlinkLocked(l *link) {
 
 // linkDown is called once per link when it fails. If the link is still in
 // the table it is removed with NodeDown(r), and the peers that wanted it
-// (by name, or by one of its addresses) are redialled.
+// (by name, or by one of its addresses) are redialled; unless the failure
+// may be a flap under a live member (flap.go).
 func (m *Mesh) linkDown(l *link, r Reason) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if l.removed {
 		return
 	}
-	m.removeLocked(l, r)
-	if m.closed {
+	if m.flapCandidateLocked(l, r) {
+		m.holdLocked(l, r) // flap.go: NodeDown only if the member is gone
 		return
 	}
-	for _, key := range [3]string{l.peer.Name, l.peer.Addr, l.dialled} {
-		if ps := m.peers[key]; key != "" && ps != nil && ps.wanted && m.needDialLocked(ps) {
-			m.scheduleLocked(ps, time.Time{})
-		}
-	}
+	m.removeLocked(l, r)
+	m.redialLocked(l, false)
 }
 
 // leftEntry is a node incarnation that said goodbye.
@@ -183,6 +182,23 @@ func (m *Mesh) admit(peer hello, conn, raw net.Conn, dialled string, ps *peerSta
 		return nil, nil, refuseLeft
 	}
 	reason := Reason("")
+	var adopt *held
+	if h := m.held[peer.Name]; h != nil {
+		// The member's link broke and it is being relinked (flap.go).
+		switch c := compareIncarnation(peer, h.link.peer); {
+		case c < 0:
+			return nil, nil, refuseStale
+		case c > 0:
+			m.dropHeldLocked(h, ReasonRestarted)
+		default:
+			adopt = h
+		}
+	}
+	// silent: a link of the same incarnation replaced by a newer connection
+	// (crossed dials that both acceptors committed to, a peer re-dialling a
+	// link it gave up): the member did not change, only its TCP connection,
+	// so no NodeDown/NodeUp. A new incarnation is a restart: both events.
+	silent := false
 	if cur := m.links[peer.Name]; cur != nil {
 		switch c := compareIncarnation(peer, cur.peer); {
 		case c < 0:
@@ -190,6 +206,7 @@ func (m *Mesh) admit(peer hello, conn, raw net.Conn, dialled string, ps *peerSta
 		case c > 0:
 			reason = ReasonRestarted
 		case outbound:
+			silent = true
 			reason = ReasonClosed
 		default:
 			curWins := cur.outbound && m.name < peer.Name
@@ -197,23 +214,22 @@ func (m *Mesh) admit(peer hello, conn, raw net.Conn, dialled string, ps *peerSta
 				m.st.duplicates.Add(1)
 				return nil, nil, refuseDuplicate
 			}
+			silent = true
 			reason = ReasonClosed
 		}
 		old = cur
-	} else if !outbound && m.name < peer.Name && m.dialingLocked(peer) {
+	} else if adopt == nil && !outbound && m.name < peer.Name && m.dialingLocked(peer) {
+		// (A held member takes the first connection that works: our own
+		// dial may be stuck where the old link broke.)
 		m.st.duplicates.Add(1)
 		return nil, nil, refuseDuplicate
 	}
-	// A new connection of the same incarnation (crossed dials that both
-	// acceptors committed to, or a peer re-dialling a link it gave up)
-	// replaces the link without NodeDown/NodeUp: the member did not change,
-	// only its TCP connection. A new incarnation is a restart: both events.
-	relink := old != nil && reason == ReasonClosed
-	switch {
-	case relink:
+	if old != nil && silent {
+		// Same process, new connection: swap links under the member; the
+		// new link takes over the queue.
 		m.unlinkLocked(old)
 		m.st.relinks.Add(1)
-	case old != nil:
+	} else if old != nil {
 		m.removeLocked(old, reason)
 	}
 	l = newLink(m, peer, conn, raw, outbound)
@@ -223,9 +239,16 @@ func (m *Mesh) admit(peer hello, conn, raw net.Conn, dialled string, ps *peerSta
 	if dialled != "" {
 		m.addrLinks[dialled] = l
 	}
-	if !relink {
+	switch {
+	case adopt != nil:
+		m.adoptLocked(adopt, l)
+	case old != nil && silent:
+		l.out, l.prev = old.out, old
+		m.st.reconnects.Add(1)
+	default:
 		m.emitUpLocked(l)
 	}
+	m.probeLinkUpLocked(l)
 	m.peersChangedLocked()
 	return l, old, 0
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/macula-io/cluster/gossip"
 	"github.com/macula-io/cluster/internal/envx"
 	"github.com/macula-io/cluster/mdns"
+	"github.com/macula-io/cluster/mesh"
 )
 
 // A setting is a `macula run` flag that mirrors environment variables. One
@@ -69,6 +70,49 @@ var runSettings = []setting{
 		func(c *cluster.Config, x any) { c.Mesh.Listen = x.(string) }},
 	{"link-timeout", []string{"MACULA_LINK_TIMEOUT"}, parseLinkTimeout,
 		func(c *cluster.Config, x any) { c.Mesh.LinkTimeout = x.(time.Duration) }},
+	{"profile", []string{"MACULA_PROFILE"}, parseProfile,
+		func(c *cluster.Config, x any) { c.Mesh.Profile = x.(string) }},
+	{"probe-interval", []string{"MACULA_PROBE_INTERVAL"}, parseProbeDuration,
+		func(c *cluster.Config, x any) { c.Mesh.ProbeInterval = x.(time.Duration) }},
+	{"probe-timeout", []string{"MACULA_PROBE_TIMEOUT"}, parseProbeDuration,
+		func(c *cluster.Config, x any) { c.Mesh.ProbeTimeout = x.(time.Duration) }},
+	{"suspicion-mult", []string{"MACULA_SUSPICION_MULT"}, parseIntRange(1, 64),
+		func(c *cluster.Config, x any) { c.Mesh.SuspicionMult = x.(int) }},
+	{"indirect-checks", []string{"MACULA_INDIRECT_CHECKS"}, parseIntRange(0, 64),
+		func(c *cluster.Config, x any) {
+			n := x.(int)
+			if n == 0 {
+				n = -1 // none (mesh.Config: negative)
+			}
+			c.Mesh.IndirectChecks = n
+		}},
+}
+
+// parseProfile accepts the failure detector profiles, any case.
+func parseProfile(v string) (any, error) {
+	p := strings.ToLower(strings.TrimSpace(v))
+	if err := mesh.CheckProfile(p); err != nil {
+		return nil, errors.New("want lan, wan or local")
+	}
+	return p, nil
+}
+
+func parseProbeDuration(v string) (any, error) {
+	d, err := envx.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return nil, errors.New("want milliseconds or a positive Go duration")
+	}
+	return d, nil
+}
+
+func parseIntRange(lo, hi int) func(string) (any, error) {
+	return func(v string) (any, error) {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < lo || n > hi {
+			return nil, fmt.Errorf("want an integer %d-%d", lo, hi)
+		}
+		return n, nil
+	}
 }
 
 // errEmpty is refused for a flag given with an empty value ("--port="); an

@@ -1,0 +1,519 @@
+package swim
+
+import (
+	"container/heap"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+)
+
+// A deterministic discrete-event simulation: a virtual clock, an event
+// queue, and an in-memory lossy network. Addresses are node names.
+
+type event struct {
+	at  time.Time
+	seq int
+	fn  func()
+}
+
+type eventQ []*event
+
+func (q eventQ) Len() int { return len(q) }
+func (q eventQ) Less(i, j int) bool {
+	if !q[i].at.Equal(q[j].at) {
+		return q[i].at.Before(q[j].at)
+	}
+	return q[i].seq < q[j].seq
+}
+func (q eventQ) Swap(i, j int) { q[i], q[j] = q[j], q[i] }
+func (q *eventQ) Push(x any)   { *q = append(*q, x.(*event)) }
+func (q *eventQ) Pop() any {
+	old := *q
+	e := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return e
+}
+
+type seen struct {
+	at    time.Duration // since the sim's start
+	by    string
+	about string
+	state State
+}
+
+type simNode struct {
+	name    string
+	d       *Detector
+	crashed bool
+	paused  time.Time // no processing before this
+	timerAt time.Time // the tick currently scheduled
+	delayIn time.Duration
+}
+
+type sim struct {
+	t       *testing.T
+	start   time.Time
+	now     time.Time
+	q       eventQ
+	seq     int
+	rng     *rand.Rand
+	nodes   map[string]*simNode
+	names   []string
+	loss    float64       // per packet
+	delay   time.Duration // base one-way delay
+	jitter  time.Duration // uniform extra delay
+	blocked map[[2]string]bool
+	log     []seen
+	sent    int
+	trace   func(from, to string, pkt []byte)
+}
+
+func newSim(t *testing.T, n int, seed uint64, tune func(*Config)) *sim {
+	s := &sim{t: t, start: time.Unix(1_000_000, 0), rng: rand.New(rand.NewPCG(seed, 1)),
+		nodes: make(map[string]*simNode), blocked: make(map[[2]string]bool), delay: time.Millisecond}
+	s.now = s.start
+	for i := range n {
+		s.names = append(s.names, fmt.Sprintf("n%02d", i))
+	}
+	for i, name := range s.names {
+		cfg := Config{Name: name, ID: uint64(i + 1), Rand: rand.New(rand.NewPCG(seed, uint64(i+2)))}
+		if tune != nil {
+			tune(&cfg)
+		}
+		sn := &simNode{name: name}
+		cfg.Send = func(to string, pkt []byte) { s.transmit(name, to, pkt) }
+		sn.d = New(cfg)
+		s.nodes[name] = sn
+	}
+	for i, name := range s.names {
+		for j, other := range s.names {
+			if i != j {
+				s.nodes[name].d.Add(other, uint64(j+1), other)
+			}
+		}
+	}
+	for _, name := range s.names {
+		s.arm(s.nodes[name])
+	}
+	return s
+}
+
+func (s *sim) at(t time.Time, fn func()) {
+	s.seq++
+	heap.Push(&s.q, &event{at: t, seq: s.seq, fn: fn})
+}
+
+func (s *sim) transmit(from, to string, pkt []byte) {
+	s.sent++
+	if s.trace != nil {
+		s.trace(from, to, pkt)
+	}
+	if s.blocked[[2]string{from, to}] || s.rng.Float64() < s.loss {
+		return
+	}
+	d := s.delay
+	if s.jitter > 0 {
+		d += time.Duration(s.rng.Int64N(int64(s.jitter)))
+	}
+	dst := s.nodes[to]
+	if dst == nil {
+		return
+	}
+	d += dst.delayIn
+	buf := slices.Clone(pkt)
+	s.at(s.now.Add(d), func() { s.deliver(dst, from, buf) })
+}
+
+func (s *sim) deliver(n *simNode, from string, pkt []byte) {
+	if n.crashed {
+		return
+	}
+	if n.paused.After(s.now) {
+		s.at(n.paused, func() { s.deliver(n, from, pkt) })
+		return
+	}
+	ch, err := n.d.Handle(s.now, from, pkt)
+	if err != nil {
+		s.t.Fatalf("%s: handle from %s: %v", n.name, from, err)
+	}
+	s.record(n, ch)
+	s.arm(n)
+}
+
+func (s *sim) record(n *simNode, ch []Change) {
+	for _, c := range ch {
+		s.log = append(s.log, seen{at: s.now.Sub(s.start), by: n.name, about: c.Name, state: c.State})
+	}
+}
+
+// arm schedules n's next tick (superseding any earlier one).
+func (s *sim) arm(n *simNode) {
+	at := n.d.Next()
+	if at.Before(s.now) {
+		at = s.now
+	}
+	if at.Equal(n.timerAt) {
+		return
+	}
+	n.timerAt = at
+	s.at(at, func() { s.tick(n, at) })
+}
+
+func (s *sim) tick(n *simNode, at time.Time) {
+	if n.crashed || !n.timerAt.Equal(at) {
+		return
+	}
+	if n.paused.After(s.now) {
+		// A paused process's timer fires when it resumes: late.
+		n.timerAt = n.paused
+		s.at(n.paused, func() { s.tick(n, n.paused) })
+		return
+	}
+	n.timerAt = time.Time{}
+	s.record(n, n.d.Tick(s.now))
+	s.arm(n)
+}
+
+// run advances the clock by d.
+func (s *sim) run(d time.Duration) {
+	end := s.now.Add(d)
+	for steps := 0; s.q.Len() > 0 && steps < 50_000_000; steps++ {
+		if s.q[0].at.After(end) {
+			break
+		}
+		e := heap.Pop(&s.q).(*event)
+		s.now = e.at
+		e.fn()
+	}
+	s.now = end
+}
+
+func (s *sim) deaths() []seen {
+	var out []seen
+	for _, e := range s.log {
+		if e.state == Dead {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (s *sim) count(st State) int {
+	n := 0
+	for _, e := range s.log {
+		if e.state == st {
+			n++
+		}
+	}
+	return n
+}
+
+func (s *sim) sum(f func(Stats) uint64) uint64 {
+	var n uint64
+	for _, sn := range s.nodes {
+		n += f(sn.d.Stats())
+	}
+	return n
+}
+
+// The detector's worst case for a crash: the member is probed within two
+// passes (2N periods, doubled while suspect probes take every other
+// period), one period to fail the probe, then the suspicion
+// timeout without confirmations (max).
+func crashBound(n int, c Config) time.Duration {
+	scale := max(1, log10(float64(n)+1))
+	minT := time.Duration(float64(c.SuspicionMult) * scale * float64(c.ProbeInterval))
+	return time.Duration(4*n+1)*c.ProbeInterval + time.Duration(c.SuspicionMaxMult)*minT
+}
+
+func defaults() Config {
+	return Config{ProbeInterval: DefaultProbeInterval, SuspicionMult: DefaultSuspicionMult,
+		SuspicionMaxMult: DefaultSuspicionMaxMult}
+}
+
+func TestSteadyNoSuspicion(t *testing.T) {
+	s := newSim(t, 10, 1, nil)
+	s.run(60 * time.Second)
+	if len(s.log) != 0 {
+		t.Fatalf("changes in a healthy cluster: %v", s.log)
+	}
+	// Every member is probed within 2N periods: each node probed each
+	// other at least 60/(2*10) times... check the constant cost instead:
+	// per node per period one ping + one ack, nothing else.
+	perNodePerSec := float64(s.sent) / 10 / 60
+	if perNodePerSec > 2.1 {
+		t.Fatalf("%.2f packets/s per node in steady state, want ~2", perNodePerSec)
+	}
+	for _, sn := range s.nodes {
+		if h := sn.d.Health(); h != 0 {
+			t.Fatalf("%s health %d in a healthy cluster", sn.name, h)
+		}
+	}
+}
+
+func TestEveryMemberProbedWithinBound(t *testing.T) {
+	const n = 8
+	var probes []string
+	d := New(Config{Name: "self", Send: func(to string, pkt []byte) {
+		if p, _ := decode(pkt); p != nil && p.Type == typePing {
+			probes = append(probes, to)
+		}
+	}, Rand: rand.New(rand.NewPCG(7, 7))})
+	for i := range n {
+		d.Add(fmt.Sprint("m", i), uint64(i+1), fmt.Sprint("m", i))
+	}
+	now := time.Unix(0, 0)
+	for range 20 * n {
+		d.Tick(now)
+		// ack every probe at once
+		if d.probe != nil {
+			pkt := encode(&packet{Type: typeAck, Seq: d.probe.seq, From: d.probe.target})
+			if _, err := d.Handle(now, d.probe.addr, pkt); err != nil {
+				t.Fatal(err)
+			}
+		}
+		now = d.Next()
+	}
+	last := map[string]int{}
+	for i, to := range probes {
+		if j, ok := last[to]; ok && i-j > 2*n {
+			t.Fatalf("%s probed at %d and %d: gap > 2N", to, j, i)
+		}
+		last[to] = i
+	}
+	if len(last) != n {
+		t.Fatalf("probed %d members, want %d", len(last), n)
+	}
+}
+
+func TestNoFalseDeadUnderLoss(t *testing.T) {
+	for _, n := range []int{5, 10, 30} {
+		for seed := range uint64(3) {
+			t.Run(fmt.Sprintf("n%d/seed%d", n, seed), func(t *testing.T) {
+				s := newSim(t, n, seed+100, nil)
+				s.loss = 0.2
+				s.jitter = 50 * time.Millisecond
+				s.run(120 * time.Second)
+				if d := s.deaths(); len(d) > 0 {
+					t.Fatalf("false dead under 20%% loss: %v", d)
+				}
+				t.Logf("n=%d suspicions=%d refutes=%d indirect=%d packets/node/s=%.2f",
+					n, s.count(Suspect), s.sum(func(st Stats) uint64 { return st.Refutes }),
+					s.sum(func(st Stats) uint64 { return st.IndirectProbes }), float64(s.sent)/float64(n)/120)
+			})
+		}
+	}
+}
+
+func TestCrashDetected(t *testing.T) {
+	for _, n := range []int{3, 10, 30} {
+		for seed := range uint64(3) {
+			t.Run(fmt.Sprintf("n%d/seed%d", n, seed), func(t *testing.T) {
+				s := newSim(t, n, seed+200, nil)
+				s.loss = 0.05
+				s.jitter = 10 * time.Millisecond
+				s.run(10 * time.Second)
+				victim := s.nodes["n00"]
+				victim.crashed = true
+				crashAt := s.now.Sub(s.start)
+				bound := crashBound(n, defaults())
+				s.run(bound + time.Second)
+				var first, last time.Duration
+				for _, name := range s.names[1:] {
+					var at time.Duration
+					for _, e := range s.deaths() {
+						if e.by == name && e.about == "n00" {
+							at = e.at - crashAt
+							break
+						}
+					}
+					if at == 0 {
+						t.Fatalf("%s never declared the crashed n00 dead (bound %v)", name, bound)
+					}
+					if at > bound {
+						t.Fatalf("%s declared n00 dead after %v, bound %v", name, at, bound)
+					}
+					if first == 0 || at < first {
+						first = at
+					}
+					last = max(last, at)
+				}
+				for _, e := range s.deaths() {
+					if e.about != "n00" {
+						t.Fatalf("false dead: %+v", e)
+					}
+				}
+				t.Logf("n=%d crash detected first after %v, everywhere after %v (bound %v)", n, first, last, bound)
+			})
+		}
+	}
+}
+
+func TestRefutation(t *testing.T) {
+	var sent [][]byte
+	d := New(Config{Name: "a", ID: 1, Send: func(_ string, p []byte) { sent = append(sent, slices.Clone(p)) }})
+	d.Add("b", 2, "b")
+	now := time.Unix(0, 0)
+	sus := encode(&packet{Type: typeAck, Seq: 1, From: node{"b", 2},
+		Updates: []update{{Kind: KindSuspect, Node: node{"a", 1}, Inc: 0, From: "b"}}})
+	if _, err := d.Handle(now, "b", sus); err != nil {
+		t.Fatal(err)
+	}
+	if d.Incarnation() != 1 || d.Stats().Refutes != 1 || d.Health() != 1 {
+		t.Fatalf("after suspicion: inc %d refutes %d health %d, want 1 1 1", d.Incarnation(), d.Stats().Refutes, d.Health())
+	}
+	// Suspicion of another process of our name, or of an older
+	// incarnation, is ignored.
+	old := encode(&packet{Type: typeAck, Seq: 1, From: node{"b", 2},
+		Updates: []update{{Kind: KindSuspect, Node: node{"a", 9}, Inc: 5, From: "b"}, {Kind: KindDead, Node: node{"a", 1}, Inc: 0, From: "b"}}})
+	if _, err := d.Handle(now, "b", old); err != nil {
+		t.Fatal(err)
+	}
+	if d.Incarnation() != 1 {
+		t.Fatalf("incarnation %d after stale news, want 1", d.Incarnation())
+	}
+	// The refutation rides on the next packet.
+	d.Tick(now)
+	p, err := decode(sent[len(sent)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(p.Updates, func(u update) bool { return u.Kind == KindAlive && u.Node == (node{"a", 1}) && u.Inc == 1 }) {
+		t.Fatalf("no alive(a,1) piggybacked: %+v", p.Updates)
+	}
+	// On the other side: b suspected by c's gossip, then refuted.
+	d.Add("c", 3, "c")
+	msg := func(us ...update) []byte {
+		return encode(&packet{Type: typeNack, Seq: 0, From: node{"c", 3}, Updates: us})
+	}
+	ch, _ := d.Handle(now, "c", msg(update{Kind: KindSuspect, Node: node{"b", 2}, Inc: 0, From: "c"}))
+	if len(ch) != 1 || ch[0].State != Suspect {
+		t.Fatalf("changes %+v, want b suspect", ch)
+	}
+	ch, _ = d.Handle(now, "c", msg(update{Kind: KindAlive, Node: node{"b", 2}, Inc: 0}))
+	if len(ch) != 0 {
+		t.Fatalf("alive at the same incarnation refuted: %+v", ch)
+	}
+	ch, _ = d.Handle(now, "c", msg(update{Kind: KindAlive, Node: node{"b", 2}, Inc: 1}))
+	if len(ch) != 1 || ch[0].State != Alive {
+		t.Fatalf("changes %+v, want b alive", ch)
+	}
+}
+
+func TestSuspicionTimeout(t *testing.T) {
+	// 10 members incl. self: k = 2, min = 4*log10(11)*1s, max = 6*min.
+	s := &suspicion{min: 4 * time.Second, max: 24 * time.Second, k: 2, accusers: map[string]struct{}{"x": {}}}
+	if got := s.timeout(); got != 24*time.Second {
+		t.Fatalf("no confirmations: %v, want max", got)
+	}
+	s.accusers["y"] = struct{}{}
+	if got := s.timeout(); got <= 4*time.Second || got >= 24*time.Second {
+		t.Fatalf("one confirmation: %v, want between", got)
+	}
+	s.accusers["z"] = struct{}{}
+	if got := s.timeout(); got != 4*time.Second {
+		t.Fatalf("k confirmations: %v, want min", got)
+	}
+	s.k = 0
+	if got := s.timeout(); got != 4*time.Second {
+		t.Fatalf("k=0: %v, want min", got)
+	}
+}
+
+// A node paused (starved) for 2 s: nobody declares it dead, it refutes
+// whatever suspicion it hears, and it does not accuse the others on resume.
+func TestSlowNodeNoFalseDead(t *testing.T) {
+	for seed := range uint64(5) {
+		s := newSim(t, 10, seed+300, nil)
+		s.loss = 0.05
+		s.jitter = 20 * time.Millisecond
+		slow := s.nodes["n03"]
+		for i := range 10 {
+			s.run(5*time.Second + time.Duration(i)*137*time.Millisecond)
+			slow.paused = s.now.Add(2 * time.Second)
+		}
+		s.run(20 * time.Second)
+		if d := s.deaths(); len(d) > 0 {
+			t.Fatalf("seed %d: false dead with a node paused 2 s at a time: %v", seed, d)
+		}
+		if slow.d.Stats().LateTicks == 0 {
+			t.Fatalf("seed %d: the paused node saw no late tick", seed)
+		}
+		t.Logf("seed %d: suspicions %d, refutes by the slow node %d, its late ticks %d",
+			seed, s.count(Suspect), slow.d.Stats().Refutes, slow.d.Stats().LateTicks)
+	}
+}
+
+// Lifeguard: a node that cannot hear anyone (its inbound is cut) raises its
+// health score and stretches its period; a healthy cluster lowers it again.
+func TestLocalHealthStretch(t *testing.T) {
+	s := newSim(t, 6, 9, nil)
+	s.run(5 * time.Second)
+	iso := s.nodes["n05"]
+	for _, name := range s.names {
+		s.blocked[[2]string{name, "n05"}] = true
+	}
+	before := iso.d.Stats().ProbesSent
+	s.run(30 * time.Second)
+	if h := iso.d.Health(); h < 4 {
+		t.Fatalf("isolated node health %d, want high", h)
+	}
+	sent := iso.d.Stats().ProbesSent - before
+	if sent > 15 {
+		t.Fatalf("isolated node started %d probes in 30 s: period not stretched", sent)
+	}
+	for _, name := range s.names {
+		delete(s.blocked, [2]string{name, "n05"})
+	}
+	// n05 heard no ping, so it could not answer and the others declared
+	// it dead, as it declared them. The owner (the mesh) re-adds members
+	// when links come back; then acks lower the score again.
+	for i, name := range s.names[:5] {
+		iso.d.Add(name, uint64(i+1), name)
+		s.nodes[name].d.Add("n05", 6, "n05")
+	}
+	s.run(60 * time.Second)
+	if h := iso.d.Health(); h != 0 {
+		t.Fatalf("health %d after healing, want 0", h)
+	}
+	t.Logf("isolated node: %d probes in 30 s (30 unstretched), deaths it declared %d", sent, len(s.deaths()))
+}
+
+// A node answering slowly (all its inbound delayed beyond the probe
+// timeout) is probed indirectly and not declared dead.
+func TestSlowLinkIndirect(t *testing.T) {
+	s := newSim(t, 8, 11, nil)
+	s.nodes["n02"].delayIn = 600 * time.Millisecond
+	s.run(60 * time.Second)
+	if d := s.deaths(); len(d) > 0 {
+		t.Fatalf("false dead: %v", d)
+	}
+}
+
+func TestPartitionBothSides(t *testing.T) {
+	s := newSim(t, 6, 13, nil)
+	s.run(5 * time.Second)
+	for _, a := range s.names[:3] {
+		for _, b := range s.names[3:] {
+			s.blocked[[2]string{a, b}] = true
+			s.blocked[[2]string{b, a}] = true
+		}
+	}
+	// Relays across the cut never answer, so each side's health rises
+	// (missing nacks) and stretches its period: give it time.
+	s.run(120 * time.Second)
+	for _, a := range s.names {
+		for _, b := range s.names {
+			if a == b {
+				continue
+			}
+			st, _ := s.nodes[a].d.State(b)
+			cross := (a < "n03") != (b < "n03")
+			if cross && st != Dead || !cross && st != Alive {
+				t.Fatalf("%s sees %s %v (cross=%v)", a, b, st, cross)
+			}
+		}
+	}
+}

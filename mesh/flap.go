@@ -1,0 +1,172 @@
+package mesh
+
+import (
+	"time"
+
+	"github.com/macula-io/cluster/internal/swim"
+)
+
+// A link flap: the TCP link of a live member broke. Membership (NodeUp,
+// NodeDown) follows the failure detector, not the stream, so the member is
+// held (no event) while the mesh checks it and re-establishes the link:
+//
+//  1. The link fails with reason closed or timeout (not left, restarted,
+//     disconnected, shutdown, a protocol error or the detector's dead
+//     verdict) while the detector does not hold the peer dead: the member
+//     is held, out of Links, and an urgent probe goes to it at once, from
+//     a connected UDP socket. A crashed process's host answers with ICMP
+//     port unreachable within a round trip, so the crash is still reported
+//     at once (NodeDown closed); no answer within ProbeTimeout reports
+//     closed when the peer itself ended the stream (FIN or RST: it dropped
+//     us), else timeout (the network lost it: a stall, "no route to host").
+//  2. The peer acked: we tell it (one UDP notice, twice) that the link
+//     broke, since it may not notice a stall while it sends nothing; it
+//     drops its end, which goes through 1 too; both sides redial. A new link of
+//     the same incarnation replaces the held one without NodeDown/NodeUp
+//     and counts in Stats.Probes.LinkReconnects; a newer incarnation
+//     reports NodeDown restarted, then NodeUp.
+//  3. The member stays held at most relinkGrace (3 LinkTimeout); then, or
+//     when the detector declares it dead, NodeDown reports the link's
+//     original reason (timeout for the detector's verdict).
+//
+// Messages: those still queued on the broken link (not yet written to it)
+// and those Sent while the member is held go, in order, on the new link:
+// the new link adopts the queue. Messages already written to the broken
+// connection may be lost (TCP gives no delivery receipt): Send is
+// at-most-once across a flap, as across a NodeDown. If the member ends held
+// (NodeDown), its queue is dropped.
+type held struct {
+	link    *link
+	reason  Reason
+	out     chan []byte
+	dropped chan struct{} // closed when the member goes down
+	timer   *time.Timer
+}
+
+func (m *Mesh) relinkGrace() time.Duration { return 3 * m.cfg.LinkTimeout }
+
+// flapCandidateLocked: may the failure of l be a flap?
+func (m *Mesh) flapCandidateLocked(l *link, r Reason) bool {
+	if m.closed || m.probes == nil || l.noFlap.Load() || (r != ReasonClosed && r != ReasonTimeout) {
+		return false
+	}
+	st, ok := m.probes.state(l.peer.Name)
+	return ok && st != swim.Dead
+}
+
+// holdLocked takes l out of the table without NodeDown and starts the
+// urgent check.
+func (m *Mesh) holdLocked(l *link, r Reason) {
+	l.removed = true
+	if m.links[l.peer.Name] == l {
+		delete(m.links, l.peer.Name)
+	}
+	for _, a := range [2]string{l.peer.Addr, l.dialled} {
+		if a != "" && m.addrLinks[a] == l {
+			delete(m.addrLinks, a)
+		}
+	}
+	h := &held{link: l, reason: r, out: l.out, dropped: make(chan struct{})}
+	m.held[l.peer.Name] = h
+	m.log.Debug("mesh: link broke, checking the member", "node", l.peer.Name, "reason", string(r))
+	m.wg.Add(1)
+	go m.checkHeld(h)
+}
+
+func (m *Mesh) checkHeld(h *held) {
+	defer m.wg.Done()
+	alive, refused := m.probes.check(h.link)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	name := h.link.peer.Name
+	if m.held[name] != h || m.closed {
+		return // relinked meanwhile, or resolved otherwise
+	}
+	if !alive {
+		// Refused (the process is gone), or silent after the peer itself
+		// ended the stream (it dropped us): closed. Silent or unreachable
+		// otherwise: the network lost it: timeout.
+		r := ReasonTimeout
+		if refused || h.link.peerEnded.Load() {
+			r = ReasonClosed
+		}
+		m.dropHeldLocked(h, r)
+		return
+	}
+	m.log.Debug("mesh: member alive, relinking", "node", name)
+	h.timer = time.AfterFunc(m.relinkGrace(), func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if m.held[name] == h && !m.closed {
+			m.dropHeldLocked(h, h.reason)
+		}
+	})
+	m.probes.tellBroken(h.link)
+	m.redialLocked(h.link, true)
+}
+
+// redialLocked schedules dials to the peer of l: the states that wanted it
+// and, for a flap, the peer's advertised address even if we never wanted
+// it (it dialled us), a bounded number of times.
+func (m *Mesh) redialLocked(l *link, flap bool) {
+	if m.closed {
+		return
+	}
+	for _, key := range [3]string{l.peer.Name, l.peer.Addr, l.dialled} {
+		if ps := m.peers[key]; key != "" && ps != nil && ps.wanted && m.needDialLocked(ps) {
+			m.scheduleLocked(ps, time.Time{})
+			flap = false
+		}
+	}
+	if !flap {
+		return
+	}
+	ps := m.peers[l.peer.Name]
+	if ps == nil {
+		if len(m.peers) >= maxPeerStates {
+			return
+		}
+		ps = newPeerState(l.peer.Name, l.peer.Name)
+		m.peers[l.peer.Name] = ps
+	}
+	if ps.dialing || ps.qidx >= 0 || ps.fresh != nil {
+		return
+	}
+	if !ps.wanted {
+		ps.addr = l.peer.Addr
+		ps.transitive = max(ps.transitive, transitiveTries)
+	}
+	m.scheduleLocked(ps, time.Time{})
+}
+
+// dropHeldLocked ends a held member with NodeDown(r).
+func (m *Mesh) dropHeldLocked(h *held, r Reason) {
+	name := h.link.peer.Name
+	if m.held[name] != h {
+		return
+	}
+	delete(m.held, name)
+	if h.timer != nil {
+		h.timer.Stop()
+	}
+	close(h.dropped)
+	m.probeLinkDownLocked(h.link)
+	if r == ReasonLeft {
+		m.rememberLeftLocked(h.link.peer)
+	}
+	m.emitDownLocked(h.link, r)
+	m.redialLocked(h.link, false)
+}
+
+// adoptLocked: the new link l of the same incarnation replaces the held
+// member h: no events; l takes over h's queue once the old writer is gone.
+func (m *Mesh) adoptLocked(h *held, l *link) {
+	delete(m.held, h.link.peer.Name)
+	if h.timer != nil {
+		h.timer.Stop()
+	}
+	l.out = h.out
+	l.prev = h.link
+	m.st.reconnects.Add(1)
+	m.log.Debug("mesh: link re-established", "node", l.peer.Name)
+}

@@ -1,0 +1,299 @@
+package mesh
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/macula-io/cluster/internal/swim"
+)
+
+func TestProbeEnvelope(t *testing.T) {
+	key := probeKey([]byte("cookie"))
+	b := sealProbe(key, 7, 9, []byte("body"))
+	want := []byte{probeVersion, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 9, 'b', 'o', 'd', 'y'}
+	if !bytes.Equal(b[:len(want)], want) || len(b) != len(want)+probeMACLen {
+		t.Fatalf("sealed %x", b)
+	}
+	inc, seq, body, err := openProbe(key, b)
+	if err != nil || inc != 7 || seq != 9 || string(body) != "body" {
+		t.Fatalf("open: %d %d %q %v", inc, seq, body, err)
+	}
+	for i := range b {
+		c := bytes.Clone(b)
+		c[i] ^= 1
+		if _, _, _, err := openProbe(key, c); err == nil {
+			t.Fatalf("flipped byte %d accepted", i)
+		}
+	}
+	if _, _, _, err := openProbe(probeKey([]byte("other")), b); !errors.Is(err, errProbeAuth) {
+		t.Fatalf("other cookie: %v", err)
+	}
+	var w window
+	for _, c := range []struct {
+		seq uint64
+		ok  bool
+	}{{5, true}, {5, false}, {3, true}, {3, false}, {100, true}, {5, false}, {37, true}, {36, false}, {99, true}, {100, false}, {101, true}} {
+		if got := w.accept(c.seq); got != c.ok {
+			t.Fatalf("accept(%d) = %v, want %v", c.seq, got, c.ok)
+		}
+	}
+}
+
+func FuzzOpenProbe(f *testing.F) {
+	key := probeKey([]byte("fuzz"))
+	f.Add(sealProbe(key, 1, 1, swim.EncodePing("a@h", 1, 0, "b@h", 2, 3)))
+	f.Add([]byte{1, 2, 3})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		_, _, body, err := openProbe(key, b)
+		if err == nil && len(body) > len(b) {
+			t.Fatal("body longer than packet")
+		}
+	})
+}
+
+// TestHostileProbes: garbage, forged and replayed UDP packets on the mesh
+// port are counted and dropped; the node keeps answering its members.
+func TestHostileProbes(t *testing.T) {
+	a, ra := startNode(t, "a@127.0.0.1", nil)
+	b, _ := startNode(t, "b@127.0.0.1", nil)
+	a.Connect(b.Name(), b.Addr())
+	ra.waitEvent(t, 10*time.Second, NodeUp, b.Name(), "")
+	c, err := net.Dial("udp", a.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	key := probeKey([]byte(testCookie))
+	c.Write([]byte("MACULA_GOSSIP:x@1.2.3.4"))                                                         // garbage
+	c.Write(sealProbe(probeKey([]byte("wrong")), 1, 1, []byte{1}))                                     // forged
+	c.Write(sealProbe(key, 42, 1, []byte{9, 9, 9}))                                                    // authentic, undecodable
+	ping := sealProbe(key, 43, 1, swim.EncodePing("z@127.0.0.1", 43, 0, a.Name(), a.Incarnation(), 1)) // authentic
+	c.Write(ping)
+	c.Write(ping) // replayed
+	eventually(t, 5*time.Second, "hostile packets counted", func() bool {
+		s := a.Stats().Probes
+		return s.BadPackets >= 3 && s.Replayed >= 1
+	})
+	time.Sleep(1500 * time.Millisecond)
+	if es := ra.snapshot(); len(es) != 1 {
+		t.Fatalf("events: %s", fmtEvents(es))
+	}
+	if s := a.Stats().Probes; !s.Enabled || s.Acked == 0 {
+		t.Fatalf("probes: %+v", s)
+	}
+}
+
+// TestFlapTCPBlackholed: the TCP link stalls (a proxy stops forwarding) but
+// the peer answers probes: the link is re-established, no NodeDown/NodeUp,
+// LinkReconnects counts it, and messages flow again.
+func TestFlapTCPBlackholed(t *testing.T) {
+	lt := func(c *Config) { c.LinkTimeout = time.Second }
+	a, ra := startNode(t, "a@127.0.0.1", lt)
+	b, rb := startNode(t, "b@127.0.0.1", lt)
+	p := newProxy(t, b.Addr())
+	a.Connect(b.Name(), p.Addr())
+	ra.waitEvent(t, 10*time.Second, NodeUp, b.Name(), "")
+	rb.waitEvent(t, 10*time.Second, NodeUp, a.Name(), "")
+	// A flap is hidden once each is a member of the other's detector
+	// (within a probe period of the link coming up).
+	eventually(t, 5*time.Second, "members of each other's detector", func() bool {
+		return a.Stats().Probes.Acked > 0 && b.Stats().Probes.Acked > 0
+	})
+	t0 := time.Now()
+	p.Blackhole()
+	// With probes a link has no frequent ticks: it notices a stall when
+	// data does not drain. Queue more than the socket buffers hold.
+	big := make([]byte, 1<<20)
+	for range 12 {
+		if err := a.Send(context.Background(), b.Name(), big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 15*time.Second, "link re-established", func() bool {
+		return a.Stats().Probes.LinkReconnects >= 1 && b.Stats().Probes.LinkReconnects >= 1 &&
+			linkedTo(a, b.Name()) && linkedTo(b, a.Name())
+	})
+	t.Logf("relinked after %v (LinkTimeout 1 s)", time.Since(t0))
+	if err := a.Send(context.Background(), b.Name(), []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	rb.wait(t, 10*time.Second, "message after relink", func(r *recorder) bool {
+		return len(r.msgs) > 0 && strings.HasSuffix(r.msgs[len(r.msgs)-1], ": after")
+	})
+	t.Logf("%d of the 12 messages queued during the stall arrived (the one being written when it broke, and what the stalled socket held, are lost)",
+		len(rb.messages())-1)
+	if ea, eb := ra.snapshot(), rb.snapshot(); len(ea) != 1 || len(eb) != 1 {
+		t.Fatalf("membership events on a link flap:\na %s\nb %s", fmtEvents(ea), fmtEvents(eb))
+	}
+	if d := a.Stats().LinksDown; d[string(ReasonTimeout)] != 0 || d[string(ReasonClosed)] != 0 {
+		t.Fatalf("LinksDown %v", d)
+	}
+}
+
+// TestDeadBothBlackholed: the TCP link stalls and the peer answers no probe
+// either: the detector declares it dead, NodeDown timeout. Bound: a probe
+// fails within two periods, then the suspicion (SuspicionMult * period,
+// with no other member to confirm, stretched at most twice by local
+// health): 2*200 ms + 2*3*200 ms = 1.6 s here; margins for a loaded box.
+func TestDeadBothBlackholed(t *testing.T) {
+	lt := func(c *Config) {
+		c.LinkTimeout = time.Second
+		c.ProbeInterval, c.ProbeTimeout, c.SuspicionMult = 200*time.Millisecond, 100*time.Millisecond, 3
+	}
+	// b reaches a only at a's advertised address, where nothing listens:
+	// with b's UDP dropped and the proxy blackholed, they are cut apart.
+	a, ra := startNode(t, "a@127.0.0.1", func(c *Config) { lt(c); c.Advertise = deadUDPAddr(t) })
+	b, _ := startNode(t, "b@127.0.0.1", lt)
+	p := newProxy(t, b.Addr())
+	a.Connect(b.Name(), p.Addr())
+	ra.waitEvent(t, 10*time.Second, NodeUp, b.Name(), "")
+	t0 := time.Now()
+	p.Blackhole()
+	b.probes.dropAll.Store(true)
+	ra.waitEvent(t, 10*time.Second, NodeDown, b.Name(), ReasonTimeout)
+	d := time.Since(t0)
+	t.Logf("NodeDown timeout after %v (bound 1.6 s)", d)
+	if d < 500*time.Millisecond || d > 8*time.Second {
+		t.Fatalf("NodeDown after %v", d)
+	}
+}
+
+// TestCrashStillInstant: a peer process that dies (its kernel closes the
+// TCP link and its UDP port) is reported NodeDown closed at once: the
+// urgent probe meets ICMP port unreachable.
+func TestCrashStillInstant(t *testing.T) {
+	long := func(c *Config) { c.LinkTimeout = 30 * time.Second }
+	a, ra := startNode(t, "a@127.0.0.1", long)
+	c, rc := startNode(t, "c@127.0.0.1", long)
+	c.Connect(a.Name(), a.Addr())
+	rc.waitEvent(t, 10*time.Second, NodeUp, a.Name(), "")
+	ra.waitEvent(t, 10*time.Second, NodeUp, c.Name(), "")
+	// A dead process: its UDP port closes, it dials nobody, its kernel
+	// closes the TCP link.
+	c.Forget(a.Name())
+	c.probes.dropAll.Store(true)
+	c.probes.conn.Close()
+	c.mu.RLock()
+	l := c.links[a.Name()]
+	c.mu.RUnlock()
+	t0 := time.Now()
+	l.raw.Close()
+	ra.waitEvent(t, 3*time.Second, NodeDown, c.Name(), ReasonClosed)
+	d := time.Since(t0)
+	t.Logf("crash reported after %v", d)
+	if d > time.Second {
+		t.Fatalf("crash reported after %v, want at once", d)
+	}
+}
+
+// TestStarvedNodeNoFalseDown: a node whose detector is stalled for 2 s at
+// a time (as SIGSTOP would: packets wait in its socket buffer, its timers
+// fire late) is not reported down by the others, and does not report them.
+func TestStarvedNodeNoFalseDown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes ~10 s")
+	}
+	a, ra := startNode(t, "a@127.0.0.1", nil)
+	b, rb := startNode(t, "b@127.0.0.1", nil)
+	c, rc := startNode(t, "c@127.0.0.1", nil)
+	a.Connect(b.Name(), b.Addr())
+	a.Connect(c.Name(), c.Addr())
+	b.Connect(c.Name(), c.Addr())
+	eventually(t, 10*time.Second, "full mesh", func() bool {
+		return len(a.Links()) == 2 && len(b.Links()) == 2 && len(c.Links()) == 2
+	})
+	time.Sleep(2 * time.Second) // let the detectors probe everyone
+	for range 3 {
+		c.probes.pauseUntil.Store(time.Now().Add(2 * time.Second).UnixNano())
+		time.Sleep(3 * time.Second)
+	}
+	for _, r := range []*recorder{ra, rb, rc} {
+		for _, e := range r.snapshot() {
+			if e.Kind == NodeDown {
+				t.Fatalf("false NodeDown: %+v", e)
+			}
+		}
+	}
+	s := c.Stats().Probes
+	t.Logf("starved node: late ticks %d, refutes %d, health %d; others' suspicions %d, %d",
+		s.LateTicks, s.Refutes, s.Health, a.Stats().Probes.Suspicions, b.Stats().Probes.Suspicions)
+	if s.LateTicks == 0 {
+		t.Fatal("the stalled detector saw no late tick")
+	}
+}
+
+// deadUDPAddr is a 127.0.0.1 address where neither TCP nor UDP listens.
+func deadUDPAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// TestMixedProbesAndNoProbes: a node without probes is never probed (it
+// would never answer) and its link keeps the tick liveness both ways.
+func TestMixedProbesAndNoProbes(t *testing.T) {
+	lt := func(c *Config) { c.LinkTimeout = time.Second }
+	a, ra := startNode(t, "a@127.0.0.1", lt)
+	b, rb := startNode(t, "b@127.0.0.1", func(c *Config) { lt(c); c.NoProbes = true })
+	a.Connect(b.Name(), b.Addr())
+	ra.waitEvent(t, 10*time.Second, NodeUp, b.Name(), "")
+	rb.waitEvent(t, 10*time.Second, NodeUp, a.Name(), "")
+	time.Sleep(4 * time.Second) // idle: 4 LinkTimeouts, and beyond a suspicion
+	if ea, eb := ra.snapshot(), rb.snapshot(); len(ea) != 1 || len(eb) != 1 {
+		t.Fatalf("events on an idle mixed link:\na %s\nb %s", fmtEvents(ea), fmtEvents(eb))
+	}
+	if s := a.Stats().Probes; s.Sent != 0 || s.Suspicions != 0 {
+		t.Fatalf("a probed a node without probes: %+v", s)
+	}
+}
+
+// TestIdleProbedLinkSendsNoTicks: between two probing nodes an idle link
+// carries nothing; liveness is the probes (constant cost per node).
+func TestIdleProbedLinkSendsNoTicks(t *testing.T) {
+	lt := func(c *Config) { c.LinkTimeout = time.Second }
+	a, ra := startNode(t, "a@127.0.0.1", lt)
+	b, _ := startNode(t, "b@127.0.0.1", lt)
+	p := newProxy(t, b.Addr())
+	a.Connect(b.Name(), p.Addr())
+	ra.waitEvent(t, 10*time.Second, NodeUp, b.Name(), "")
+	eventually(t, 5*time.Second, "members of each other's detector", func() bool {
+		return a.Stats().Probes.Acked > 0 && b.Stats().Probes.Acked > 0
+	})
+	time.Sleep(300 * time.Millisecond) // a tick in flight, if any
+	p.Blackhole()                      // any tick now would stall unread and no ack would come
+	time.Sleep(3 * time.Second)
+	if es := ra.snapshot(); len(es) != 1 || a.Stats().Probes.LinkReconnects != 0 {
+		t.Fatalf("idle link saw traffic: events %s, reconnects %d", fmtEvents(es), a.Stats().Probes.LinkReconnects)
+	}
+}
+
+func TestProfiles(t *testing.T) {
+	for _, tc := range []struct {
+		profile           string
+		interval, timeout time.Duration
+		mult              int
+	}{{"", time.Second, 500 * time.Millisecond, 4}, {"lan", time.Second, 500 * time.Millisecond, 4},
+		{"wan", 5 * time.Second, 3 * time.Second, 6}, {"local", time.Second, 200 * time.Millisecond, 3}} {
+		cfg := Config{Profile: tc.profile}
+		if err := normalize(&cfg); err != nil {
+			t.Fatalf("%q: %v", tc.profile, err)
+		}
+		if cfg.ProbeInterval != tc.interval || cfg.ProbeTimeout != tc.timeout || cfg.SuspicionMult != tc.mult || cfg.IndirectChecks != 3 {
+			t.Errorf("%q: %v %v %d %d", tc.profile, cfg.ProbeInterval, cfg.ProbeTimeout, cfg.SuspicionMult, cfg.IndirectChecks)
+		}
+	}
+	for _, cfg := range []Config{{Profile: "moon"}, {ProbeInterval: -1}, {ProbeInterval: time.Second, ProbeTimeout: 800 * time.Millisecond}} {
+		if err := normalize(&cfg); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("%+v: %v, want ErrInvalidConfig", cfg, err)
+		}
+	}
+}
