@@ -95,12 +95,7 @@ func TestPendingExhaustionOneSource(t *testing.T) {
 			eventually(t, 10*time.Second, "attack holds slots", func() bool {
 				return a.Stats().HandshakeFailures["too_many_pending"] > 0 && b.Stats().HandshakeFailures["too_many_pending"] > 0
 			})
-			cur := func(m *Mesh, name string) *link {
-				m.mu.RLock()
-				defer m.mu.RUnlock()
-				return m.links[name]
-			}
-			oldA, oldB := cur(a, b.Name()), cur(b, a.Name())
+			oldA, oldB := currentLink(a, b.Name()), currentLink(b, a.Name())
 			t0 := time.Now()
 			if !dropLink(a, b.Name()) {
 				t.Fatal("no link to drop")
@@ -108,7 +103,7 @@ func TestPendingExhaustionOneSource(t *testing.T) {
 			// Back: a new connection on both sides (with or without
 			// NodeDown/NodeUp: a same-incarnation relink is silent).
 			eventually(t, 30*time.Second, "link back", func() bool {
-				la, lb := cur(a, b.Name()), cur(b, a.Name())
+				la, lb := currentLink(a, b.Name()), currentLink(b, a.Name())
 				return la != nil && lb != nil && la != oldA && lb != oldB
 			})
 			took := time.Since(t0)

@@ -285,6 +285,11 @@ func (m *Mesh) dial(ps *peerState, addr string, gen uint64) {
 	} else {
 		ps.failures++
 		m.log.Debug("mesh: dial failed", "peer", ps.key, "addr", addr, "err", err)
+		if h := m.held[ps.name]; h != nil && ps.name != "" && connRefused(err) {
+			// The held member's host refused the redial: no listener,
+			// the process is gone (flap.go).
+			m.dropHeldLocked(h, ReasonClosed)
+		}
 		if ps.name == "" && reasonOf(m.ctx, err) == HSSelf {
 			// An address-only target that is this node (DNS lists every
 			// pod, us included, perhaps under another spelling): stop.

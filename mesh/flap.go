@@ -13,18 +13,19 @@ import (
 //  1. The link fails with reason closed or timeout (not left, restarted,
 //     disconnected, shutdown, a protocol error or the detector's dead
 //     verdict) while the detector does not hold the peer dead: the member
-//     is held, out of Links, and an urgent probe goes to it at once, from
-//     a connected UDP socket. A crashed process's host answers with ICMP
-//     port unreachable within a round trip, so the crash is still reported
-//     at once (NodeDown closed); no answer within ProbeTimeout reports
-//     closed when the peer itself ended the stream (FIN or RST: it dropped
-//     us), else timeout (the network lost it: a stall, "no route to host").
+//     is held, out of Links, and urgent pings go to it at once, from a
+//     connected UDP socket (checkSchedule). A crashed process's host
+//     answers with ICMP port unreachable within a round trip, so the crash
+//     is still reported at once: NodeDown closed. So is a redial refused
+//     by the peer's host (TCP RST: no listener).
 //  2. The peer acked: we tell it (one UDP notice, twice) that the link
 //     broke, since it may not notice a stall while it sends nothing; it
 //     drops its end, which goes through 1 too; both sides redial. A new link of
 //     the same incarnation replaces the held one without NodeDown/NodeUp
 //     and counts in Stats.Probes.LinkReconnects; a newer incarnation
-//     reports NodeDown restarted, then NodeUp.
+//     reports NodeDown restarted, then NodeUp. No answer at all (lost
+//     packets, a cut cable, a stopped process) is no verdict: the member
+//     stays held and redialled, and the detector decides.
 //  3. The member stays held at most relinkGrace (3 LinkTimeout); then, or
 //     when the detector declares it dead, NodeDown reports the link's
 //     original reason (timeout for the detector's verdict).
@@ -82,18 +83,21 @@ func (m *Mesh) checkHeld(h *held) {
 	if m.held[name] != h || m.closed {
 		return // relinked meanwhile, or resolved otherwise
 	}
-	if !alive {
-		// Refused (the process is gone), or silent after the peer itself
-		// ended the stream (it dropped us): closed. Silent or unreachable
-		// otherwise: the network lost it: timeout.
-		r := ReasonTimeout
-		if refused || h.link.peerEnded.Load() {
-			r = ReasonClosed
-		}
-		m.dropHeldLocked(h, r)
+	if refused {
+		// The host says no process is there: a crash.
+		m.dropHeldLocked(h, ReasonClosed)
 		return
 	}
-	m.log.Debug("mesh: member alive, relinking", "node", name)
+	if alive {
+		m.log.Debug("mesh: member alive, relinking", "node", name)
+	} else {
+		// Silent: lost packets, a stalled or cut network, a stopped
+		// process. That is the detector's question, not this check's:
+		// the member stays held while we redial, and goes down only on
+		// the detector's verdict, a refused redial, or relinkGrace.
+		m.st.heldSilent.Add(1)
+		m.log.Debug("mesh: member silent after its link broke, held for the detector", "node", name)
+	}
 	h.timer = time.AfterFunc(m.relinkGrace(), func() {
 		m.mu.Lock()
 		defer m.mu.Unlock()

@@ -281,8 +281,8 @@ func TestProfiles(t *testing.T) {
 		profile           string
 		interval, timeout time.Duration
 		mult              int
-	}{{"", time.Second, 500 * time.Millisecond, 4}, {"lan", time.Second, 500 * time.Millisecond, 4},
-		{"wan", 5 * time.Second, 3 * time.Second, 6}, {"local", time.Second, 200 * time.Millisecond, 3}} {
+	}{{"", 400 * time.Millisecond, 200 * time.Millisecond, 3}, {"lan", 400 * time.Millisecond, 200 * time.Millisecond, 3},
+		{"wan", 5 * time.Second, 3 * time.Second, 6}, {"local", 200 * time.Millisecond, 100 * time.Millisecond, 3}} {
 		cfg := Config{Profile: tc.profile}
 		if err := normalize(&cfg); err != nil {
 			t.Fatalf("%q: %v", tc.profile, err)

@@ -177,6 +177,13 @@ func (m *Mesh) quiet() bool {
 	return m.pending.Load() == 0
 }
 
+// currentLink is m's link to name now (nil if none).
+func currentLink(m *Mesh, name string) *link {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.links[name]
+}
+
 func linkedTo(m *Mesh, names ...string) bool {
 	ls := m.Links()
 	if len(ls) != len(names) {

@@ -24,10 +24,12 @@ func setUserTimeout(c net.Conn, d time.Duration) {
 	})
 }
 
-// abortedLocally reports whether the kernel ended c by itself (its state is
-// CLOSE, not CLOSE_WAIT): after TCP_USER_TIMEOUT aborts a connection the
-// error may be reported to the writer and the reader then sees a plain EOF,
-// which must not pass for the peer's FIN.
+// abortedLocally reports whether the kernel ended c by itself: after
+// TCP_USER_TIMEOUT aborts a connection the error may be reported to the
+// writer and the reader then sees a plain EOF, which must not pass for the
+// peer's FIN. Such a connection is CLOSE (not CLOSE_WAIT, as after a FIN)
+// with data still unacknowledged or in retransmission; a reset by the peer
+// (also CLOSE) normally has neither.
 func abortedLocally(c net.Conn) bool {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
@@ -40,7 +42,7 @@ func abortedLocally(c net.Conn) bool {
 	aborted := false
 	rc.Control(func(fd uintptr) {
 		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
-			aborted = info.State == 7 // TCP_CLOSE
+			aborted = info.State == 7 && (info.Unacked > 0 || info.Retransmits > 0 || info.Backoff > 0) // TCP_CLOSE
 		}
 	})
 	return aborted

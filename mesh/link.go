@@ -9,7 +9,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -41,9 +40,6 @@ type link struct {
 
 	removed bool   // guarded by m.mu: out of the table, NodeDown reported (or the member held, flap.go)
 	dialled string // the address we dialled; "" inbound (set by admit)
-	// peerEnded: the reader saw the peer end the stream (FIN or RST), as
-	// opposed to a timeout or an unreachable network.
-	peerEnded atomic.Bool
 
 	noFlap     atomic.Bool   // the failure is a verdict on the member (protocol error, detector's dead)
 	prev       *link         // set by admit: the broken link whose queue this one adopted
@@ -222,15 +218,13 @@ func (l *link) readLoop() {
 			case errors.Is(err, errMalformed):
 				l.protocolError(HSMalformed, err)
 			default:
-				// The peer ended the stream (FIN or RST): its host is there.
-				// Unless the kernel aborted it (TCP_USER_TIMEOUT): a stall.
-				ended := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-					errors.Is(err, syscall.ECONNRESET)
+				// An EOF after the kernel aborted the connection itself
+				// (TCP_USER_TIMEOUT, set only with probes) is a stall, not
+				// the peer's FIN.
 				r := linkReason(err)
-				if ended && abortedLocally(l.raw) {
-					ended, r = false, ReasonTimeout
+				if l.m.probes != nil && errors.Is(err, io.EOF) && abortedLocally(l.raw) {
+					r = ReasonTimeout
 				}
-				l.peerEnded.Store(ended)
 				l.fail(r)
 			}
 			return

@@ -369,6 +369,7 @@ func (m *Mesh) Stats() Stats {
 		s.Probes = m.probes.stats()
 	}
 	s.Probes.LinkReconnects = m.st.reconnects.Load()
+	s.Probes.HeldSilent = m.st.heldSilent.Load()
 	return s
 }
 

@@ -131,6 +131,7 @@ type ProbeStats struct {
 	BadPackets     uint64 // UDP packets dropped: short, bad version, bad MAC, undecodable
 	Replayed       uint64 // authentic packets dropped as replays
 	LinkReconnects uint64 // links re-established under a live member, without NodeDown/NodeUp
+	HeldSilent     uint64 // broken links whose member did not answer the urgent check (held for the detector's verdict)
 }
 
 // prober runs the failure detector over UDP on the mesh port.
@@ -396,12 +397,21 @@ func (m *Mesh) peerLinkBroken(name string, inc uint64) {
 // brokenNoticeMinAge: a link younger than this is already the replacement.
 const brokenNoticeMinAge = 500 * time.Millisecond
 
-// check is the urgent probe of a member whose link broke: a ping from a
+// checkSchedule: when the urgent pings of check go out, from its start. A
+// process being killed closes its TCP sockets (we see EOF) a moment before
+// its UDP socket: a ping that arrives in between is swallowed, and only a
+// later one draws the ICMP port unreachable. So the first pings are close
+// together; a live peer answers the first.
+var checkSchedule = [...]time.Duration{0, 5 * time.Millisecond, 15 * time.Millisecond,
+	35 * time.Millisecond, 75 * time.Millisecond}
+
+// check is the urgent probe of a member whose link broke: pings from a
 // connected UDP socket, so that an ICMP port unreachable (the process is
 // gone, its host is up) ends the wait at once. It reports whether the
-// member acked within ProbeTimeout (the ping is sent twice), and whether
-// the member's host refused it (ICMP port unreachable: the process is gone)
-// rather than staying silent or unreachable.
+// member acked within ProbeTimeout (pings at checkSchedule, then one more
+// at half the timeout), and whether the member's host refused it (ICMP
+// port unreachable: the process is gone) rather than staying silent or
+// unreachable.
 func (p *prober) check(l *link) (alive, refused bool) {
 	ap, ok := probeAddr(l)
 	if !ok || p.dropAll.Load() {
@@ -420,26 +430,27 @@ func (p *prober) check(l *link) (alive, refused bool) {
 	seq := rand.Uint32()
 	ping := swim.EncodePing(p.m.name, p.m.inc, swimInc, l.peer.Name, l.peer.Incarnation, seq)
 	timeout := p.m.cfg.ProbeTimeout
-	deadline := time.Now().Add(timeout)
+	start := time.Now()
+	sends := append(checkSchedule[:], max(timeout/2, checkSchedule[len(checkSchedule)-1]+time.Millisecond))
 	buf := make([]byte, probeMaxPacket+1)
-	for try := range 2 {
+	for i := range sends {
 		if _, err := conn.Write(sealProbe(p.key, p.m.inc, p.seq.Add(1), ping)); err != nil {
-			return false, errors.Is(err, syscall.ECONNREFUSED)
+			return false, connRefused(err)
 		}
-		if try == 0 {
-			conn.SetReadDeadline(time.Now().Add(timeout / 2))
-		} else {
-			conn.SetReadDeadline(deadline)
+		next := start.Add(timeout)
+		if i+1 < len(sends) {
+			next = start.Add(sends[i+1])
 		}
+		conn.SetReadDeadline(next)
 		for {
 			n, err := conn.Read(buf)
 			if err != nil {
 				var ne net.Error
-				if errors.As(err, &ne) && ne.Timeout() && try == 0 && p.m.ctx.Err() == nil {
+				if errors.As(err, &ne) && ne.Timeout() && i+1 < len(sends) && p.m.ctx.Err() == nil {
 					break // send again
 				}
 				// refused (no process there), unreachable, closed, or out of time
-				return false, errors.Is(err, syscall.ECONNREFUSED)
+				return false, connRefused(err)
 			}
 			_, _, body, err := openProbe(p.key, buf[:n])
 			if err == nil && swim.IsAck(body, seq, l.peer.Name, l.peer.Incarnation) {
@@ -449,6 +460,10 @@ func (p *prober) check(l *link) (alive, refused bool) {
 	}
 	return false, false
 }
+
+// connRefused reports whether err says the peer's host refused us: no process
+// at that port.
+func connRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
 
 // probeAddr is where a linked peer answers probes: the IP the link
 // connects to (the peer's advertised address may be a host name) and the

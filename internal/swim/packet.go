@@ -12,6 +12,7 @@ const (
 	typePingReq byte = 2 // indirect probe request: probe Target, relay the ack or send a nack
 	typeAck     byte = 3 // the probe with Seq was answered
 	typeNack    byte = 4 // the relay sent its probe but got no ack in time
+	typeGossip  byte = 5 // updates only: news pushed at once (a new suspicion, a dead verdict)
 )
 
 // Update kinds (piggybacked gossip).
@@ -53,7 +54,7 @@ type update struct {
 //	1  4  seq
 //	5  .  sender: name (1-byte length + bytes), id (8), incarnation (8)
 //	.  .  ping, ping-req: target name, target id
-//	      ack, nack: nothing
+//	      ack, nack, gossip: nothing
 //	.  1  update count (at most MaxUpdates)
 //	.  .  per update: kind (1), name, id (8), incarnation (8), from (1-byte length + bytes)
 //
@@ -171,7 +172,7 @@ func (r *reader) node(what string) node {
 func decode(b []byte) (*packet, error) {
 	r := &reader{b: b}
 	p := &packet{Type: r.byte("type")}
-	if r.err == nil && (p.Type < typePing || p.Type > typeNack) {
+	if r.err == nil && (p.Type < typePing || p.Type > typeGossip) {
 		return nil, fmt.Errorf("%w: type %d", ErrBadPacket, p.Type)
 	}
 	p.Seq = r.u32("seq")

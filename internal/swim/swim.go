@@ -66,41 +66,48 @@ func (s State) String() string {
 	return "unknown"
 }
 
-// Defaults (memberlist DefaultLANConfig, with SuspicionMult 4).
+// Defaults: a LAN, tuned to declare a silent member dead about 3-4 s after
+// it stopped answering (memberlist's DefaultLANConfig probes every 1 s with
+// SuspicionMult 4: 5-7 s at 10-50 members).
 const (
-	DefaultProbeInterval    = time.Second
-	DefaultProbeTimeout     = 500 * time.Millisecond
+	DefaultProbeInterval    = 400 * time.Millisecond
+	DefaultProbeTimeout     = 200 * time.Millisecond
 	DefaultIndirectChecks   = 3
-	DefaultSuspicionMult    = 4
-	DefaultSuspicionMaxMult = 6
-	DefaultRetransmitMult   = 4
-	DefaultMaxHealth        = 8
-	maxRelays               = 256  // ping-reqs being served at once
-	maxTold                 = 256  // accusers remembered (tellAccuser)
-	maxSuspicionStretch     = 2    // local health stretches a suspicion at most this much
-	maxBroadcasts           = 1024 // queued gossip updates
-	maxMembers              = 1 << 16
-	envelopeReserve         = 96 // bytes left for the owner's envelope (MAC, nonce)
+	DefaultSuspicionMult    = 3
+	DefaultSuspicionMaxMult = 2
+	// MinSuspicionPeriods: a suspicion lasts at least this many protocol
+	// periods whatever N, so a process stopped for 2 s (a long GC pause,
+	// SIGSTOP, a VM migration) at the default period is not declared dead.
+	MinSuspicionPeriods   = 5
+	DefaultRetransmitMult = 4
+	DefaultMaxHealth      = 8
+	maxRelays             = 256  // ping-reqs being served at once
+	maxTold               = 256  // accusers remembered (tellAccuser)
+	maxSuspicionStretch   = 2    // local health stretches a suspicion at most this much
+	maxBroadcasts         = 1024 // queued gossip updates
+	maxMembers            = 1 << 16
+	envelopeReserve       = 96 // bytes left for the owner's envelope (MAC, nonce)
 )
 
 // Config configures a Detector. Zero values mean the defaults.
 type Config struct {
 	Name string // this node's name (required)
 	ID   uint64 // this process's identity: a restarted process has another
-	// ProbeInterval is the protocol period. 0 = 1 s.
+	// ProbeInterval is the protocol period. 0 = 500 ms.
 	ProbeInterval time.Duration
 	// ProbeTimeout is the wait for a direct ack before indirect probes;
-	// a relay waits half of it before it sends a nack. 0 = 500 ms; at
-	// most 2/3 of ProbeInterval.
+	// a relay waits half of it before it sends a nack. 0 = 250 ms; at
+	// most 2/3 of ProbeInterval. A second direct ping goes out with the
+	// indirect probes.
 	ProbeTimeout time.Duration
 	// IndirectChecks is k, the relays asked after a missed ack. 0 = 3;
 	// negative = none.
 	IndirectChecks int
 	// SuspicionMult scales the suspicion timeout (see the package doc).
-	// 0 = 4.
+	// 0 = 3.
 	SuspicionMult int
 	// SuspicionMaxMult: the timeout without confirmations is this times
-	// the minimum. 0 = 6.
+	// the minimum. 0 = 2.
 	SuspicionMaxMult int
 	// RetransmitMult: each gossip update rides on at most
 	// RetransmitMult*ceil(log10(N+1)) packets. 0 = 4.
@@ -139,6 +146,9 @@ type Stats struct {
 	Confirmations  uint64 // independent accusers added to a suspicion
 	Refutes        uint64 // suspicions of this node that it refuted
 	Deaths         uint64 // members that became dead here
+	DeadHints      uint64 // dead verdicts gossiped by others (verified here before they count)
+	Pushed         uint64 // gossip packets pushed at once (own new suspicions and verdicts)
+	Verifications  uint64 // suspects pinged at the end of a suspicion we had not probed ourselves
 	Revivals       uint64 // suspect or dead members seen alive again with a higher incarnation
 	LateTicks      uint64 // ticks that fired late (this node was starved)
 	PingsAnswered  uint64
@@ -155,7 +165,13 @@ type suspicion struct {
 	k        int
 	accusers map[string]struct{} // bounded by k+1
 	deadline time.Time
+	hinted   bool // another member declared it dead: verify at once
+	fails    int  // our unanswered probes of it during the suspicion (verification rounds included)
 }
+
+// deadFails is how many of our own probes of a suspect (full probes or
+// verification rounds) must go unanswered before we declare it dead.
+const deadFails = 2
 
 func (s *suspicion) timeout() time.Duration {
 	c := len(s.accusers) - 1 // the first accuser is the suspicion itself
@@ -176,8 +192,9 @@ type member struct {
 	state  State
 	inc    uint64
 	susp   *suspicion
-	probed int  // our priority probes since the suspicion began
-	acked  bool // it has answered one of our pings itself
+	probed int       // our priority probes since the suspicion began
+	acked  bool      // it has answered one of our pings itself
+	heard  time.Time // last packet from it, or an ack relayed for it
 }
 
 type probe struct {
@@ -195,6 +212,15 @@ type relay struct {
 	addr     string // requester
 	seq      uint32 // requester's seq
 	deadline time.Time
+	nacked   bool // the nack went out; a late ack is still relayed until end
+	end      time.Time
+}
+
+// verify is a verification round in flight: its acks count as hearing
+// from target until the round's end.
+type verify struct {
+	target node
+	end    time.Time
 }
 
 type bcast struct {
@@ -217,6 +243,7 @@ type Detector struct {
 	probe       *probe
 	next        time.Time // next protocol period
 	relays      map[uint32]*relay
+	verifying   map[uint32]verify // verification rounds in flight (expire), by seq
 	bq          []*bcast
 	changes     []Change
 	suspectTurn bool              // the last probe was a suspect's
@@ -261,13 +288,14 @@ func New(cfg Config) *Detector {
 		rng = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	}
 	return &Detector{
-		cfg:     cfg,
-		rng:     rng,
-		self:    node{Name: cfg.Name, ID: cfg.ID},
-		seq:     rng.Uint32(),
-		members: make(map[string]*member),
-		relays:  make(map[uint32]*relay),
-		told:    make(map[string]uint64),
+		cfg:       cfg,
+		rng:       rng,
+		self:      node{Name: cfg.Name, ID: cfg.ID},
+		seq:       rng.Uint32(),
+		members:   make(map[string]*member),
+		relays:    make(map[uint32]*relay),
+		verifying: make(map[uint32]verify),
+		told:      make(map[string]uint64),
 	}
 }
 
@@ -397,7 +425,11 @@ func (d *Detector) Next() time.Time {
 		}
 	}
 	for _, r := range d.relays {
-		early(r.deadline)
+		if r.nacked {
+			early(r.end)
+		} else {
+			early(r.deadline)
+		}
 	}
 	return t
 }
@@ -431,9 +463,17 @@ func (d *Detector) Tick(now time.Time) []Change {
 		}
 	}
 	for seq, r := range d.relays {
-		if !r.deadline.After(now) {
+		switch {
+		case !r.end.After(now):
 			delete(d.relays, seq)
+		case !r.nacked && !r.deadline.After(now):
+			r.nacked = true
 			d.send(r.addr, &packet{Type: typeNack, Seq: r.seq}, "")
+		}
+	}
+	for seq, v := range d.verifying {
+		if now.After(v.end) {
+			delete(d.verifying, seq)
 		}
 	}
 	if p := d.probe; p != nil {
@@ -445,22 +485,76 @@ func (d *Detector) Tick(now time.Time) []Change {
 		}
 	}
 	for _, m := range d.members {
-		if m.susp == nil || m.susp.deadline.After(now) {
-			continue
+		if m.susp != nil && !m.susp.deadline.After(now) {
+			d.expire(m, now)
 		}
-		// Local health stretches the suspicion as well (at most
-		// twice): a node that misses probes itself is slow to call
-		// anyone dead.
-		if ext := m.susp.start.Add(m.susp.timeout() * min(d.scale(), maxSuspicionStretch)); ext.After(now) {
-			m.susp.deadline = ext
-			continue
-		}
-		d.declareDead(m)
 	}
 	if d.probe == nil && !d.next.After(now) {
 		d.startProbe(now)
 	}
 	return d.flush()
+}
+
+// expire: m's suspicion deadline passed. It is declared dead only on this
+// node's own evidence: nothing heard from it (no packet of its own, no ack
+// relayed for it) for a whole suspicion timeout, and deadFails probes of
+// ours (full probes, or rounds of verification pings sent here)
+// unanswered.
+// Gossip alone (another member's suspicion or dead verdict) never kills a
+// member here, so a refutation lost on the way to one node does not make
+// that node report a live member down.
+func (d *Detector) expire(m *member, now time.Time) {
+	s := m.susp
+	if !s.hinted {
+		// Local health stretches the suspicion as well (at most
+		// twice): a node that misses probes itself is slow to call
+		// anyone dead.
+		if ext := s.start.Add(s.timeout() * min(d.scale(), maxSuspicionStretch)); ext.After(now) {
+			s.deadline = ext
+			return
+		}
+	}
+	if !m.heard.Before(s.start) {
+		// It answered during the suspicion: it lives, and our pings
+		// carry the suspicion to it, so its refutation is on the way.
+		// Dead only after a whole timeout of silence from now on.
+		s.deadline = later(m.heard.Add(s.timeout()), now.Add(d.cfg.ProbeInterval))
+		s.hinted = false
+		return
+	}
+	if p := d.probe; p != nil && p.target == m.node {
+		s.deadline = p.end // our probe of it is in flight
+		return
+	}
+	need := deadFails
+	if s.hinted {
+		need = 1 // another member verified it dead already
+	}
+	if s.fails < need {
+		// Not enough of our own probes failed: a verification round, two
+		// direct pings (they carry the suspicion, so it can refute) and
+		// indirect probes through k members at once, then decide.
+		s.fails++
+		d.st.Verifications++
+		d.seq++
+		s.deadline = now.Add(2 * d.cfg.ProbeTimeout * d.scale())
+		if len(d.verifying) < maxMembers {
+			d.verifying[d.seq] = verify{m.node, s.deadline}
+		}
+		for range 2 {
+			d.send(m.addr, &packet{Type: typePing, Seq: d.seq, Target: m.node}, m.Name)
+		}
+		d.pingReqs(m.node, d.seq)
+		return
+	}
+	d.declareDead(m)
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 func (d *Detector) nextTarget() *member {
@@ -516,25 +610,36 @@ func (d *Detector) startProbe(now time.Time) {
 
 func (d *Detector) indirect(p *probe) {
 	p.indirect = true
+	// A second direct ping beside the indirect probes: under loss, the
+	// first ping or its ack is the likeliest packet to have been lost.
+	d.send(p.addr, &packet{Type: typePing, Seq: p.seq, Target: p.target}, p.target.Name)
+	p.expected = d.pingReqs(p.target, p.seq)
+}
+
+// pingReqs asks up to IndirectChecks random alive members to probe target
+// for our probe seq, and returns how many it asked.
+func (d *Detector) pingReqs(target node, seq uint32) int {
 	k := d.cfg.IndirectChecks
 	if k == 0 {
-		return
+		return 0
 	}
 	cands := make([]*member, 0, len(d.members))
 	for _, m := range d.members {
-		if m.state == Alive && m.Name != p.target.Name {
+		if m.state == Alive && m.Name != target.Name {
 			cands = append(cands, m)
 		}
 	}
 	// Deterministic order before the random pick (map order is random).
 	sortMembers(cands)
+	n := 0
 	for i := 0; i < k && i < len(cands); i++ {
 		j := i + d.rng.IntN(len(cands)-i)
 		cands[i], cands[j] = cands[j], cands[i]
 		d.st.IndirectProbes++
-		p.expected++
-		d.send(cands[i].addr, &packet{Type: typePingReq, Seq: p.seq, Target: p.target}, "")
+		n++
+		d.send(cands[i].addr, &packet{Type: typePingReq, Seq: seq, Target: target}, "")
 	}
+	return n
 }
 
 func (d *Detector) probeFailed(p *probe, now time.Time) {
@@ -554,8 +659,15 @@ func (d *Detector) probeFailed(p *probe, now time.Time) {
 	switch m.state {
 	case Alive:
 		d.suspect(m, m.inc, d.self.Name, now)
+		m.susp.fails = 1
+		d.push(update{Kind: KindSuspect, Node: m.node, Inc: m.inc, From: d.self.Name})
 	case Suspect:
-		d.apply(update{Kind: KindSuspect, Node: m.node, Inc: m.inc, From: d.self.Name}, now)
+		u := update{Kind: KindSuspect, Node: m.node, Inc: m.inc, From: d.self.Name}
+		if _, dup := m.susp.accusers[d.self.Name]; !dup {
+			d.push(u) // a new independent confirmation
+		}
+		d.apply(u, now)
+		m.susp.fails++
 	}
 }
 
@@ -572,8 +684,7 @@ func (d *Detector) suspect(m *member, inc uint64, accuser string, now time.Time)
 	if n-2 < k {
 		k = 0
 	}
-	scale := max(1, log10(float64(n)+1))
-	minT := time.Duration(float64(d.cfg.SuspicionMult) * scale * float64(d.cfg.ProbeInterval))
+	minT := suspicionMin(n, d.cfg)
 	s := &suspicion{start: now, min: minT, max: time.Duration(d.cfg.SuspicionMaxMult) * minT, k: k,
 		accusers: map[string]struct{}{accuser: {}}}
 	s.deadline = now.Add(s.timeout())
@@ -593,7 +704,32 @@ func (d *Detector) declareDead(m *member) {
 		d.probe = nil
 	}
 	d.changes = append(d.changes, Change{Name: m.Name, ID: m.ID, State: Dead, Inc: m.inc})
-	d.broadcast(update{Kind: KindDead, Node: m.node, Inc: m.inc, From: d.self.Name})
+	u := update{Kind: KindDead, Node: m.node, Inc: m.inc, From: d.self.Name}
+	d.broadcast(u)
+	d.push(u)
+}
+
+// push sends u at once, in a gossip packet, to the fan-out: as many
+// random live members (not its subject) as each update is piggybacked on,
+// RetransmitMult*ceil(log10(N+1)). Only for news this node originates (its
+// own probe failed, its own verdict): piggybacking alone takes O(log N)
+// periods to spread it, and the other members' suspicion timers (so the
+// detection time) start when the news reaches them.
+func (d *Detector) push(u update) {
+	cands := make([]*member, 0, len(d.members))
+	for _, m := range d.members {
+		if m.state == Alive && m.Name != u.Node.Name {
+			cands = append(cands, m)
+		}
+	}
+	sortMembers(cands)
+	n := min(d.retransmitLimit(), len(cands))
+	for i := range n {
+		j := i + d.rng.IntN(len(cands)-i)
+		cands[i], cands[j] = cands[j], cands[i]
+		d.st.Pushed++
+		d.send(cands[i].addr, &packet{Type: typeGossip}, "", u)
+	}
 }
 
 // tellAccuser pings the node that accused us, once per incarnation: the
@@ -630,6 +766,9 @@ func (d *Detector) Handle(now time.Time, addr string, b []byte) ([]Change, error
 	if p.From.Name == d.self.Name {
 		return nil, nil // our own packet reflected back
 	}
+	if m := d.members[p.From.Name]; m != nil && m.ID == p.From.ID {
+		m.heard = now
+	}
 	// The sender's own word about itself first: it refutes any older
 	// suspicion at once, whatever gossip still lags.
 	d.apply(update{Kind: KindAlive, Node: p.From, Inc: p.FromInc}, now)
@@ -659,7 +798,8 @@ func (d *Detector) Handle(now time.Time, addr string, b []byte) ([]Change, error
 		// The nack must reach the requester before its period ends
 		// (ProbeInterval-ProbeTimeout after it asked): wait half a
 		// probe timeout, ample for a round trip to the target.
-		d.relays[d.seq] = &relay{addr: addr, seq: p.Seq, deadline: now.Add(d.cfg.ProbeTimeout / 2)}
+		d.relays[d.seq] = &relay{addr: addr, seq: p.Seq, deadline: now.Add(d.cfg.ProbeTimeout / 2),
+			end: now.Add(d.cfg.ProbeInterval)}
 		d.send(m.addr, &packet{Type: typePing, Seq: d.seq, Target: m.node}, m.Name)
 	case typeAck:
 		if m := d.members[p.From.Name]; m != nil && m.ID == p.From.ID {
@@ -668,8 +808,15 @@ func (d *Detector) Handle(now time.Time, addr string, b []byte) ([]Change, error
 		if pr := d.probe; pr != nil && pr.seq == p.Seq {
 			if p.From != pr.target {
 				d.st.IndirectAcks++
+				if m := d.members[pr.target.Name]; m != nil && m.node == pr.target {
+					m.heard = now
+				}
 			}
 			d.acked(now)
+		} else if v, ok := d.verifying[p.Seq]; ok {
+			if m := d.members[v.target.Name]; m != nil && m.node == v.target {
+				m.heard = now // a verification answered, directly or relayed
+			}
 		} else if r := d.relays[p.Seq]; r != nil {
 			delete(d.relays, p.Seq)
 			// Vouch for the target's incarnation, which its ack just
@@ -746,11 +893,20 @@ func (d *Detector) apply(u update, now time.Time) {
 		}
 		d.suspect(m, u.Inc, u.From, now)
 	case KindDead:
+		// Another member's verdict: a strong hint, verified here (see
+		// expire) before this node declares it dead too.
 		if u.Inc < m.inc || m.state == Dead {
 			return
 		}
-		m.inc = u.Inc
-		d.declareDead(m)
+		if m.state == Alive || u.Inc > m.inc {
+			if u.From == "" {
+				u.From = "?"
+			}
+			d.suspect(m, u.Inc, u.From, now)
+		}
+		d.st.DeadHints++
+		m.susp.hinted = true
+		m.susp.deadline = now
 	}
 }
 
@@ -820,3 +976,11 @@ func (d *Detector) send(addr string, p *packet, target string, extra ...update) 
 }
 
 func log10(x float64) float64 { return math.Log10(x) }
+
+// suspicionMin is the suspicion timeout with enough confirmations, for n
+// live members (this node included).
+func suspicionMin(n int, c Config) time.Duration {
+	scale := max(1, log10(float64(n)+1))
+	t := time.Duration(float64(c.SuspicionMult) * scale * float64(c.ProbeInterval))
+	return max(t, MinSuspicionPeriods*c.ProbeInterval)
+}
