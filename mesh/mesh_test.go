@@ -315,7 +315,11 @@ func TestKilledPeer(t *testing.T) {
 	a.Connect(b.Name(), p.Addr())
 	ra.waitEvent(t, 10*time.Second, NodeUp, b.Name(), "")
 	rb.waitEvent(t, 10*time.Second, NodeUp, a.Name(), "")
+	// Reset both connections and stop the proxy, so that a's redial
+	// cannot replace b's broken link silently before b's reader has seen
+	// the reset (a same-incarnation relink is no NodeDown).
 	p.Kill()
+	p.Close()
 	ra.waitEvent(t, 3*time.Second, NodeDown, b.Name(), ReasonClosed)
 	rb.waitEvent(t, 3*time.Second, NodeDown, a.Name(), ReasonClosed)
 

@@ -85,7 +85,17 @@ const (
 	GossipPort = 45892
 	// GossipGroup is the default multicast group.
 	GossipGroup = "230.1.1.251"
+	// DetectorBound is how long the failure detector (profile lan, the
+	// default) may take to report a silent node down at up to 100 nodes:
+	// the suspicion without confirmations (4.8 s), the probe that starts
+	// it and two verification rounds (mesh/doc.go, "Liveness"). The
+	// scenarios' goals are tighter; this only bounds their waits.
+	DetectorBound = 7 * time.Second
 )
+
+// detect bounds the report of a silent node's death: the detector's bound,
+// or the link timeout if longer (a link without probes).
+func (c Config) detect() time.Duration { return max(c.LinkTimeout, DetectorBound) }
 
 func (c Config) withDefaults() Config {
 	if c.Hosts == 0 {

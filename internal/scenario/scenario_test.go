@@ -208,7 +208,7 @@ func TestGossip(t *testing.T) {
 	}
 	type seen struct{ lost, down map[string]event }
 	got := make([]seen, len(observers))
-	_, err = waitAll(ctx, expiry+cfg.Margin, procsOf(observers), func(i int) func(*view) bool {
+	_, err = waitAll(ctx, max(expiry, cfg.detect())+cfg.Margin, procsOf(observers), func(i int) func(*view) bool {
 		got[i] = seen{map[string]event{}, map[string]event{}}
 		return func(v *view) bool {
 			e := v.events[len(v.events)-1]
@@ -244,8 +244,8 @@ func TestGossip(t *testing.T) {
 				t.Errorf("%s: no nodedown for %s after the cut", o.name, n)
 			case d.Reason != "timeout":
 				t.Errorf("%s: nodedown for %s with reason %q, want timeout", o.name, n, d.Reason)
-			case d.At.Sub(t0) > cfg.LinkTimeout+slack:
-				t.Errorf("%s: nodedown for %s %v after the cut, want within link timeout %v + %v", o.name, n, d.At.Sub(t0), cfg.LinkTimeout, slack)
+			case d.At.Sub(t0) > cfg.detect()+slack:
+				t.Errorf("%s: nodedown for %s %v after the cut, want within the detector's bound %v + %v", o.name, n, d.At.Sub(t0), cfg.detect(), slack)
 			}
 		}
 	}

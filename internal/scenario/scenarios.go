@@ -245,19 +245,19 @@ func runSilent(ctx context.Context, h *harness) error {
 	if err := victim.host.Cut(); err != nil {
 		return err
 	}
-	times, werr := h.waitDown(ctx, others, victim.name, t0, h.cfg.LinkTimeout+h.cfg.Margin, "timeout")
+	times, werr := h.waitDown(ctx, others, victim.name, t0, h.cfg.detect()+h.cfg.Margin, "timeout")
 	lat := latencies(t0, times)
 	if len(lat) > 0 {
 		h.res.addMS("silent_detect_median_ms", "cable cut to nodedown (timeout) at peers, median", median(lat))
 		h.res.addMS("silent_detect_p95_ms", "cable cut to nodedown (timeout) at peers, 95th percentile", pct(lat, 95))
 		h.res.addMS("silent_detect_max_ms", "cable cut to nodedown (timeout) at peers, max", maxDur(lat))
-		if m := maxDur(lat); m > h.cfg.LinkTimeout+h.detectSlack() {
-			h.res.violate("silent: detection took %v, more than link timeout %v + %v", m.Round(time.Millisecond), h.cfg.LinkTimeout, h.detectSlack())
+		if m := maxDur(lat); m > h.cfg.detect()+h.detectSlack() {
+			h.res.violate("silent: detection took %v, more than the detector's bound %v + %v", m.Round(time.Millisecond), h.cfg.detect(), h.detectSlack())
 		}
 	}
-	// Collateral drops would come around one link timeout after the cut:
-	// watch for another link timeout past the last detection.
-	if err := sleep(ctx, h.cfg.LinkTimeout+h.settle()); err != nil {
+	// Collateral drops would come within the detector's bound after the
+	// cut: watch that long past the last detection.
+	if err := sleep(ctx, h.cfg.detect()+h.settle()); err != nil {
 		return err
 	}
 	n := h.checkNoDown(others, namesOf(others), t0, time.Time{}, "collateral")
@@ -296,7 +296,7 @@ func runPartition(ctx context.Context, h *harness) error {
 		own, other := sides[s], sides[1-s]
 		otherNames := namesOf(other)
 		reasons := make([]map[string]string, len(own))
-		times, err := waitAll(ctx, h.cfg.LinkTimeout+h.cfg.Margin, procsOf(own), func(i int) func(*view) bool {
+		times, err := waitAll(ctx, h.cfg.detect()+h.cfg.Margin, procsOf(own), func(i int) func(*view) bool {
 			reasons[i] = map[string]string{}
 			return func(v *view) bool {
 				e := v.events[len(v.events)-1]
@@ -340,7 +340,7 @@ func runPartition(ctx context.Context, h *harness) error {
 	// A false nodedown after the heal (a healed peer suspected again, or
 	// a link of the heal torn down) comes within a few probe periods or a
 	// link timeout.
-	if err := sleep(ctx, max(h.settle(), h.cfg.LinkTimeout)); err != nil {
+	if err := sleep(ctx, max(h.settle(), h.cfg.detect())); err != nil {
 		return err
 	}
 	after := h.checkNoDown(nodes, nil, t1, time.Time{}, "after heal")
