@@ -56,13 +56,23 @@
 //     small clusters) to ping it; they relay the ack or answer with a nack.
 //     With no ack by the end of the period the member is suspect.
 //   - Suspicion is piggybacked on probe packets (each update on at most
-//     4*ceil(log10(N+1)) packets) and refuted by the suspect with a higher
-//     incarnation (refutation counter; every packet carries its sender's,
-//     and a suspect also pings its accuser). A suspicion not refuted within
-//     SuspicionMult*max(1, log10(N+1))*ProbeInterval (with SuspicionMult-2
-//     independent confirmations; up to 6 times that without) makes the
-//     member dead: NodeDown reason timeout. N counts the live members,
-//     this node included.
+//     4*ceil(log10(N+1)) packets), and news a node originates (its own new
+//     suspicion or confirmation, its own dead verdict) is also pushed at
+//     once to that many random members. The suspect refutes it with a
+//     higher incarnation (refutation counter; every packet carries its
+//     sender's, and a suspect also pings its accuser). The suspicion
+//     timeout is max(SuspicionMult*log10(N+1), 6)*ProbeInterval with
+//     SuspicionMult-2 independent confirmations, up to twice that without;
+//     N counts the live members, this node included.
+//   - Dead needs this node's own evidence: when the timeout expires, the
+//     member is declared dead (NodeDown reason timeout) only if nothing
+//     was heard from it (no packet of its own, no ack relayed for it) for
+//     a whole suspicion timeout and two of this node's own probes of it
+//     went unanswered (a full probe, or a verification round: two direct
+//     pings and IndirectChecks indirect ones at once). Another member's
+//     dead verdict only starts one verification round here. So a
+//     refutation lost on its way to one node does not make that node
+//     report a live member down.
 //   - Local health (Lifeguard): failed probes, missing nacks, refuting a
 //     suspicion of ourselves and our own timers firing late raise a score
 //     (0-7), successful probes lower it; the probe timeout and period are
@@ -74,24 +84,26 @@
 // Profiles (Config.Profile; memberlist's DefaultLAN/WAN/LocalConfig):
 //
 //	profile  ProbeInterval  ProbeTimeout  SuspicionMult  IndirectChecks
-//	lan      1 s            500 ms        4              3   (default)
+//	lan      400 ms         200 ms        3              3   (default)
 //	wan      5 s            3 s           6              3
-//	local    1 s            200 ms        3              3
+//	local    200 ms         100 ms        3              3
 //
-// With lan, a silent node is suspected within one or two periods and
-// declared dead 4*max(1, log10(N+1)) s later with a confirmation (4.2 s at
-// N = 10, 8 s at N = 100), so about 5-7 s in total at 10 nodes; without any
-// other member to confirm (N = 2) up to twice that. A crashed process
-// whose host stays up is reported at once (below). Cost per node: one
-// ping and one ack sent per period plus the acks of the pings it receives
-// (one per period on average), about 100-200 bytes each: constant in N.
+// With lan, a silent node is suspected within a period or two (the whole
+// cluster probes one member each per period), and declared dead 2.4 s
+// (up to N = 100; 3.6 s at N = 1000) after the suspicion began, or one
+// verification round later: about 3-4 s in all, at most about 6 s. The
+// 2.4 s floor (6 periods) is what keeps a process stopped for 2 s (a long
+// GC pause, SIGSTOP, a VM migration) from being declared dead. A crashed
+// process whose host stays up is reported at once (below). Cost per node:
+// one ping and one ack sent per period plus the acks of the pings it
+// receives (one per period on average), 100-200 bytes each: constant in N.
 //
 // Probes and links: a peer becomes a member of the detector once an
 // authenticated UDP packet from its incarnation has arrived (each side
 // says hello at link up). Between such peers an idle link has no silence
 // limit and carries no ticks (a node stops ticking once the peer has
-// answered one of its pings, which proves it counts this node a member); a stall under traffic fails it after
-// LinkTimeout (TCP_USER_TIMEOUT on Linux, and the write deadline). A peer
+// answered one of its pings, which proves it counts this node a member);
+// a stall under traffic fails it after LinkTimeout (TCP_USER_TIMEOUT on Linux, and the write deadline). A peer
 // that does not probe (NoProbes, or UDP blocked) keeps the link-level
 // liveness: a tick every LinkTimeout/4 on an idle link, and LinkTimeout of
 // silence closes the link with reason timeout.
@@ -99,18 +111,23 @@
 // Link flaps. When a link fails with reason closed or timeout while the
 // peer is a member of the detector (from its first UDP packet, normally
 // within a probe period of the link coming up) and not dead, the member
-// is held: no event, out
-// of Links, and an urgent ping goes to it from a connected UDP socket. An
-// ICMP port unreachable (the process is gone, its host is up: a crash) or
-// no ack within ProbeTimeout reports NodeDown with the link's reason, so a
-// crash is still reported within a round trip. An ack means a flap: the
+// is held: no event, out of Links, and urgent pings go to it from a
+// connected UDP socket (at 0, 5, 15, 35 and 75 ms and at half the probe
+// timeout: a killed process closes its TCP sockets a moment before its UDP
+// socket). An ICMP port unreachable (the process is gone, its host is up:
+// a crash) reports NodeDown closed, so a crash is still reported within a
+// round trip or two. An ack means a flap: the
 // node tells the peer its link broke (the peer may not notice a stall
 // while it sends nothing), both redial, and the new link of the same
 // incarnation replaces the old one without NodeDown/NodeUp
-// (Stats.Probes.LinkReconnects). A member held for 3*LinkTimeout without a
-// new link, or declared dead meanwhile, is reported down. A protocol error
-// or the detector's verdict is never a flap. A new connection of the same
-// incarnation that replaces a live link (crossed redials) is silent too.
+// (Stats.Probes.LinkReconnects). No answer at all is no verdict: the
+// member stays held and redialled (Stats.Probes.HeldSilent), and the
+// detector decides. A redial refused by the peer's host is a crash
+// (NodeDown closed). A member held for 3*LinkTimeout without a new link,
+// or declared dead meanwhile, is reported down. A protocol error or the
+// detector's verdict is never a flap. A new connection of the same
+// incarnation that replaces a live link (crossed redials, a peer that
+// dropped the link and is redialled) is silent too.
 //
 // Messages across a flap: messages not yet written to the broken
 // connection, and those sent while the member is held, go on the new link

@@ -238,7 +238,10 @@ func defaults() Config {
 
 func TestSteadyNoSuspicion(t *testing.T) {
 	s := newSim(t, 10, 1, nil)
+	s.run(5 * time.Second) // past the introductions (a ping to each new member)
+	sent0 := s.sent
 	s.run(60 * time.Second)
+	s.sent -= sent0
 	if len(s.log) != 0 {
 		t.Fatalf("changes in a healthy cluster: %v", s.log)
 	}
@@ -520,4 +523,83 @@ func TestPartitionBothSides(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Another member's dead verdict is a hint: this node verifies it with one
+// round of its own (pings carrying the suspicion, and indirect probes), and
+// an answer from the member keeps it alive here.
+func TestDeadHintVerified(t *testing.T) {
+	for _, answer := range []bool{true, false} {
+		var sent []sentPkt
+		d := New(Config{Name: "a", ID: 1, Send: func(to string, p []byte) { sent = append(sent, sentPkt{to, slices.Clone(p)}) }})
+		d.Add("c", 3, "c")
+		now := time.Unix(0, 0)
+		d.Tick(now) // probes c: answer it, so no probe is in flight
+		first, err := decode(sent[len(sent)-1].pkt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.Handle(now, "c", encode(&packet{Type: typeAck, Seq: first.Seq, From: node{"c", 3}})); err != nil {
+			t.Fatal(err)
+		}
+		d.Add("b", 2, "b")
+		now = now.Add(100 * time.Millisecond)
+		sent = nil
+		hint := encode(&packet{Type: typeGossip, From: node{"c", 3},
+			Updates: []update{{Kind: KindDead, Node: node{"b", 2}, Inc: 0, From: "c"}}})
+		ch, err := d.Handle(now, "c", hint)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ch) != 1 || ch[0].State != Suspect {
+			t.Fatalf("after the hint: %+v, want b suspect (not dead)", ch)
+		}
+		now = now.Add(time.Millisecond)
+		d.Tick(now) // the verification round
+		var pings []*packet
+		for _, s := range sent {
+			p, err := decode(s.pkt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.to == "b" && p.Type == typePing {
+				pings = append(pings, p)
+			}
+		}
+		if len(pings) < 2 || !slices.ContainsFunc(pings[0].Updates, func(u update) bool { return u.Kind == KindSuspect && u.Node.Name == "b" }) {
+			t.Fatalf("verification pings to b: %+v, want two carrying the suspicion", pings)
+		}
+		if answer {
+			// b answers at its old incarnation (it has not refuted yet).
+			ack := encode(&packet{Type: typeAck, Seq: pings[0].Seq, From: node{"b", 2}})
+			if _, err := d.Handle(now.Add(10*time.Millisecond), "b", ack); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Nothing else from b: within 2 s (less than a suspicion timeout,
+		// 2.4 s here) an unanswered round confirms the hint; an answer
+		// keeps b alive that long at least.
+		var deadAt time.Duration
+		for i := range 200 {
+			at := time.Duration(i) * 50 * time.Millisecond
+			for _, c := range d.Tick(now.Add(at)) {
+				if c.Name == "b" && c.State == Dead && deadAt == 0 {
+					deadAt = at
+				}
+			}
+		}
+		switch {
+		case answer && deadAt > 0 && deadAt < 2*time.Second:
+			t.Fatalf("b answered the verification, declared dead %v later anyway", deadAt)
+		case answer && deadAt == 0:
+			t.Fatalf("b answered once, then nothing for 10 s: never declared dead")
+		case !answer && (deadAt == 0 || deadAt > 2*time.Second):
+			t.Fatalf("unanswered verification of a dead hint: dead after %v, want within 2 s", deadAt)
+		}
+	}
+}
+
+type sentPkt struct {
+	to  string
+	pkt []byte
 }

@@ -9,21 +9,33 @@
 // shuffled round-robin list (re-shuffled after each pass; a new member is
 // inserted at a random position), so every member is probed within two
 // passes, at most 2N periods. A probe is a ping answered by an ack. With no
-// ack within ProbeTimeout, it asks k = IndirectChecks other members (fewer
-// when fewer exist) to probe the target (ping-req); each answers with the
-// target's ack or with a nack. With no ack by the end of the period the
-// target becomes suspect. The suspicion is gossiped (piggybacked on every
-// probe packet, each update sent at most RetransmitMult*ceil(log10(N+1))
-// times), and the suspect refutes it with a higher incarnation (refutation
-// counter). An unrefuted suspicion becomes dead after
+// ack within ProbeTimeout, it pings again and asks k = IndirectChecks other
+// members (fewer when fewer exist) to probe the target (ping-req); each
+// answers with the target's ack (even after its nack, until the period
+// ends) or with a nack. With no ack by the end of the period the target
+// becomes suspect. The suspicion is gossiped (piggybacked on every probe
+// packet, each update sent at most RetransmitMult*ceil(log10(N+1)) times;
+// news this node originates, its own new suspicion, confirmation or dead
+// verdict, is also pushed at once to that many members), and the suspect
+// refutes it with a higher incarnation (refutation counter). The
+// suspicion's timeout is
 //
-//	min = SuspicionMult * max(1, log10(N+1)) * ProbeInterval
+//	min = max(SuspicionMult * log10(N+1), MinSuspicionPeriods) * ProbeInterval
 //	max = SuspicionMaxMult * min
 //	timeout(c) = max(min, max - (max-min) * log(c+1)/log(k+1)),  k = SuspicionMult-2 (0 if N-2 < k)
 //
 // where c counts independent confirmations (other accusers) and N is the
 // number of live members including this node: memberlist's suspicion
-// timer. With k = 0 the timeout is min at once.
+// timer, with a floor. With k = 0 the timeout is min at once.
+//
+// Unlike memberlist, dead needs this node's own evidence (expire): when
+// the timeout passes, the member is declared dead only if nothing was
+// heard from it (a packet of its own, or an ack relayed for it) for a
+// whole timeout, and deadFails of our own probes of it went unanswered
+// (full probes, or verification rounds sent then: two direct pings and k
+// ping-reqs). Another member's dead verdict is a hint: one unanswered
+// verification round here confirms it. A refutation lost on its way to
+// one node thus cannot make that node declare a live member dead.
 //
 // Local health (Lifeguard): a score 0..MaxHealth-1 rises when a probe of
 // ours fails (by the number of nacks that did not arrive, or by one when no
@@ -358,6 +370,11 @@ func (d *Detector) Add(name string, id uint64, addr string) {
 		return
 	}
 	d.members[name] = &member{node: node{Name: name, ID: id}, addr: addr}
+	// Introduce ourselves: its ack tells the owner (Acked) that the new
+	// member counts us as one too, without waiting up to 2N periods for
+	// the round robin to reach it.
+	d.seq++
+	d.send(addr, &packet{Type: typePing, Seq: d.seq, Target: node{Name: name, ID: id}}, name)
 	// Insert at a random position of the rest of this pass.
 	i := d.idx + d.rng.IntN(len(d.order)-d.idx+1)
 	d.order = append(d.order, "")
@@ -514,11 +531,11 @@ func (d *Detector) expire(m *member, now time.Time) {
 			return
 		}
 	}
-	if !m.heard.Before(s.start) {
-		// It answered during the suspicion: it lives, and our pings
-		// carry the suspicion to it, so its refutation is on the way.
-		// Dead only after a whole timeout of silence from now on.
-		s.deadline = later(m.heard.Add(s.timeout()), now.Add(d.cfg.ProbeInterval))
+	if t := s.timeout(); now.Sub(m.heard) < t {
+		// Heard from it within a timeout: it lives (or did lately), and
+		// our pings carry the suspicion to it, so its refutation is on
+		// the way. Dead only after a whole timeout of silence.
+		s.deadline = m.heard.Add(t)
 		s.hinted = false
 		return
 	}
@@ -537,7 +554,7 @@ func (d *Detector) expire(m *member, now time.Time) {
 		s.fails++
 		d.st.Verifications++
 		d.seq++
-		s.deadline = now.Add(2 * d.cfg.ProbeTimeout * d.scale())
+		s.deadline = now.Add(2 * d.cfg.ProbeTimeout * min(d.scale(), maxSuspicionStretch))
 		if len(d.verifying) < maxMembers {
 			d.verifying[d.seq] = verify{m.node, s.deadline}
 		}
@@ -548,13 +565,6 @@ func (d *Detector) expire(m *member, now time.Time) {
 		return
 	}
 	d.declareDead(m)
-}
-
-func later(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
 }
 
 func (d *Detector) nextTarget() *member {
@@ -883,7 +893,9 @@ func (d *Detector) apply(u update, now time.Time) {
 				return
 			}
 			s.accusers[u.From] = struct{}{}
-			s.deadline = s.start.Add(s.timeout())
+			if t := s.start.Add(s.timeout()); t.Before(s.deadline) {
+				s.deadline = t // a confirmation only ever brings it closer
+			}
 			d.st.Confirmations++
 			d.broadcast(u)
 			return
