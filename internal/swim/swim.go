@@ -98,6 +98,7 @@ const (
 	maxSuspicionStretch   = 2    // local health stretches a suspicion at most this much
 	maxBroadcasts         = 1024 // queued gossip updates
 	maxMembers            = 1 << 16
+	gossipNodes           = 3  // members per gossip round (memberlist's GossipNodes)
 	envelopeReserve       = 96 // bytes left for the owner's envelope (MAC, nonce)
 )
 
@@ -160,6 +161,7 @@ type Stats struct {
 	Deaths         uint64 // members that became dead here
 	DeadHints      uint64 // dead verdicts gossiped by others (verified here before they count)
 	Pushed         uint64 // gossip packets pushed at once (own new suspicions and verdicts)
+	Gossiped       uint64 // gossip packets of gossip rounds (while news waits)
 	Verifications  uint64 // suspects pinged at the end of a suspicion we had not probed ourselves
 	Revivals       uint64 // suspect or dead members seen alive again with a higher incarnation
 	LateTicks      uint64 // ticks that fired late (this node was starved)
@@ -260,6 +262,8 @@ type Detector struct {
 	changes     []Change
 	suspectTurn bool              // the last probe was a suspect's
 	told        map[string]uint64 // accusers pinged with our refutation, and at which incarnation
+	due         time.Time         // when the owner's timer is due (flush): a Tick much later is late
+	nextGossip  time.Time         // next gossip round while there is news to spread
 	st          Stats
 	started     bool
 }
@@ -441,6 +445,9 @@ func (d *Detector) Next() time.Time {
 			early(m.susp.deadline)
 		}
 	}
+	if len(d.bq) > 0 {
+		early(d.nextGossip)
+	}
 	for _, r := range d.relays {
 		if r.nacked {
 			early(r.end)
@@ -451,7 +458,14 @@ func (d *Detector) Next() time.Time {
 	return t
 }
 
-func (d *Detector) flush() []Change {
+// flush returns the changes, and notes when the owner's timer is due next:
+// at Next, or at once (now) if Next has passed (a confirmation can bring a
+// deadline into the past).
+func (d *Detector) flush(now time.Time) []Change {
+	d.due = d.Next()
+	if d.due.Before(now) {
+		d.due = now
+	}
 	c := d.changes
 	d.changes = nil
 	return c
@@ -462,11 +476,14 @@ func (d *Detector) Tick(now time.Time) []Change {
 	if !d.started {
 		d.started = true
 		d.next = now
-	} else if late := now.Sub(d.Next()); late > d.cfg.ProbeTimeout/2 {
+	} else if late := now.Sub(d.due); late > d.cfg.ProbeTimeout/2 {
 		// Our own deadline passed long ago: this process was starved.
 		// Nothing we failed to hear in that time is evidence against
 		// anyone else.
 		d.st.LateTicks++
+		if debugLate != nil {
+			debugLate(d, now, late)
+		}
 		d.addHealth(1)
 		d.probe = nil
 		grace := now.Add(d.cfg.ProbeInterval * d.scale())
@@ -509,7 +526,10 @@ func (d *Detector) Tick(now time.Time) []Change {
 	if d.probe == nil && !d.next.After(now) {
 		d.startProbe(now)
 	}
-	return d.flush()
+	if len(d.bq) > 0 && !d.nextGossip.After(now) {
+		d.gossip(now)
+	}
+	return d.flush(now)
 }
 
 // expire: m's suspicion deadline passed. It is declared dead only on this
@@ -719,6 +739,29 @@ func (d *Detector) declareDead(m *member) {
 	d.push(u)
 }
 
+// gossip is a gossip round (memberlist's gossip timer): while updates wait
+// in the queue, every half period a gossip packet carrying them goes to
+// gossipNodes random live members. Piggybacking on probes alone spreads
+// news at a few packets per period per node, too slowly when many members
+// change at once (a partition). Nothing is sent while the queue is empty:
+// no steady cost.
+func (d *Detector) gossip(now time.Time) {
+	d.nextGossip = now.Add(d.cfg.ProbeInterval / 2)
+	cands := make([]*member, 0, len(d.members))
+	for _, m := range d.members {
+		if m.state == Alive {
+			cands = append(cands, m)
+		}
+	}
+	sortMembers(cands)
+	for i := 0; i < gossipNodes && i < len(cands) && len(d.bq) > 0; i++ {
+		j := i + d.rng.IntN(len(cands)-i)
+		cands[i], cands[j] = cands[j], cands[i]
+		d.st.Gossiped++
+		d.send(cands[i].addr, &packet{Type: typeGossip}, cands[i].Name)
+	}
+}
+
 // push sends u at once, in a gossip packet, to the fan-out: as many
 // random live members (not its subject) as each update is piggybacked on,
 // RetransmitMult*ceil(log10(N+1)). Only for news this node originates (its
@@ -840,7 +883,7 @@ func (d *Detector) Handle(now time.Time, addr string, b []byte) ([]Change, error
 			d.st.NacksReceived++
 		}
 	}
-	return d.flush(), nil
+	return d.flush(now), nil
 }
 
 // apply merges one gossiped update (memberlist's aliveNode, suspectNode,
@@ -996,3 +1039,5 @@ func suspicionMin(n int, c Config) time.Duration {
 	t := time.Duration(float64(c.SuspicionMult) * scale * float64(c.ProbeInterval))
 	return max(t, MinSuspicionPeriods*c.ProbeInterval)
 }
+
+var debugLate func(d *Detector, now time.Time, late time.Duration)
