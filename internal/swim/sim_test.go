@@ -315,7 +315,7 @@ func TestNoFalseDeadUnderLoss(t *testing.T) {
 }
 
 func TestCrashDetected(t *testing.T) {
-	for _, n := range []int{3, 10, 30} {
+	for _, n := range []int{3, 10, 30, 100} {
 		for seed := range uint64(3) {
 			t.Run(fmt.Sprintf("n%d/seed%d", n, seed), func(t *testing.T) {
 				s := newSim(t, n, seed+200, nil)
@@ -500,29 +500,54 @@ func TestSlowLinkIndirect(t *testing.T) {
 }
 
 func TestPartitionBothSides(t *testing.T) {
-	s := newSim(t, 6, 13, nil)
+	for _, n := range []int{6, 50} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) { testPartition(t, n) })
+	}
+}
+
+func testPartition(t *testing.T, n int) {
+	s := newSim(t, n, 13, nil)
 	s.run(5 * time.Second)
-	for _, a := range s.names[:3] {
-		for _, b := range s.names[3:] {
+	half := n / 2
+	side := func(name string) bool { return slices.Index(s.names, name) < half }
+	for _, a := range s.names[:half] {
+		for _, b := range s.names[half:] {
 			s.blocked[[2]string{a, b}] = true
 			s.blocked[[2]string{b, a}] = true
 		}
 	}
 	// Relays across the cut never answer, so each side's health rises
-	// (missing nacks) and stretches its period: give it time.
-	s.run(120 * time.Second)
+	// (missing nacks) and stretches its period (not its verification
+	// rounds, and the suspicion at most twice). Every node must report
+	// the whole other side, and nobody on its own side, within a minute.
+	var at time.Duration
+	for at = 0; at < time.Minute; at += time.Second {
+		s.run(time.Second)
+		done := true
+		for _, a := range s.names {
+			for _, b := range s.names {
+				if st, _ := s.nodes[a].d.State(b); a != b && side(a) != side(b) && st != Dead {
+					done = false
+				}
+			}
+		}
+		if done {
+			break
+		}
+	}
 	for _, a := range s.names {
 		for _, b := range s.names {
 			if a == b {
 				continue
 			}
 			st, _ := s.nodes[a].d.State(b)
-			cross := (a < "n03") != (b < "n03")
+			cross := side(a) != side(b)
 			if cross && st != Dead || !cross && st != Alive {
-				t.Fatalf("%s sees %s %v (cross=%v)", a, b, st, cross)
+				t.Fatalf("%s sees %s %v (cross=%v) %v after the partition", a, b, st, cross, at)
 			}
 		}
 	}
+	t.Logf("n=%d: every node reported the other side dead %v after the partition", n, at+time.Second)
 }
 
 // Another member's dead verdict is a hint: this node verifies it with one

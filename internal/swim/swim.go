@@ -481,9 +481,6 @@ func (d *Detector) Tick(now time.Time) []Change {
 		// Nothing we failed to hear in that time is evidence against
 		// anyone else.
 		d.st.LateTicks++
-		if debugLate != nil {
-			debugLate(d, now, late)
-		}
 		d.addHealth(1)
 		d.probe = nil
 		grace := now.Add(d.cfg.ProbeInterval * d.scale())
@@ -1040,4 +1037,3 @@ func suspicionMin(n int, c Config) time.Duration {
 	return max(t, MinSuspicionPeriods*c.ProbeInterval)
 }
 
-var debugLate func(d *Detector, now time.Time, late time.Duration)
