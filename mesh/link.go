@@ -32,6 +32,12 @@ type link struct {
 	out        chan []byte   // outbound messages
 	wake       chan struct{} // peersDirty was set
 	peersDirty atomic.Bool
+	// What to tell the peer about our links (guarded by m.mu): the whole
+	// list once when the link comes up, then only the links added since
+	// (a delta: receivers only add). Sending the whole list to every link
+	// on each new link cost O(N^2) entries per node at formation.
+	peersFull bool
+	peersNew  []peerInfo
 	stop       chan struct{} // graceful close requested (Close)
 	stopOnce   sync.Once
 	done       chan struct{} // closed by fail
@@ -322,7 +328,7 @@ func (l *link) writeLoop() {
 			wrote = true
 		case <-l.wake:
 			if l.peersDirty.Swap(false) {
-				body := appendPeers(nil, m.peerList(l.peer.Name), l.maxSend)
+				body := appendPeers(nil, m.peersToSend(l), l.maxSend)
 				if len(body) > 2 {
 					bw.Write(appendFrame(nil, framePeers, body))
 					err = bw.Flush()

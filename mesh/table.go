@@ -249,7 +249,7 @@ func (m *Mesh) admit(peer hello, conn, raw net.Conn, dialled string, ps *peerSta
 		m.emitUpLocked(l)
 	}
 	m.probeLinkUpLocked(l)
-	m.peersChangedLocked()
+	m.peersChangedLocked(l)
 	return l, old, 0
 }
 
@@ -272,28 +272,52 @@ func compareIncarnation(a, b hello) int {
 	return cmp.Compare(a.Incarnation, b.Incarnation)
 }
 
-// peersChangedLocked asks every link to send our current peer list.
-func (m *Mesh) peersChangedLocked() {
+// peersChangedLocked: the link added was admitted. It gets our whole peer
+// list; every other link only the new entry (a delta).
+func (m *Mesh) peersChangedLocked(added *link) {
 	if m.cfg.NoTransitive {
 		return
 	}
+	added.peersFull, added.peersNew = true, nil
+	info := peerInfo{Name: added.peer.Name, Addr: added.peer.Addr}
 	for _, l := range m.links {
+		if l == added {
+			continue
+		}
+		if !l.peersFull {
+			if len(l.peersNew) >= maxPeersPerFrame {
+				l.peersFull, l.peersNew = true, nil
+			} else {
+				l.peersNew = append(l.peersNew, info)
+			}
+		}
 		l.peersDirty.Store(true)
 		select {
 		case l.wake <- struct{}{}:
 		default:
 		}
 	}
+	added.peersDirty.Store(true)
+	select {
+	case added.wake <- struct{}{}:
+	default:
+	}
 }
 
-// peerList returns the (name, addr) of our links except exclude.
-func (m *Mesh) peerList(exclude string) []peerInfo {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
+// peersToSend takes what l's writer has to tell its peer about our links:
+// the whole list (but the peer itself) or the entries added since.
+func (m *Mesh) peersToSend(l *link) []peerInfo {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	full, added := l.peersFull, l.peersNew
+	l.peersFull, l.peersNew = false, nil
+	if !full {
+		return added
+	}
 	out := make([]peerInfo, 0, len(m.links))
-	for name, l := range m.links {
-		if name != exclude {
-			out = append(out, peerInfo{Name: name, Addr: l.peer.Addr})
+	for name, o := range m.links {
+		if name != l.peer.Name {
+			out = append(out, peerInfo{Name: name, Addr: o.peer.Addr})
 		}
 	}
 	slices.SortFunc(out, func(a, b peerInfo) int { return cmp.Compare(a.Name, b.Name) })
