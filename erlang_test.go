@@ -29,6 +29,13 @@ func erlangConfig(gossipPort, epmdPort int, name string) cluster.Config {
 	return cfg
 }
 
+// startMacula starts an Erlang node running Macula's gossip on lo (100 ms heartbeats,
+// net_ticktime 4 s).
+func startMacula(t *testing.T, name string, epmd, gossipPort int) *erltest.Node {
+	t.Helper()
+	return erltest.Start(t, erltest.Options{Name: name, Cookie: erlCookie, EPMDPort: epmd, GossipPort: gossipPort})
+}
+
 func isErlangUp(node string) func([]cluster.Event) bool {
 	return func(evs []cluster.Event) bool {
 		for _, e := range evs {
@@ -47,7 +54,7 @@ func TestErlangMaculaNode(t *testing.T) {
 	epmd := erltest.StartEPMD(t)
 	gport := freeUDPPort(t)
 	const goName, erl1, erl2 = "go@127.0.0.1", "erl1@127.0.0.1", "erl2@127.0.0.1"
-	e1 := erltest.Start(t, erl1, erlCookie, epmd, gport, 100*time.Millisecond)
+	e1 := startMacula(t, erl1, epmd, gport)
 
 	started := time.Now()
 	n := start(t, erlangConfig(gport, epmd, goName))
@@ -131,7 +138,7 @@ func TestErlangMaculaNode(t *testing.T) {
 
 	// The Erlang node restarts under its name (a new creation): up again.
 	restarted := time.Now()
-	e1 = erltest.Start(t, erl1, erlCookie, epmd, gport, 100*time.Millisecond)
+	e1 = startMacula(t, erl1, epmd, gport)
 	n.rec.waitFor(t, 10*time.Second, "second nodeup "+erl1, func(evs []cluster.Event) bool {
 		return count(evs, cluster.NodeUp, erl1) == 2
 	})
@@ -150,7 +157,7 @@ func TestErlangMaculaNode(t *testing.T) {
 	}
 
 	// A second Erlang node; then the Go node leaves: Erlang sees nodedown at once.
-	e2 := erltest.Start(t, erl2, erlCookie, epmd, gport, 100*time.Millisecond)
+	e2 := startMacula(t, erl2, epmd, gport)
 	e2.WaitLine("nodeup "+goName+" ", 10*time.Second)
 	n.rec.waitFor(t, 10*time.Second, "erlang nodeup "+erl2, isErlangUp(erl2))
 	closed := time.Now()
