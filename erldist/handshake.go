@@ -55,6 +55,10 @@ var (
 	errSimultaneous = errors.New("erldist: simultaneous connect lost to the peer's attempt")
 )
 
+// simultaneousMsg is the debug log message of each simultaneous connect the node sees, with
+// the winner: the attempt of the greater name goes on, the other is dropped.
+const simultaneousMsg = "erldist: simultaneous connect"
+
 const maxHandshakeMsg = 4096
 
 func readHS(r io.Reader) ([]byte, error) {
@@ -147,8 +151,11 @@ func (n *Node) handshakeInitiator(c net.Conn, want Atom) (peerInfo, error) {
 		return peerInfo{}, fmt.Errorf("%w: expected status, got %q", ErrHandshake, st[0])
 	}
 	switch status := string(st[1:]); {
-	case status == "ok", status == "ok_simultaneous":
+	case status == "ok":
+	case status == "ok_simultaneous":
+		n.log.Debug(simultaneousMsg, "peer", want, "winner", n.name)
 	case status == "nok":
+		n.log.Debug(simultaneousMsg, "peer", want, "winner", want)
 		return peerInfo{}, errSimultaneous
 	case status == "alive":
 		// The peer still has a connection from an earlier instance of this name: we are not it.

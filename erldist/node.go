@@ -337,10 +337,12 @@ func (n *Node) decideAccept(peer Atom) acceptDecision {
 	}
 	if d, ok := n.dialing[peer]; ok {
 		if string(peer) > string(n.name) {
+			n.log.Debug(simultaneousMsg, "peer", peer, "winner", peer)
 			d.cancel() // our own attempt gives way
 			delete(n.dialing, peer)
 			return acceptOKSimultaneous
 		}
+		n.log.Debug(simultaneousMsg, "peer", peer, "winner", n.name)
 		return acceptNok
 	}
 	return acceptOK
