@@ -106,6 +106,7 @@ type peerInfo struct {
 	flags     uint64
 	creation  uint32
 	challenge uint32
+	accepted  bool // acceptor: decideAccept counted the handshake (acceptDone must follow)
 }
 
 func parseNameMsg(b []byte, withChallenge bool) (peerInfo, error) {
@@ -158,7 +159,15 @@ func (n *Node) handshakeInitiator(c net.Conn, want Atom) (peerInfo, error) {
 		n.log.Debug(simultaneousMsg, "peer", want, "winner", want)
 		return peerInfo{}, errSimultaneous
 	case status == "alive":
-		// The peer still has a connection from an earlier instance of this name: we are not it.
+		// The peer has a link to this node's name. If it is ours (up, or the peer's own
+		// attempt that crossed this one and that we are accepting), this attempt is the
+		// extra one: false, and the other link stays (OTP answers by is_pending). Otherwise
+		// it is the link of an earlier instance of this name: true, the peer drops it.
+		if n.linkedOrAccepting(want) {
+			n.log.Debug(simultaneousMsg, "peer", want, "winner", want, "status", status)
+			writeHS(c, []byte("sfalse"))
+			return peerInfo{}, errSimultaneous
+		}
 		if err := writeHS(c, []byte("strue")); err != nil {
 			return peerInfo{}, err
 		}
@@ -215,7 +224,9 @@ func (n *Node) handshakeAcceptor(c net.Conn) (peerInfo, error) {
 		writeHS(c, []byte("snot_allowed"))
 		return p, err
 	}
-	switch n.decideAccept(p.name) {
+	decision := n.decideAccept(p.name)
+	p.accepted = decision != acceptNok && decision != acceptNotAllowed
+	switch decision {
 	case acceptOK:
 		err = writeHS(c, []byte("sok"))
 	case acceptOKSimultaneous:
