@@ -79,7 +79,7 @@ func StartEPMD(t testing.TB) int {
 	for range 5 {
 		port := FreeTCPPort(t)
 		cmd := exec.Command("epmd", "-port", strconv.Itoa(port), "-address", "127.0.0.1")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		cmd.SysProcAttr = procAttr()
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -246,8 +246,7 @@ func Start(t testing.TB, o Options) *Node {
 	cmd.Env = append(os.Environ(), "ERL_EPMD_PORT="+strconv.Itoa(o.EPMDPort), "HOME="+t.TempDir(),
 		"ERL_INETRC="+filepath.Join(dir, "inetrc"), "AGENT_CONNECT="+o.Connect, "GOSSIP_IF="+o.Addr,
 		"GOSSIP_PORT="+strconv.Itoa(o.GossipPort), "GOSSIP_INTERVAL_MS="+strconv.Itoa(int(o.GossipInterval/time.Millisecond)))
-	// Its own group (Kill takes erl's children too), and SIGKILL if the test binary dies.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = procAttr()
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
