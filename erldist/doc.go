@@ -17,7 +17,10 @@
 //     greater, compared literally, else nok; Connect then waits for the winning attempt. A new
 //     connection from a name still connected gets status alive; on "true" the old link is closed
 //     (NodeDown, ErrRestarted) and the new one comes up: that is how a restarted Erlang node with a
-//     new creation is accepted even before the old TCP connection is seen dead.
+//     new creation is accepted even before the old TCP connection is seen dead. As initiator the
+//     node answers alive with "true" only when it has no link to the peer and accepts none from
+//     it (OTP's is_pending); else "false": its attempt crossed the peer's, which stays the link.
+//     Each simultaneous connect is logged at debug level with its winner.
 //   - Ticks: an empty frame every TickTime/4 when nothing else was sent; a link that received
 //     nothing for TickTime is closed with ErrTickTimeout (Erlang's net_tick_timeout). A tick
 //     received when nothing was sent since the last one is answered, so a peer with a shorter

@@ -55,6 +55,10 @@ var (
 	errSimultaneous = errors.New("erldist: simultaneous connect lost to the peer's attempt")
 )
 
+// simultaneousMsg is the debug log message of each simultaneous connect the node sees, with
+// the winner: the attempt of the greater name goes on, the other is dropped.
+const simultaneousMsg = "erldist: simultaneous connect"
+
 const maxHandshakeMsg = 4096
 
 func readHS(r io.Reader) ([]byte, error) {
@@ -102,6 +106,7 @@ type peerInfo struct {
 	flags     uint64
 	creation  uint32
 	challenge uint32
+	accepted  bool // acceptor: decideAccept counted the handshake (acceptDone must follow)
 }
 
 func parseNameMsg(b []byte, withChallenge bool) (peerInfo, error) {
@@ -147,11 +152,22 @@ func (n *Node) handshakeInitiator(c net.Conn, want Atom) (peerInfo, error) {
 		return peerInfo{}, fmt.Errorf("%w: expected status, got %q", ErrHandshake, st[0])
 	}
 	switch status := string(st[1:]); {
-	case status == "ok", status == "ok_simultaneous":
+	case status == "ok":
+	case status == "ok_simultaneous":
+		n.log.Debug(simultaneousMsg, "peer", want, "winner", n.name)
 	case status == "nok":
+		n.log.Debug(simultaneousMsg, "peer", want, "winner", want)
 		return peerInfo{}, errSimultaneous
 	case status == "alive":
-		// The peer still has a connection from an earlier instance of this name: we are not it.
+		// The peer has a link to this node's name. If it is ours (up, or the peer's own
+		// attempt that crossed this one and that we are accepting), this attempt is the
+		// extra one: false, and the other link stays (OTP answers by is_pending). Otherwise
+		// it is the link of an earlier instance of this name: true, the peer drops it.
+		if n.linkedOrAccepting(want) {
+			n.log.Debug(simultaneousMsg, "peer", want, "winner", want, "status", status)
+			writeHS(c, []byte("sfalse"))
+			return peerInfo{}, errSimultaneous
+		}
 		if err := writeHS(c, []byte("strue")); err != nil {
 			return peerInfo{}, err
 		}
@@ -208,7 +224,9 @@ func (n *Node) handshakeAcceptor(c net.Conn) (peerInfo, error) {
 		writeHS(c, []byte("snot_allowed"))
 		return p, err
 	}
-	switch n.decideAccept(p.name) {
+	decision := n.decideAccept(p.name)
+	p.accepted = decision != acceptNok && decision != acceptNotAllowed
+	switch decision {
 	case acceptOK:
 		err = writeHS(c, []byte("sok"))
 	case acceptOKSimultaneous:

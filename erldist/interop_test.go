@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/macula-io/cluster/internal/erltest"
 )
 
 func TestErlangConnectsToGo(t *testing.T) {
@@ -15,20 +17,20 @@ func TestErlangConnectsToGo(t *testing.T) {
 	ev := newEvents()
 	g := startGo(t, "go@127.0.0.1", port, ev.config)
 	e := startErl(t, "erl1@127.0.0.1", port, erlOpts{connect: "go@127.0.0.1"})
-	if l := e.waitLine("ping ", 10*time.Second); l != "ping pong" {
+	if l := e.WaitLine("ping ", 10*time.Second); l != "ping pong" {
 		t.Fatalf("net_adm:ping from Erlang: %s", l)
 	}
-	e.waitLine("nodeup go@127.0.0.1", 5*time.Second)
+	e.WaitLine("nodeup go@127.0.0.1", 5*time.Second)
 	if got := ev.wait(t, 1, 5*time.Second); got[0] != "up erl1@127.0.0.1" {
 		t.Fatalf("events %q", got)
 	}
 	// A second ping on the same link, and nodes() lists the Go node (visible).
-	e.command("ping go@127.0.0.1")
-	if l := e.waitLine("ping ", 5*time.Second); l != "ping pong" {
+	e.Command("ping go@127.0.0.1")
+	if l := e.WaitLine("ping ", 5*time.Second); l != "ping pong" {
 		t.Fatal(l)
 	}
-	e.command("nodes")
-	if l := e.waitLine("nodes ", 5*time.Second); !strings.Contains(l, "'go@127.0.0.1'") {
+	e.Command("nodes")
+	if l := e.WaitLine("nodes ", 5*time.Second); !strings.Contains(l, "'go@127.0.0.1'") {
 		t.Fatalf("Go node not in nodes(): %s", l)
 	}
 	if ns := g.Nodes(); len(ns) != 1 || ns[0] != "erl1@127.0.0.1" {
@@ -37,7 +39,7 @@ func TestErlangConnectsToGo(t *testing.T) {
 	// Closing the Go node: Erlang sees nodedown at once, Go reports the link down once.
 	closed := time.Now()
 	g.Close()
-	e.waitLine("nodedown go@127.0.0.1", 5*time.Second)
+	e.WaitLine("nodedown go@127.0.0.1", 5*time.Second)
 	t.Logf("Erlang nodedown %v after Close", time.Since(closed))
 	if got := ev.snapshot(); len(got) != 2 || got[1] != "down erl1@127.0.0.1 closed" {
 		t.Fatalf("events %q", got)
@@ -55,13 +57,13 @@ func TestGoConnectsToErlang(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("connect (epmd lookup + TCP + handshake) took %v", time.Since(start))
-	e.waitLine("nodeup go@127.0.0.1", 5*time.Second)
+	e.WaitLine("nodeup go@127.0.0.1", 5*time.Second)
 	ev.wait(t, 1, 5*time.Second)
 	if err := g.Connect(context.Background(), "erl2@127.0.0.1"); err != nil {
 		t.Fatalf("second Connect: %v", err)
 	}
-	e.command("ping go@127.0.0.1")
-	if l := e.waitLine("ping ", 5*time.Second); l != "ping pong" {
+	e.Command("ping go@127.0.0.1")
+	if l := e.WaitLine("ping ", 5*time.Second); l != "ping pong" {
 		t.Fatal(l)
 	}
 }
@@ -176,7 +178,7 @@ func TestTicksKeepIdleLinkAndTimeoutDetectsStoppedNode(t *testing.T) {
 	if err := g.Connect(context.Background(), "erl4@127.0.0.1"); err != nil {
 		t.Fatal(err)
 	}
-	e.waitLine("nodeup go@127.0.0.1", 5*time.Second)
+	e.WaitLine("nodeup go@127.0.0.1", 5*time.Second)
 	// A second Go node with Erlang's default 60 s: it ticks only every 15 s on its own, so the
 	// Erlang node (4 s) keeps the link only because its ticks are answered.
 	ev2 := newEvents()
@@ -184,7 +186,7 @@ func TestTicksKeepIdleLinkAndTimeoutDetectsStoppedNode(t *testing.T) {
 	if err := g2.Connect(context.Background(), "erl4@127.0.0.1"); err != nil {
 		t.Fatal(err)
 	}
-	e.waitLine("nodeup go2@127.0.0.1", 5*time.Second)
+	e.WaitLine("nodeup go2@127.0.0.1", 5*time.Second)
 	// Idle for three tick times: neither side may drop the link.
 	time.Sleep(12 * time.Second)
 	if got := ev.snapshot(); len(got) != 1 {
@@ -193,20 +195,18 @@ func TestTicksKeepIdleLinkAndTimeoutDetectsStoppedNode(t *testing.T) {
 	if got := ev2.snapshot(); len(got) != 1 {
 		t.Fatalf("idle link of the 60 s node dropped: %q", got)
 	}
-	select {
-	case l := <-e.lines:
+	if l := e.Pending(); len(l) != 0 {
 		t.Fatalf("Erlang said %q while idle", l)
-	default:
 	}
 	// Freeze the Erlang node: the Go side must see net_tick_timeout within ~TickTime.
-	e.signal(syscall.SIGSTOP)
+	e.Signal(syscall.SIGSTOP)
 	stopped := time.Now()
 	got := ev.wait(t, 2, 10*time.Second)
 	t.Logf("nodedown %v after SIGSTOP", time.Since(stopped))
 	if got[1] != "down erl4@127.0.0.1 tick" {
 		t.Fatalf("events %q", got)
 	}
-	e.signal(syscall.SIGCONT)
+	e.Signal(syscall.SIGCONT)
 }
 
 func TestKillAndRestartErlang(t *testing.T) {
@@ -215,7 +215,7 @@ func TestKillAndRestartErlang(t *testing.T) {
 	ev := newEvents()
 	g := startGo(t, "go@127.0.0.1", port, ev.config)
 	e := startErl(t, "erl5@127.0.0.1", port, erlOpts{connect: "go@127.0.0.1"})
-	e.waitLine("ping pong", 10*time.Second)
+	e.WaitLine("ping pong", 10*time.Second)
 	ev.wait(t, 1, 5*time.Second)
 	box, _ := g.Register("box")
 	ctx := context.Background()
@@ -226,14 +226,14 @@ func TestKillAndRestartErlang(t *testing.T) {
 	first := recv(t, box, 5*time.Second).From
 
 	killed := time.Now()
-	e.kill()
+	e.Kill()
 	got := ev.wait(t, 2, 5*time.Second)
 	t.Logf("nodedown %v after SIGKILL", time.Since(killed))
 	if got[1] != "down erl5@127.0.0.1 closed" {
 		t.Fatalf("events %q", got)
 	}
 	e2 := startErl(t, "erl5@127.0.0.1", port, erlOpts{connect: "go@127.0.0.1"})
-	e2.waitLine("ping pong", 10*time.Second)
+	e2.WaitLine("ping pong", 10*time.Second)
 	got = ev.wait(t, 3, 5*time.Second)
 	if got[2] != "up erl5@127.0.0.1" {
 		t.Fatalf("events %q", got)
@@ -260,17 +260,17 @@ func TestSimultaneousConnect(t *testing.T) {
 			e := startErl(t, names[1], port, erlOpts{})
 			const rounds = 10
 			for i := range rounds {
-				e.command("connect " + names[0])
+				e.Command("connect " + names[0])
 				if err := g.Connect(context.Background(), names[1]); err != nil {
 					t.Fatalf("round %d: %v", i, err)
 				}
-				if l := e.waitLine("connect ", 10*time.Second); l != "connect true" {
+				if l := e.WaitLine("connect ", 10*time.Second); l != "connect true" {
 					t.Fatalf("round %d: Erlang %s", i, l)
 				}
-				e.waitLine("nodeup "+names[0], 5*time.Second)
+				e.WaitLine("nodeup "+names[0], 5*time.Second)
 				ev.wait(t, 2*i+1, 5*time.Second)
 				g.dropConn(Atom(names[1]), ErrConnClosed)
-				e.waitLine("nodedown "+names[0], 5*time.Second)
+				e.WaitLine("nodedown "+names[0], 5*time.Second)
 				ev.wait(t, 2*i+2, 5*time.Second)
 			}
 			got := ev.snapshot()
@@ -297,7 +297,7 @@ func TestEmbeddedEPMDWithErlang(t *testing.T) {
 		t.Fatal("no embedded epmd started")
 	}
 	e := startErl(t, "erl6@127.0.0.1", port, erlOpts{connect: "go@127.0.0.1"})
-	e.waitLine("ping pong", 10*time.Second)
+	e.WaitLine("ping pong", 10*time.Second)
 	ev.wait(t, 1, 5*time.Second)
 	info, err := LookupPort(context.Background(), "127.0.0.1", port, "erl6")
 	if err != nil || info.Port == 0 || info.HighVersion != 6 {
@@ -328,10 +328,10 @@ func TestGlobalSync(t *testing.T) {
 	port := startEPMD(t)
 	g := startGo(t, "go@127.0.0.1", port, nil)
 	e1 := startErl(t, "gl1@127.0.0.1", port, erlOpts{connect: "go@127.0.0.1"})
-	e1.waitLine("ping pong", 10*time.Second)
+	e1.WaitLine("ping pong", 10*time.Second)
 	start := time.Now()
-	e1.command("global_sync")
-	if l := e1.waitLine("global_sync ", 10*time.Second); l != "global_sync ok" {
+	e1.Command("global_sync")
+	if l := e1.WaitLine("global_sync ", 10*time.Second); l != "global_sync ok" {
 		t.Fatal(l)
 	}
 	t.Logf("global:sync() with the Go node: %v", time.Since(start))
@@ -339,20 +339,20 @@ func TestGlobalSync(t *testing.T) {
 	if err := g.Connect(context.Background(), "gl2@127.0.0.1"); err != nil {
 		t.Fatal(err)
 	}
-	e2.command("global_sync")
-	if l := e2.waitLine("global_sync ", 10*time.Second); l != "global_sync ok" {
-		t.Fatalf("%s: %s", e2.name, l)
+	e2.Command("global_sync")
+	if l := e2.WaitLine("global_sync ", 10*time.Second); l != "global_sync ok" {
+		t.Fatalf("%s: %s", e2.Name(), l)
 	}
-	e2.command("connect gl1@127.0.0.1")
-	e2.waitLine("connect true", 5*time.Second)
-	for _, e := range []*erlNode{e1, e2} {
-		e.command("global_sync")
-		if l := e.waitLine("global_sync ", 10*time.Second); l != "global_sync ok" {
-			t.Fatalf("%s: %s", e.name, l)
+	e2.Command("connect gl1@127.0.0.1")
+	e2.WaitLine("connect true", 5*time.Second)
+	for _, e := range []*erltest.Node{e1, e2} {
+		e.Command("global_sync")
+		if l := e.WaitLine("global_sync ", 10*time.Second); l != "global_sync ok" {
+			t.Fatalf("%s: %s", e.Name(), l)
 		}
-		e.command("nodes")
-		if l := e.waitLine("nodes ", 5*time.Second); !strings.Contains(l, "'go@127.0.0.1'") {
-			t.Fatalf("%s lost the Go node: %s", e.name, l)
+		e.Command("nodes")
+		if l := e.WaitLine("nodes ", 5*time.Second); !strings.Contains(l, "'go@127.0.0.1'") {
+			t.Fatalf("%s lost the Go node: %s", e.Name(), l)
 		}
 	}
 	// A third node that the Go node connects and that joins the others before any sync.
@@ -360,23 +360,23 @@ func TestGlobalSync(t *testing.T) {
 	if err := g.Connect(context.Background(), "gl3@127.0.0.1"); err != nil {
 		t.Fatal(err)
 	}
-	e3.command("connect gl1@127.0.0.1")
-	e3.waitLine("connect true", 5*time.Second)
-	for _, e := range []*erlNode{e3, e1, e2} {
-		e.command("global_sync")
-		if l := e.waitLine("global_sync ", 10*time.Second); l != "global_sync ok" {
-			t.Fatalf("%s: %s", e.name, l)
+	e3.Command("connect gl1@127.0.0.1")
+	e3.WaitLine("connect true", 5*time.Second)
+	for _, e := range []*erltest.Node{e3, e1, e2} {
+		e.Command("global_sync")
+		if l := e.WaitLine("global_sync ", 10*time.Second); l != "global_sync ok" {
+			t.Fatalf("%s: %s", e.Name(), l)
 		}
 		var l string
 		for range 50 {
-			e.command("nodes")
-			if l = e.waitLine("nodes ", 5*time.Second); strings.Count(l, "@") == 3 {
+			e.Command("nodes")
+			if l = e.WaitLine("nodes ", 5*time.Second); strings.Count(l, "@") == 3 {
 				break
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
 		if strings.Count(l, "@") != 3 {
-			t.Fatalf("%s: %s", e.name, l)
+			t.Fatalf("%s: %s", e.Name(), l)
 		}
 	}
 }
@@ -417,8 +417,8 @@ func TestHiddenNode(t *testing.T) {
 	// The Erlang side finishes its half of the setup just after Go's Connect returns.
 	var l string
 	for range 50 {
-		e.command("hidden")
-		if l = e.waitLine("hidden ", 5*time.Second); strings.Contains(l, "'go@127.0.0.1'") {
+		e.Command("hidden")
+		if l = e.WaitLine("hidden ", 5*time.Second); strings.Contains(l, "'go@127.0.0.1'") {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -426,8 +426,8 @@ func TestHiddenNode(t *testing.T) {
 	if !strings.Contains(l, "'go@127.0.0.1'") {
 		t.Fatal(l)
 	}
-	e.command("nodes")
-	if l := e.waitLine("nodes ", 5*time.Second); l != "nodes []" {
+	e.Command("nodes")
+	if l := e.WaitLine("nodes ", 5*time.Second); l != "nodes []" {
 		t.Fatal(l)
 	}
 	if r, err := g.Call(context.Background(), Name{Node: "seer@127.0.0.1", Name: "net_kernel"}, Tuple{Atom("is_auth"), Atom("go@127.0.0.1")}); err != nil || r != Atom("yes") {

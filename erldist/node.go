@@ -87,6 +87,9 @@ type Node struct {
 	eventSig  chan struct{}
 	evStop    bool
 	accepting int // handshakes in progress on accepted connections
+	// acceptingFrom counts, per peer, accepted handshakes past the accept decision and not
+	// yet up or failed: a link to that peer is on its way (see handshakeInitiator, "alive").
+	acceptingFrom map[Atom]int
 
 	dropped atomic.Uint64
 	nextTag atomic.Uint64 // global sync tags
@@ -137,7 +140,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n := &Node{
 		cfg: cfg, name: Atom(cfg.Name), host: host, log: log.With("node", cfg.Name),
-		conns: map[Atom]*conn{}, dialing: map[Atom]*dialState{}, changed: make(chan struct{}),
+		conns: map[Atom]*conn{}, dialing: map[Atom]*dialState{}, acceptingFrom: map[Atom]int{}, changed: make(chan struct{}),
 		names: map[Atom]*Mailbox{}, pids: map[uint32]*Mailbox{}, nextPid: 2, // 0: Self, 1: locker()
 		eventSig: make(chan struct{}, 1), evDone: make(chan struct{}),
 	}
@@ -313,6 +316,9 @@ func (n *Node) acceptLoop() {
 			stop := context.AfterFunc(n.ctx, func() { c.Close() })
 			p, err := n.handshakeAcceptor(c)
 			stop()
+			if p.accepted {
+				defer n.acceptDone(p.name) // after up: no moment with neither
+			}
 			if err != nil {
 				n.log.Debug("erldist: incoming handshake failed", "peer", p.name, "err", err)
 				c.Close()
@@ -325,10 +331,16 @@ func (n *Node) acceptLoop() {
 }
 
 // decideAccept applies the table to an incoming name: the simultaneous connect rule of the
-// protocol (the initiator with the greater name wins, names compared literally).
-func (n *Node) decideAccept(peer Atom) acceptDecision {
+// protocol (the initiator with the greater name wins, names compared literally). Every
+// decision but a refusal counts the handshake in acceptingFrom until acceptDone.
+func (n *Node) decideAccept(peer Atom) (d acceptDecision) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	defer func() {
+		if d == acceptOK || d == acceptOKSimultaneous || d == acceptAlive {
+			n.acceptingFrom[peer]++
+		}
+	}()
 	if n.closed || peer == n.name {
 		return acceptNotAllowed
 	}
@@ -337,13 +349,33 @@ func (n *Node) decideAccept(peer Atom) acceptDecision {
 	}
 	if d, ok := n.dialing[peer]; ok {
 		if string(peer) > string(n.name) {
+			n.log.Debug(simultaneousMsg, "peer", peer, "winner", peer)
 			d.cancel() // our own attempt gives way
 			delete(n.dialing, peer)
 			return acceptOKSimultaneous
 		}
+		n.log.Debug(simultaneousMsg, "peer", peer, "winner", n.name)
 		return acceptNok
 	}
 	return acceptOK
+}
+
+// acceptDone ends what decideAccept counted for peer.
+func (n *Node) acceptDone(peer Atom) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.acceptingFrom[peer]--; n.acceptingFrom[peer] <= 0 {
+		delete(n.acceptingFrom, peer)
+	}
+}
+
+// linkedOrAccepting reports whether a link to peer is up or an accepted handshake from it
+// is on its way (OTP's is_pending, negated: our own attempt is no longer the one).
+func (n *Node) linkedOrAccepting(peer Atom) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	_, up := n.conns[peer]
+	return up || n.acceptingFrom[peer] > 0
 }
 
 // Connect connects to an Erlang node ("name@host"), returning once the link is up. Connecting

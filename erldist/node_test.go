@@ -182,3 +182,31 @@ func TestRestartWhileOldLinkAlive(t *testing.T) {
 		}
 	}
 }
+
+// The same instance of a node dials a peer it already has a link to (its attempt lost a race
+// with the peer's, which is up): the peer answers alive, this node answers false, and the good
+// link stays. Answering true, as for a new instance, made the peer drop it (a spurious
+// NodeDown/NodeUp on both sides).
+func TestAliveAnsweredFalseForOwnLink(t *testing.T) {
+	a, b, eva, evb := goPair(t)
+	ctx := context.Background()
+	if err := a.Connect(ctx, "b@127.0.0.1"); err != nil {
+		t.Fatal(err)
+	}
+	eva.wait(t, 1, 5*time.Second)
+	evb.wait(t, 1, 5*time.Second)
+	// What a crossing attempt does after the link came up: dial past Connect's check.
+	err := b.dial(ctx, "a@127.0.0.1", "a", "127.0.0.1")
+	if !errors.Is(err, errSimultaneous) {
+		t.Fatalf("second dial: %v, want errSimultaneous", err)
+	}
+	if got := eva.snapshot(); len(got) != 1 {
+		t.Fatalf("a's events %q: the link was replaced", got)
+	}
+	if got := evb.snapshot(); len(got) != 1 {
+		t.Fatalf("b's events %q: the link was replaced", got)
+	}
+	if r, err := b.Call(ctx, Name{Node: "a@127.0.0.1", Name: "net_kernel"}, Tuple{Atom("is_auth"), Atom("b@127.0.0.1")}); err != nil || r != Atom("yes") {
+		t.Fatalf("the link after: %#v %v", r, err)
+	}
+}

@@ -22,7 +22,7 @@ func TestRunErlang(t *testing.T) {
 	epmd := erltest.StartEPMD(t)
 	port := testUDPPort(t)
 	const goName, erlName = "go@127.0.0.1", "erl1@127.0.0.1"
-	e := erltest.Start(t, erlName, "test-cookie", epmd, port, 100*time.Millisecond)
+	e := erltest.Start(t, erltest.Options{Name: erlName, Cookie: "test-cookie", EPMDPort: epmd, GossipPort: port})
 	p := startRunEnv(t, []string{fmt.Sprintf("ERL_EPMD_PORT=%d", epmd)}, "--erlang", "--interface", "lo",
 		"--port", fmt.Sprint(port), "--interval", "100", "--name", goName, "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0")
 	up := p.waitFor(t, "nodeup "+erlName, is("nodeup", erlName))

@@ -1,6 +1,6 @@
 %% macula_gossip: what Macula's macula_cluster_gossip does, for the Erlang interop tests of
 %% package cluster and the macula command (embedded by internal/erltest). It joins the gossip
-%% group on lo only, sends MACULA_GOSSIP:<node()> every GOSSIP_INTERVAL_MS, calls
+%% group (on lo, or on GOSSIP_IF), sends MACULA_GOSSIP:<node()> every GOSSIP_INTERVAL_MS, calls
 %% net_kernel:connect_node/1 on every node it hears that is not connected (as Macula does, also
 %% for Go nodes' name@host:port fields, which fail), monitors nodes and prints one line per
 %% event on stdout, with erlang:system_time(microsecond):
@@ -11,11 +11,13 @@
 %%   nodedown <node> <us>
 %%
 %% It also answers {echo, From, X} with {echo, node(), X}, and on stdin "nodes", "send <node>"
-%% (sends {hello, node()} to {gobox, Node}) and "stop".
+%% (sends {hello, node()} to {gobox, Node}), "call <node>" (gen_server:call({gobox, Node}, ping)
+%% and prints "call <result>") and "stop".
 %%
-%% Network safety: multicast goes out on lo only (multicast_if 127.0.0.1, TTL 0) and the
-%% membership is on lo; erltest runs it with an inetrc of {lookup, [file]} so that host names
-%% such as "127.0.0.1:9100" are never asked of a DNS server.
+%% Network safety: multicast goes out on the interface with the address GOSSIP_IF only
+%% (127.0.0.1 when unset: lo, TTL 0; any other address is one inside a test's network
+%% namespace: TTL 1) and the membership is on that interface; erltest runs it with an inetrc of
+%% {lookup, [file]} so that host names such as "127.0.0.1:9100" are never asked of a DNS server.
 -module(macula_gossip).
 -export([start/0]).
 
@@ -24,12 +26,14 @@
 start() ->
     Port = list_to_integer(os:getenv("GOSSIP_PORT")),
     Interval = list_to_integer(os:getenv("GOSSIP_INTERVAL_MS")),
+    {ok, If} = inet:parse_ipv4_address(os:getenv("GOSSIP_IF", "127.0.0.1")),
+    TTL = case If of {127, _, _, _} -> 0; _ -> 1 end,
     ok = net_kernel:monitor_nodes(true),
     register(macula_gossip, self()),
     {ok, S} = gen_udp:open(Port, [binary, {active, true}, {reuseaddr, true},
-                                  {add_membership, {?GROUP, {127, 0, 0, 1}}},
-                                  {multicast_if, {127, 0, 0, 1}},
-                                  {multicast_ttl, 0}, {multicast_loop, true}]),
+                                  {add_membership, {?GROUP, If}},
+                                  {multicast_if, If},
+                                  {multicast_ttl, TTL}, {multicast_loop, true}]),
     Self = self(),
     spawn_link(fun() -> stdin(Self) end),
     out("ready ~s", [node()]),
@@ -73,6 +77,11 @@ loop(St = #{sock := S, port := Port, interval := Interval, heard := Heard}) ->
         {stdin, "send " ++ Node} ->
             {gobox, list_to_atom(Node)} ! {hello, node()},
             out("sent", []), loop(St);
+        {stdin, "call " ++ Node} ->
+            Self = self(),
+            spawn(fun() -> Self ! {call_result, catch gen_server:call({gobox, list_to_atom(Node)}, ping, 5000)} end),
+            loop(St);
+        {call_result, R} -> out("call ~p", [R]), loop(St);
         {stdin, "stop"} -> init:stop();
         {stdin, Other} -> out("unknown ~s", [Other]), loop(St);
         {echo, From, X} -> From ! {echo, node(), X}, loop(St);

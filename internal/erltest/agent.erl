@@ -25,11 +25,24 @@ stdin(Agent) ->
         Line -> Agent ! {stdin, string:trim(Line)}, stdin(Agent)
     end.
 
+wait_until(At) ->
+    case At - erlang:system_time(microsecond) of
+        D when D > 2000 -> timer:sleep(D div 1000 - 1), wait_until(At);
+        D when D > 0 -> wait_until(At); % the last 2 ms: spin
+        _ -> ok
+    end.
+
 loop() ->
     receive
         {nodeup, N} -> out("nodeup ~s", [N]);
         {nodedown, N} -> out("nodedown ~s", [N]);
         {stdin, "connect " ++ Node} ->
+            out("connect ~p", [net_kernel:connect_node(list_to_atom(Node))]);
+        {stdin, "connect_at " ++ Args} ->
+            % connect_at <node> <unix us>: connect at that moment of the system clock (the
+            % test connects from the other side at the same moment).
+            [Node, At] = string:split(Args, " "),
+            wait_until(list_to_integer(At)),
             out("connect ~p", [net_kernel:connect_node(list_to_atom(Node))]);
         {stdin, "disconnect " ++ Node} ->
             out("disconnect ~p", [erlang:disconnect_node(list_to_atom(Node))]);
