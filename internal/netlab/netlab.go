@@ -428,10 +428,25 @@ func (l *Lab) logProcs(t TB) {
 }
 
 // newID returns a run id not used by any existing namespace.
+// idSeq makes the run ids of one process distinct (labs built concurrently
+// by parallel tests once drew the same random id; issue 15's notes).
+var idSeq = struct {
+	sync.Mutex
+	next uint32
+	init bool
+}{}
+
 func newID() (string, error) {
 	existing, _ := listNamespaces()
 	for range 100 {
-		id := fmt.Sprintf("%s%d-%04x", Prefix, os.Getpid(), rand.N(1<<16))
+		idSeq.Lock()
+		if !idSeq.init {
+			idSeq.next, idSeq.init = uint32(rand.N(1<<16)), true
+		}
+		n := idSeq.next & 0xffff
+		idSeq.next++
+		idSeq.Unlock()
+		id := fmt.Sprintf("%s%d-%04x", Prefix, os.Getpid(), n)
 		used := false
 		for _, ns := range existing {
 			if strings.HasPrefix(ns, id+"-") {
