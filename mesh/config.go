@@ -72,7 +72,8 @@ type Config struct {
 	// 1 s are raised to 1 s.
 	LinkTimeout time.Duration
 	// HandshakeTimeout bounds the TCP connect, TLS handshake and mesh
-	// handshake of one connection. 0 = 5 s.
+	// handshake of one connection; with probes the TCP connect alone is
+	// bounded by max(2 s, 5*ProbeInterval) too. 0 = 5 s.
 	HandshakeTimeout time.Duration
 	// MaxPendingHandshakes bounds inbound connections still in their
 	// handshake; beyond it a new connection is accepted and closed at

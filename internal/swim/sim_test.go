@@ -550,6 +550,27 @@ func testPartition(t *testing.T, n int) {
 	t.Logf("n=%d: every node reported the other side dead %v after the partition", n, at+time.Second)
 }
 
+// Gossip about a member not heard since it was added (a link that just
+// came back after a partition) is older than the membership: ignored.
+func TestStaleVerdictOfNewMemberIgnored(t *testing.T) {
+	d := New(Config{Name: "a", ID: 1, Send: func(string, []byte) {}})
+	d.Add("c", 3, "c")
+	d.Add("b", 2, "b")
+	now := time.Unix(0, 0)
+	hint := encode(&packet{Type: typeGossip, From: node{"c", 3},
+		Updates: []update{{Kind: KindDead, Node: node{"b", 2}, Inc: 0, From: "c"}, {Kind: KindSuspect, Node: node{"b", 2}, Inc: 0, From: "c"}}})
+	if ch, err := d.Handle(now, "c", hint); err != nil || len(ch) != 0 {
+		t.Fatalf("verdicts about an unheard new member: %+v %v, want ignored", ch, err)
+	}
+	// Once b is heard, news about it counts again.
+	if _, err := d.Handle(now, "b", encode(&packet{Type: typeNack, From: node{"b", 2}})); err != nil {
+		t.Fatal(err)
+	}
+	if ch, _ := d.Handle(now, "c", hint); len(ch) != 1 || ch[0].State != Suspect {
+		t.Fatalf("after hearing b: %+v, want b suspect", ch)
+	}
+}
+
 // Another member's dead verdict is a hint: this node verifies it with one
 // round of its own (pings carrying the suspicion, and indirect probes), and
 // an answer from the member keeps it alive here.
@@ -568,6 +589,11 @@ func TestDeadHintVerified(t *testing.T) {
 			t.Fatal(err)
 		}
 		d.Add("b", 2, "b")
+		// b was heard once, long ago (gossip about a member never heard
+		// since it was added is ignored: it predates the membership).
+		if _, err := d.Handle(now.Add(-10*time.Second), "b", encode(&packet{Type: typePing, Seq: 7, From: node{"b", 2}, Target: node{"a", 1}})); err != nil {
+			t.Fatal(err)
+		}
 		now = now.Add(100 * time.Millisecond)
 		sent = nil
 		hint := encode(&packet{Type: typeGossip, From: node{"c", 3},

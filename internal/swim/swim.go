@@ -209,6 +209,12 @@ type member struct {
 	probed int       // our priority probes since the suspicion began
 	acked  bool      // it has answered one of our pings itself
 	heard  time.Time // last packet from it, or an ack relayed for it
+	// unheard: nothing heard from it since Add. Other members' suspicion
+	// or dead verdict of it is then ignored (our own probes still count):
+	// it predates this membership, as after a partition heals, when old
+	// verdicts still travel while the links come back, and the member may
+	// not answer us before it has re-added us.
+	unheard bool
 }
 
 type probe struct {
@@ -367,13 +373,13 @@ func (d *Detector) Add(name string, id uint64, addr string) {
 		if m.ID != id {
 			m.ID, m.inc = id, 0
 		}
-		m.state, m.susp = Alive, nil
+		m.state, m.susp, m.unheard = Alive, nil, true
 		return
 	}
 	if len(d.members) >= maxMembers {
 		return
 	}
-	d.members[name] = &member{node: node{Name: name, ID: id}, addr: addr}
+	d.members[name] = &member{node: node{Name: name, ID: id}, addr: addr, unheard: true}
 	// Introduce ourselves: its ack tells the owner (Acked) that the new
 	// member counts us as one too, without waiting up to 2N periods for
 	// the round robin to reach it.
@@ -817,7 +823,7 @@ func (d *Detector) Handle(now time.Time, addr string, b []byte) ([]Change, error
 		return nil, nil // our own packet reflected back
 	}
 	if m := d.members[p.From.Name]; m != nil && m.ID == p.From.ID {
-		m.heard = now
+		m.heard, m.unheard = now, false
 	}
 	// The sender's own word about itself first: it refutes any older
 	// suspicion at once, whatever gossip still lags.
@@ -910,6 +916,9 @@ func (d *Detector) apply(u update, now time.Time) {
 	m := d.members[u.Node.Name]
 	if m == nil || m.ID != u.Node.ID {
 		return // membership comes from the owner, not from gossip
+	}
+	if m.unheard && u.From != d.self.Name && (u.Kind == KindSuspect || u.Kind == KindDead) {
+		return // older than our membership of it (see member.unheard)
 	}
 	switch u.Kind {
 	case KindAlive:
