@@ -46,6 +46,13 @@ var (
 	descEvents     = prometheus.NewDesc("macula_events_total", "Membership events emitted.", nil, nil)
 	descDropped    = prometheus.NewDesc("macula_events_dropped_total", "Events a slow Events-channel reader missed.", nil, nil)
 	descPanics     = prometheus.NewDesc("macula_event_handler_panics_total", "OnEvent calls that panicked (recovered).", nil, nil)
+	descProbes     = prometheus.NewDesc("macula_mesh_probes_total", "Failure detector probes of this node, by outcome (sent, acked, failed; indirect: ping-reqs sent).", []string{"outcome"}, nil)
+	descSuspicions = prometheus.NewDesc("macula_mesh_suspicions_total", "Members that became suspect here (the failure detector's own or gossiped).", nil, nil)
+	descDeadVerd   = prometheus.NewDesc("macula_mesh_dead_total", "Members the failure detector declared dead here (nodedown timeout).", nil, nil)
+	descRefutes    = prometheus.NewDesc("macula_mesh_refutes_total", "Suspicions of this node that it refuted.", nil, nil)
+	descLateTicks  = prometheus.NewDesc("macula_mesh_late_ticks_total", "Failure detector timers that fired late (this process was starved).", nil, nil)
+	descHealth     = prometheus.NewDesc("macula_mesh_local_health", "Lifeguard local health score: 0 healthy; the probe timeouts are stretched by score+1.", nil, nil)
+	descReconnects = prometheus.NewDesc("macula_mesh_link_reconnects_total", "Links re-established under a live member after a break, without nodedown/nodeup.", nil, nil)
 	descHandshake  = prometheus.NewDesc("macula_mesh_handshake_duration_seconds", "Durations of the successful mesh handshakes (TCP connection to admitted link), both directions.", nil, nil)
 )
 
@@ -138,7 +145,8 @@ func metricName(s string) string {
 func (col *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descLinksUp, descLinksDown, descHSFail, descProto, descDuplicates, descRelinks,
 		descDials, descDialFails, descPending, descMsgs, descMsgBytes, descDiscovered, descConnected,
-		descEvents, descDropped, descPanics, descHandshake, col.rejected, col.peers} {
+		descEvents, descDropped, descPanics, descHandshake, col.rejected, col.peers,
+		descProbes, descSuspicions, descDeadVerd, descRefutes, descLateTicks, descHealth, descReconnects} {
 		ch <- d
 	}
 	for _, d := range col.counters {
@@ -183,6 +191,17 @@ func (col *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descMsgBytes, ms.BytesReceived, "received")
 	gauge(descDiscovered, float64(len(col.c.Discovered())))
 	gauge(descConnected, float64(len(col.c.Connected())))
+	ps := ms.Probes
+	counter(descProbes, ps.Sent, "sent")
+	counter(descProbes, ps.Acked, "acked")
+	counter(descProbes, ps.Failed, "failed")
+	counter(descProbes, ps.Indirect, "indirect")
+	counter(descSuspicions, ps.Suspicions)
+	counter(descDeadVerd, ps.Dead)
+	counter(descRefutes, ps.Refutes)
+	counter(descLateTicks, ps.LateTicks)
+	gauge(descHealth, float64(ps.Health))
+	counter(descReconnects, ps.LinkReconnects)
 	counter(descEvents, st.Events)
 	counter(descDropped, st.EventsDropped)
 	counter(descPanics, st.EventPanics)
