@@ -137,11 +137,12 @@
 //
 // Probe packets (UDP):
 //
-//	0   1   kind: 1 SWIM packet, 2 "link broke" notice, 3 hello
+//	0   1   kind: 1 SWIM packet, 2 "link broke" notice, 3 hello,
+//	        4 "link dropped" notice (Disconnect: not a flap)
 //	1   8   sender's incarnation (the mesh's)
 //	9   8   sequence, per sender, increasing
 //	17  n   body: the SWIM packet (internal/swim/packet.go), the sender's
-//	        name (kind 2), empty (kind 3)
+//	        name (kinds 2 and 4), empty (kind 3)
 //	.   16  HMAC-SHA256 over all of the above, first 16 bytes
 //
 // The MAC key is HKDF-SHA256(cookie, info "macula mesh probe v1"). A

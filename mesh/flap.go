@@ -26,6 +26,8 @@ import (
 //     reports NodeDown restarted, then NodeUp. No answer at all (lost
 //     packets, a cut cable, a stopped process) is no verdict: the member
 //     stays held and redialled, and the detector decides.
+//     A peer that closes the link on purpose (Disconnect) says so first
+//     (probeDropped): its link is no flap, and goes down closed.
 //  3. The member stays held at most relinkGrace (3 LinkTimeout); then, or
 //     when the detector declares it dead, NodeDown reports the link's
 //     original reason (timeout for the detector's verdict).

@@ -278,6 +278,12 @@ func (m *Mesh) Disconnect(key string) {
 	}
 	m.mu.Unlock()
 	if l != nil {
+		// Tell the peer first that we dropped it on purpose (a UDP
+		// notice, flap.go): otherwise it would take the closed stream for
+		// a flap under a live member and redial.
+		if m.probes != nil {
+			m.probes.tellDropped(l)
+		}
 		l.fail(ReasonDisconnected)
 	}
 }

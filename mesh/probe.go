@@ -24,8 +24,9 @@ import (
 //
 //	0  1  kind: probeVersion (a SWIM packet follows), probeBroken (the
 //	      sender's name follows: its link to the receiver broke; see
-//	      flap.go) or probeHello (empty: the sender probes; see
-//	      probeLinkUpLocked)
+//	      flap.go), probeHello (empty: the sender probes; see
+//	      probeLinkUpLocked) or probeDropped (the sender's name follows: it
+//	      closes its link to the receiver on purpose, Disconnect)
 //	1  8  sender's incarnation (the mesh's, not SWIM's)
 //	9  8  sequence, per sender, strictly increasing
 //	17 .  SWIM packet (internal/swim)
@@ -34,6 +35,7 @@ const (
 	probeVersion   = 1
 	probeBroken    = 2
 	probeHello     = 3
+	probeDropped   = 4
 	probeHeaderLen = 17
 	probeMACLen    = 16
 	probeMaxPacket = 1500
@@ -75,7 +77,7 @@ func openProbe(key, b []byte) (inc, seq uint64, body []byte, err error) {
 	if len(b) < probeHeaderLen+probeMACLen || len(b) > probeMaxPacket {
 		return 0, 0, nil, fmt.Errorf("%w: length %d", swim.ErrBadPacket, len(b))
 	}
-	if b[0] < probeVersion || b[0] > probeHello {
+	if b[0] < probeVersion || b[0] > probeDropped {
 		return 0, 0, nil, fmt.Errorf("%w: version %d", swim.ErrBadPacket, b[0])
 	}
 	n := len(b) - probeMACLen
@@ -308,6 +310,10 @@ func (p *prober) handle(from netip.AddrPort, b []byte) {
 		p.mu.Unlock()
 		p.m.peerLinkBroken(string(body), inc)
 		return
+	case probeDropped:
+		p.mu.Unlock()
+		p.m.peerDropped(string(body), inc)
+		return
 	}
 	ch, err := p.d.Handle(time.Now(), from.String(), body)
 	p.flushUnlock(ch)
@@ -377,6 +383,35 @@ func (p *prober) tellBroken(l *link) {
 	}
 	for range 2 {
 		p.conn.WriteToUDPAddrPort(sealKind(p.key, probeBroken, p.m.inc, p.seq.Add(1), []byte(p.m.name)), ap)
+	}
+}
+
+// tellDropped tells the peer of l that we close the link on purpose
+// (Disconnect): it reports NodeDown closed at once instead of holding the
+// member and redialling (flap.go). Sent twice: it is one UDP packet; if
+// both are lost, the peer finds out from its detector.
+func (p *prober) tellDropped(l *link) {
+	ap, ok := probeAddr(l)
+	if !ok || p.dropAll.Load() {
+		return
+	}
+	for range 2 {
+		p.conn.WriteToUDPAddrPort(sealKind(p.key, probeDropped, p.m.inc, p.seq.Add(1), []byte(p.m.name)), ap)
+	}
+}
+
+// peerDropped: the peer name (incarnation inc) closes its link to us on
+// purpose. Its link is no flap: NodeDown closed once the stream ends (or
+// now, if the member is already held).
+func (m *Mesh) peerDropped(name string, inc uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if h := m.held[name]; h != nil && h.link.peer.Incarnation == inc {
+		m.dropHeldLocked(h, ReasonClosed)
+		return
+	}
+	if l := m.links[name]; l != nil && l.peer.Incarnation == inc {
+		l.noFlap.Store(true)
 	}
 }
 

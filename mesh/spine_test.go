@@ -31,17 +31,12 @@ func TestConnectByAddress(t *testing.T) {
 	if len(ra.snapshot()) != 1 || len(rb.snapshot()) != 1 {
 		t.Fatalf("extra events:\na %s\nb %s", fmtEvents(ra.snapshot()), fmtEvents(rb.snapshot()))
 	}
-	// The link drops (b disconnects): a redials the address. b is alive
-	// (it answers probes), so at a this is a link flap: a new connection
-	// under the same member, without NodeDown/NodeUp.
-	old := currentLink(a, b.Name())
+	// The link drops (b disconnects on purpose: it tells a, so this is no
+	// flap): a reports it closed and redials the address.
 	b.Disconnect(a.Name())
 	b.Forget(a.Addr())
-	eventually(t, 10*time.Second, "relinked", func() bool {
-		l := currentLink(a, b.Name())
-		return l != nil && l != old
-	})
-	if len(ra.snapshot()) != 1 {
+	ra.wait(t, 10*time.Second, "relinked", func(r *recorder) bool { return len(r.events) >= 3 })
+	if got := strip(ra.snapshot()); got[1].Kind != NodeDown || got[1].Reason != ReasonClosed || got[2].Kind != NodeUp || got[2].Node != b.Name() {
 		t.Fatalf("a events after the drop: %s", fmtEvents(ra.snapshot()))
 	}
 	// Forget by address stops it.
