@@ -36,8 +36,8 @@ type link struct {
 	// list once when the link comes up, then only the links added since
 	// (a delta: receivers only add). Sending the whole list to every link
 	// on each new link cost O(N^2) entries per node at formation.
-	peersFull bool
-	peersNew  []peerInfo
+	peersFull  bool
+	peersNew   []peerInfo
 	stop       chan struct{} // graceful close requested (Close)
 	stopOnce   sync.Once
 	done       chan struct{} // closed by fail
