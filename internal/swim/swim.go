@@ -1045,4 +1045,3 @@ func suspicionMin(n int, c Config) time.Duration {
 	t := time.Duration(float64(c.SuspicionMult) * scale * float64(c.ProbeInterval))
 	return max(t, MinSuspicionPeriods*c.ProbeInterval)
 }
-
