@@ -60,15 +60,7 @@ func (m *Mesh) flapCandidateLocked(l *link, r Reason) bool {
 // holdLocked takes l out of the table without NodeDown and starts the
 // urgent check.
 func (m *Mesh) holdLocked(l *link, r Reason) {
-	l.removed = true
-	if m.links[l.peer.Name] == l {
-		delete(m.links, l.peer.Name)
-	}
-	for _, a := range [2]string{l.peer.Addr, l.dialled} {
-		if a != "" && m.addrLinks[a] == l {
-			delete(m.addrLinks, a)
-		}
-	}
+	m.unlinkLocked(l)
 	h := &held{link: l, reason: r, out: l.out, dropped: make(chan struct{})}
 	m.held[l.peer.Name] = h
 	m.log.Debug("mesh: link broke, checking the member", "node", l.peer.Name, "reason", string(r))
@@ -107,7 +99,7 @@ func (m *Mesh) checkHeld(h *held) {
 			m.dropHeldLocked(h, h.reason)
 		}
 	})
-	m.probes.tellBroken(h.link)
+	m.probes.tellNotice(h.link, probeBroken)
 	m.redialLocked(h.link, true)
 }
 

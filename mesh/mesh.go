@@ -282,7 +282,7 @@ func (m *Mesh) Disconnect(key string) {
 		// notice, flap.go): otherwise it would take the closed stream for
 		// a flap under a live member and redial.
 		if m.probes != nil {
-			m.probes.tellDropped(l)
+			m.probes.tellNotice(l, probeDropped)
 		}
 		l.fail(ReasonDisconnected)
 	}

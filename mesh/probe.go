@@ -373,30 +373,20 @@ func (p *prober) stats() ProbeStats {
 
 func (p *prober) close() { p.conn.Close() }
 
-// tellBroken tells the peer of l that our end of the link broke, so that
-// it drops its end too (it may not notice a stall while it sends nothing)
-// and both redial. Sent twice: it is one UDP packet.
-func (p *prober) tellBroken(l *link) {
+// tellNotice sends the peer of l a notice about our link to it, twice (it
+// is one UDP packet): probeBroken, our end of the link broke, so that it
+// drops its end too (it may not notice a stall while it sends nothing) and
+// both redial; probeDropped, we close the link on purpose (Disconnect), so
+// that it reports NodeDown closed at once instead of holding the member
+// and redialling (flap.go). If both are lost, the peer's detector or its
+// own link finds out.
+func (p *prober) tellNotice(l *link, kind byte) {
 	ap, ok := probeAddr(l)
 	if !ok || p.dropAll.Load() {
 		return
 	}
 	for range 2 {
-		p.conn.WriteToUDPAddrPort(sealKind(p.key, probeBroken, p.m.inc, p.seq.Add(1), []byte(p.m.name)), ap)
-	}
-}
-
-// tellDropped tells the peer of l that we close the link on purpose
-// (Disconnect): it reports NodeDown closed at once instead of holding the
-// member and redialling (flap.go). Sent twice: it is one UDP packet; if
-// both are lost, the peer finds out from its detector.
-func (p *prober) tellDropped(l *link) {
-	ap, ok := probeAddr(l)
-	if !ok || p.dropAll.Load() {
-		return
-	}
-	for range 2 {
-		p.conn.WriteToUDPAddrPort(sealKind(p.key, probeDropped, p.m.inc, p.seq.Add(1), []byte(p.m.name)), ap)
+		p.conn.WriteToUDPAddrPort(sealKind(p.key, kind, p.m.inc, p.seq.Add(1), []byte(p.m.name)), ap)
 	}
 }
 
