@@ -22,6 +22,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(netnsHelperEnv) == "1" {
+		// Re-executed inside a namespace by a netns test: a node or a relay.
+		os.Exit(runNetnsHelper(os.Args[1:]))
+	}
 	goleak.VerifyTestMain(m)
 }
 
@@ -197,7 +201,8 @@ type pki struct {
 	pool *x509.CertPool
 }
 
-// fatalTB is what the PKI helpers need of a testing.TB.
+// fatalTB is what the PKI helpers need of a testing.TB; the netns helper
+// process (no testing.T) passes exitOnFatal.
 type fatalTB interface {
 	Helper()
 	Fatal(args ...any)
