@@ -139,7 +139,12 @@
 // The plaintexts, in order, are the frame stream below; a frame may span
 // records. The writer seals what it has at every flush (after each batch of
 // up to 256 queued messages) or when 128 KiB are buffered, so a burst of
-// small messages costs one seal. Keys, per link and per direction:
+// small messages costs one seal; a message body of 16 KiB or more is
+// sealed in records of its own (up to 128 KiB each) straight from the
+// sender's buffer, after a record with what was buffered before it (its
+// frame header at least). Readers must not depend on where records
+// begin or end: only the byte stream is specified. Keys, per link and per
+// direction:
 //
 //	prk   = HKDF-Extract(SHA-256, salt = th, ikm = cookie)
 //	k_D2A = HKDF-Expand(prk, "macula-mesh/2 key dialer to acceptor " || cipher, 32)
