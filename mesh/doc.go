@@ -214,13 +214,16 @@
 //     carries: every frame is sealed under keys derived from the cookie and
 //     both nonces. A flipped bit, an injected, replayed, reordered or dropped
 //     record closes the link, counted as "tampered"; no altered frame is ever
-//     delivered (TestRelayTampering). It still sees message sizes and timing,
-//     and can cut the connection (the link closes; the node redials).
+//     delivered (TestRelayNetns: the relay in a network namespace of its
+//     own between the two nodes' namespaces; TestRelayTampering on
+//     127.0.0.1). It still sees message sizes and timing, and can cut the
+//     connection (the link closes; the node redials).
 //   - With Config.TLS, frames are protected by TLS and the cookie proof is
 //     bound to the TLS session, so a relay that terminates TLS on both sides
 //     (possible when certificates are not verified) fails the handshake as
-//     bad_cookie (TestRelayTLSWithoutCA). With mutual TLS (ClientAuth) it
-//     cannot even reach the cookie handshake without a certificate.
+//     bad_cookie (TestRelayTLSNetns, TestRelayTLSWithoutCA). With mutual
+//     TLS (ClientAuth) it cannot even reach the cookie handshake without a
+//     certificate.
 //   - The cookie protects past traffic too: anyone who records a link and
 //     later learns the cookie can derive its keys (no forward secrecy). Use
 //     TLS 1.3 (ephemeral key exchange) where that matters.
