@@ -232,6 +232,9 @@ func (s *sealWriter) Write(p []byte) (int, error) {
 // into the buffer behind the buffered plaintext (sealed first, in place)
 // and writes the records.
 func (s *sealWriter) writeDirect(p []byte) (int, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
 	n := 0
 	out := s.buf[:0]
 	if len(s.buf) > recordHeaderLen {
