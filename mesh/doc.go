@@ -252,7 +252,12 @@
 // The plaintexts, in order, are the frame stream below; a frame may span
 // records. The writer seals what it has at every flush (after each batch of
 // up to 256 queued messages) or when 128 KiB are buffered, so a burst of
-// small messages costs one seal. Keys, per link and per direction:
+// small messages costs one seal; a message body of 16 KiB or more is
+// sealed in records of its own (up to 128 KiB each) straight from the
+// sender's buffer, after a record with what was buffered before it (its
+// frame header at least). Readers must not depend on where records
+// begin or end: only the byte stream is specified. Keys, per link and per
+// direction:
 //
 //	prk   = HKDF-Extract(SHA-256, salt = th, ikm = cookie)
 //	k_D2A = HKDF-Expand(prk, "macula-mesh/2 key dialer to acceptor " || cipher, 32)
@@ -322,13 +327,16 @@
 //     carries: every frame is sealed under keys derived from the cookie and
 //     both nonces. A flipped bit, an injected, replayed, reordered or dropped
 //     record closes the link, counted as "tampered"; no altered frame is ever
-//     delivered (TestRelayTampering). It still sees message sizes and timing,
-//     and can cut the connection (the link closes; the node redials).
+//     delivered (TestRelayNetns: the relay in a network namespace of its
+//     own between the two nodes' namespaces; TestRelayTampering on
+//     127.0.0.1). It still sees message sizes and timing, and can cut the
+//     connection (the link closes; the node redials).
 //   - With Config.TLS, frames are protected by TLS and the cookie proof is
 //     bound to the TLS session, so a relay that terminates TLS on both sides
 //     (possible when certificates are not verified) fails the handshake as
-//     bad_cookie (TestRelayTLSWithoutCA). With mutual TLS (ClientAuth) it
-//     cannot even reach the cookie handshake without a certificate.
+//     bad_cookie (TestRelayTLSNetns, TestRelayTLSWithoutCA). With mutual
+//     TLS (ClientAuth) it cannot even reach the cookie handshake without a
+//     certificate.
 //   - The cookie protects past traffic too: anyone who records a link and
 //     later learns the cookie can derive its keys (no forward secrecy). Use
 //     TLS 1.3 (ephemeral key exchange) where that matters.

@@ -9,7 +9,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/big"
 	"net"
@@ -23,6 +22,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(netnsHelperEnv) == "1" {
+		// Re-executed inside a namespace by a netns test: a node or a relay.
+		os.Exit(runNetnsHelper(os.Args[1:]))
+	}
 	goleak.VerifyTestMain(m)
 }
 
@@ -197,163 +200,6 @@ func linkedTo(m *Mesh, names ...string) bool {
 	return true
 }
 
-// --- a TCP proxy whose directions can be paused (stop reading) or killed ---
-
-type gate struct {
-	mu   sync.Mutex
-	open chan struct{} // closed while passable
-}
-
-func newGate() *gate {
-	g := &gate{open: make(chan struct{})}
-	close(g.open)
-	return g
-}
-
-func (g *gate) pause() {
-	g.mu.Lock()
-	select {
-	case <-g.open:
-		g.open = make(chan struct{})
-	default:
-	}
-	g.mu.Unlock()
-}
-
-func (g *gate) wait(done <-chan struct{}) bool {
-	g.mu.Lock()
-	ch := g.open
-	g.mu.Unlock()
-	select {
-	case <-ch:
-		return true
-	case <-done:
-		return false
-	}
-}
-
-type proxy struct {
-	ln     net.Listener
-	target string
-	up     *gate // client -> target
-	down   *gate // target -> client
-	done   chan struct{}
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	conns  []net.Conn
-	closed bool
-}
-
-func newProxy(t testing.TB, target string) *proxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{ln: ln, target: target, up: newGate(), down: newGate(), done: make(chan struct{})}
-	p.wg.Add(1)
-	go p.acceptLoop()
-	t.Cleanup(p.Close)
-	return p
-}
-
-func (p *proxy) Addr() string { return p.ln.Addr().String() }
-
-func (p *proxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
-		c.Close()
-		return false
-	}
-	p.conns = append(p.conns, c)
-	return true
-}
-
-func (p *proxy) acceptLoop() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		// A small receive buffer so a paused direction backs up quickly.
-		c.(*net.TCPConn).SetReadBuffer(32 << 10)
-		d, err := net.Dial("tcp", p.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		if !p.track(c) || !p.track(d) {
-			c.Close()
-			d.Close()
-			return
-		}
-		p.wg.Add(2)
-		go p.pump(d, c, p.up)
-		go p.pump(c, d, p.down)
-	}
-}
-
-func (p *proxy) pump(dst, src net.Conn, g *gate) {
-	defer p.wg.Done()
-	buf := make([]byte, 16<<10)
-	for {
-		if !g.wait(p.done) {
-			return
-		}
-		n, err := src.Read(buf)
-		if n > 0 {
-			if !g.wait(p.done) {
-				return
-			}
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			if !g.wait(p.done) {
-				return
-			}
-			if err == io.EOF {
-				dst.(*net.TCPConn).CloseWrite()
-			}
-			return
-		}
-	}
-}
-
-// Blackhole stops forwarding (and reading) in both directions without
-// closing anything.
-func (p *proxy) Blackhole() { p.up.pause(); p.down.pause() }
-
-// Kill resets every proxied connection.
-func (p *proxy) Kill() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		c.(*net.TCPConn).SetLinger(0)
-		c.Close()
-	}
-	p.conns = nil
-}
-
-func (p *proxy) Close() {
-	p.mu.Lock()
-	if p.closed {
-		p.mu.Unlock()
-		return
-	}
-	p.closed = true
-	close(p.done)
-	p.ln.Close()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
-}
-
 // --- in-memory PKI for TLS tests ---
 
 type pki struct {
@@ -362,7 +208,14 @@ type pki struct {
 	pool *x509.CertPool
 }
 
-func newPKI(t testing.TB) *pki {
+// fatalTB is what the PKI helpers need of a testing.TB; the netns helper
+// process (no testing.T) passes exitOnFatal.
+type fatalTB interface {
+	Helper()
+	Fatal(args ...any)
+}
+
+func newPKI(t fatalTB) *pki {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -391,7 +244,7 @@ func newPKI(t testing.TB) *pki {
 }
 
 // leaf issues a certificate for 127.0.0.1 usable as server and client.
-func (p *pki) leaf(t testing.TB, cn string) tls.Certificate {
+func (p *pki) leaf(t fatalTB, cn string) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

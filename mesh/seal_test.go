@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"io"
 	mrand "math/rand/v2"
@@ -222,4 +223,68 @@ func FuzzOpenReader(f *testing.F) {
 		}
 		t.Fatal("more frames than bytes")
 	})
+}
+
+// countWriter counts the writes it gets.
+type countWriter struct {
+	bytes.Buffer
+	writes int
+}
+
+func (c *countWriter) Write(p []byte) (int, error) { c.writes++; return c.Buffer.Write(p) }
+
+// Message bodies written as the link writes them (frame header, then the
+// body): a body of directSeal bytes or more is sealed straight from the
+// caller's slice into a record of its own, the header's record and the
+// body's go out in one write, and the reader opens the body's record
+// straight into the frame's buffer. Damage to such a record is tampering,
+// as for any other.
+func TestSealDirect(t *testing.T) {
+	for _, s := range []suite{suiteChaCha, suiteAESGCM} {
+		d, a := goldenSessions(t, s)
+		var out countWriter
+		w := newSealWriter(&out, d.send)
+		sizes := []int{0, 100, directSeal - 1, directSeal, 64 << 10, maxRecordPlain, maxRecordPlain + 1, 300 << 10}
+		var want [][]byte
+		var hdr [frameHeaderLen]byte
+		for i, n := range sizes {
+			p := make([]byte, n)
+			rand.Read(p)
+			want = append(want, p)
+			binary.BigEndian.PutUint32(hdr[:4], uint32(1+n))
+			hdr[4] = byte(frameMessage)
+			w.Write(hdr[:])
+			ctr, writes := w.ctr, out.writes
+			w.Write(p)
+			if n == 64<<10 {
+				if w.ctr != ctr+2 || out.writes != writes+1 {
+					t.Errorf("%v: a 64 KiB body took %d records and %d writes, want 2 and 1", s, w.ctr-ctr, out.writes-writes)
+				}
+			}
+			if i%2 == 1 {
+				w.Flush()
+			}
+		}
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		stream := out.Bytes()
+		fr := frameReader{r: newOpenReader(bytes.NewReader(stream), a.recv), limit: 1 << 20}
+		for i, p := range want {
+			typ, body, err := fr.next()
+			if err != nil || typ != frameMessage || !bytes.Equal(body, p) {
+				t.Fatalf("%v: frame %d (%d bytes): %v %d bytes %v", s, i, len(p), typ, len(body), err)
+			}
+		}
+		if _, _, err := fr.next(); err != io.EOF {
+			t.Fatalf("%v: after the stream: %v", s, err)
+		}
+		// One bit flipped in the middle of the last body's first record.
+		bad := bytes.Clone(stream)
+		bad[len(bad)-(300<<10)+100] ^= 0x10
+		n, err := readAll(bad, a)
+		if n != len(sizes)-1 || !errors.Is(err, errTampered) {
+			t.Fatalf("%v: flipped bit in a directly opened record: %d frames, %v", s, n, err)
+		}
+	}
 }
