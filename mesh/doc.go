@@ -109,9 +109,9 @@
 // silence closes the link with reason timeout.
 //
 // Link flaps. When a link fails with reason closed or timeout while the
-// peer is a member of the detector (from its first UDP packet, normally
-// within a probe period of the link coming up) and not dead, the member
-// is held: no event, out of Links, and urgent pings go to it from a
+// detector does not hold the peer dead (a peer not yet heard on UDP
+// counts: a peer that does not probe answers the check below with ICMP
+// port unreachable, so it goes down closed at once), the member is held: no event, out of Links, and urgent pings go to it from a
 // connected UDP socket (at 0, 5, 15, 35 and 75 ms and at half the probe
 // timeout: a killed process closes its TCP sockets a moment before its UDP
 // socket). An ICMP port unreachable (the process is gone, its host is up:

@@ -53,8 +53,13 @@ func (m *Mesh) flapCandidateLocked(l *link, r Reason) bool {
 	if m.closed || m.probes == nil || l.noFlap.Load() || (r != ReasonClosed && r != ReasonTimeout) {
 		return false
 	}
+	// A peer not (yet) a member of the detector counts too: a link that
+	// breaks before the first probe packet arrived (a crossed connection
+	// replaced at the peer while a cluster forms) is checked like any
+	// other. A peer that does not probe answers the check with ICMP port
+	// unreachable: NodeDown closed at once, as without the detector.
 	st, ok := m.probes.state(l.peer.Name)
-	return ok && st != swim.Dead
+	return !ok || st != swim.Dead
 }
 
 // holdLocked takes l out of the table without NodeDown and starts the
