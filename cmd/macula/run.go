@@ -63,7 +63,7 @@ var runUsage = map[string]string{
 	"name":            "node name name@host (default macula-<random>@<interface IP>; env MACULA_NODE or RELEASE_NODE)",
 	"listen":          "mesh listen host:port, port 0 = any (default first free port 9100-9200; env MACULA_LISTEN)",
 	"link-timeout":    "re-establish a link that makes no progress for this long, or declare its peer down when no probe answers; for peers without probes, the silence limit (ms or Go duration, >= 1s; default 5s; env MACULA_LINK_TIMEOUT)",
-	"profile":         "failure detector profile: lan (probe 1s, timeout 500ms, suspicion x4), wan (5s, 3s, x6) or local (1s, 200ms, x3) (default lan; env MACULA_PROFILE)",
+	"profile":         "failure detector profile: lan (probe 400ms, timeout 200ms, suspicion x3), wan (5s, 3s, x6) or local (200ms, 100ms, x3) (default lan; env MACULA_PROFILE)",
 	"probe-interval":  "failure detector protocol period, ms or Go duration (default from --profile; env MACULA_PROBE_INTERVAL)",
 	"probe-timeout":   "wait for a direct ack before indirect probes, at most 2/3 of the period (default from --profile; env MACULA_PROBE_TIMEOUT)",
 	"suspicion-mult":  "suspicion timeout multiplier, 1-64: dead after mult*max(1,log10(N+1)) periods with confirmations (default from --profile; env MACULA_SUSPICION_MULT)",
