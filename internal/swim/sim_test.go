@@ -659,3 +659,29 @@ type sentPkt struct {
 	to  string
 	pkt []byte
 }
+
+// A stopped process handles the packets that waited in its socket before
+// its overdue timer fires: that tick is still late (and a packet that
+// arrives in time does not make the next tick look late).
+func TestLateTickAfterHandle(t *testing.T) {
+	d := New(Config{Name: "a", ID: 1, Send: func(string, []byte) {}})
+	d.Add("b", 2, "b")
+	t0 := time.Unix(0, 0)
+	d.Tick(t0)
+	ping := encode(&packet{Type: typePing, Seq: 9, From: node{"b", 2}, Target: node{"a", 1}})
+	if _, err := d.Handle(t0.Add(10*time.Millisecond), "b", ping); err != nil {
+		t.Fatal(err)
+	}
+	d.Tick(d.Next())
+	if n := d.Stats().LateTicks; n != 0 {
+		t.Fatalf("late ticks %d after a punctual tick", n)
+	}
+	stopped := d.Next().Add(3 * time.Second)
+	if _, err := d.Handle(stopped, "b", ping); err != nil {
+		t.Fatal(err)
+	}
+	d.Tick(stopped.Add(time.Millisecond))
+	if n := d.Stats().LateTicks; n != 1 {
+		t.Fatalf("late ticks %d after a 3 s stop, want 1", n)
+	}
+}

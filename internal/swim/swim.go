@@ -466,11 +466,17 @@ func (d *Detector) Next() time.Time {
 
 // flush returns the changes, and notes when the owner's timer is due next:
 // at Next, or at once (now) if Next has passed (a confirmation can bring a
-// deadline into the past).
-func (d *Detector) flush(now time.Time) []Change {
-	d.due = d.Next()
-	if d.due.Before(now) {
-		d.due = now
+// deadline into the past). After a Handle, a tick that was already overdue
+// stays overdue: a process that was stopped may handle the packets that
+// waited in its socket before its late timer fires, and that tick must
+// still count as late.
+func (d *Detector) flush(now time.Time, tick bool) []Change {
+	due := d.Next()
+	if due.Before(now) {
+		due = now
+	}
+	if tick || !d.due.Before(now) || due.Before(d.due) {
+		d.due = due
 	}
 	c := d.changes
 	d.changes = nil
@@ -532,7 +538,7 @@ func (d *Detector) Tick(now time.Time) []Change {
 	if len(d.bq) > 0 && !d.nextGossip.After(now) {
 		d.gossip(now)
 	}
-	return d.flush(now)
+	return d.flush(now, true)
 }
 
 // expire: m's suspicion deadline passed. It is declared dead only on this
@@ -886,7 +892,7 @@ func (d *Detector) Handle(now time.Time, addr string, b []byte) ([]Change, error
 			d.st.NacksReceived++
 		}
 	}
-	return d.flush(now), nil
+	return d.flush(now, false), nil
 }
 
 // apply merges one gossiped update (memberlist's aliveNode, suspectNode,
