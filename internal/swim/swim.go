@@ -662,21 +662,11 @@ func (d *Detector) pingReqs(target node, seq uint32) int {
 	if k == 0 {
 		return 0
 	}
-	cands := make([]*member, 0, len(d.members))
-	for _, m := range d.members {
-		if m.state == Alive && m.Name != target.Name {
-			cands = append(cands, m)
-		}
-	}
-	// Deterministic order before the random pick (map order is random).
-	sortMembers(cands)
 	n := 0
-	for i := 0; i < k && i < len(cands); i++ {
-		j := i + d.rng.IntN(len(cands)-i)
-		cands[i], cands[j] = cands[j], cands[i]
+	for _, m := range d.pick(k, target.Name) {
 		d.st.IndirectProbes++
 		n++
-		d.send(cands[i].addr, &packet{Type: typePingReq, Seq: seq, Target: target}, "")
+		d.send(m.addr, &packet{Type: typePingReq, Seq: seq, Target: target}, "")
 	}
 	return n
 }
@@ -748,6 +738,25 @@ func (d *Detector) declareDead(m *member) {
 	d.push(u)
 }
 
+// pick returns up to k random live members other than exclude (relays,
+// gossip and push targets).
+func (d *Detector) pick(k int, exclude string) []*member {
+	cands := make([]*member, 0, len(d.members))
+	for _, m := range d.members {
+		if m.state == Alive && m.Name != exclude {
+			cands = append(cands, m)
+		}
+	}
+	// Deterministic order before the random pick (map order is random).
+	sortMembers(cands)
+	k = min(k, len(cands))
+	for i := range k {
+		j := i + d.rng.IntN(len(cands)-i)
+		cands[i], cands[j] = cands[j], cands[i]
+	}
+	return cands[:k]
+}
+
 // gossip is a gossip round (memberlist's gossip timer): while updates wait
 // in the queue, every half period a gossip packet carrying them goes to
 // gossipNodes random live members. Piggybacking on probes alone spreads
@@ -756,18 +765,12 @@ func (d *Detector) declareDead(m *member) {
 // no steady cost.
 func (d *Detector) gossip(now time.Time) {
 	d.nextGossip = now.Add(d.cfg.ProbeInterval / 2)
-	cands := make([]*member, 0, len(d.members))
-	for _, m := range d.members {
-		if m.state == Alive {
-			cands = append(cands, m)
+	for _, m := range d.pick(gossipNodes, "") {
+		if len(d.bq) == 0 {
+			break
 		}
-	}
-	sortMembers(cands)
-	for i := 0; i < gossipNodes && i < len(cands) && len(d.bq) > 0; i++ {
-		j := i + d.rng.IntN(len(cands)-i)
-		cands[i], cands[j] = cands[j], cands[i]
 		d.st.Gossiped++
-		d.send(cands[i].addr, &packet{Type: typeGossip}, cands[i].Name)
+		d.send(m.addr, &packet{Type: typeGossip}, m.Name)
 	}
 }
 
@@ -778,19 +781,9 @@ func (d *Detector) gossip(now time.Time) {
 // periods to spread it, and the other members' suspicion timers (so the
 // detection time) start when the news reaches them.
 func (d *Detector) push(u update) {
-	cands := make([]*member, 0, len(d.members))
-	for _, m := range d.members {
-		if m.state == Alive && m.Name != u.Node.Name {
-			cands = append(cands, m)
-		}
-	}
-	sortMembers(cands)
-	n := min(d.retransmitLimit(), len(cands))
-	for i := range n {
-		j := i + d.rng.IntN(len(cands)-i)
-		cands[i], cands[j] = cands[j], cands[i]
+	for _, m := range d.pick(d.retransmitLimit(), u.Node.Name) {
 		d.st.Pushed++
-		d.send(cands[i].addr, &packet{Type: typeGossip}, "", u)
+		d.send(m.addr, &packet{Type: typeGossip}, "", u)
 	}
 }
 
