@@ -41,7 +41,7 @@ import (
 type held struct {
 	link    *link
 	reason  Reason
-	out     chan []byte
+	q       *sendQueue
 	dropped chan struct{} // closed when the member goes down
 	timer   *time.Timer
 }
@@ -66,7 +66,7 @@ func (m *Mesh) flapCandidateLocked(l *link, r Reason) bool {
 // urgent check.
 func (m *Mesh) holdLocked(l *link, r Reason) {
 	m.unlinkLocked(l)
-	h := &held{link: l, reason: r, out: l.out, dropped: make(chan struct{})}
+	h := &held{link: l, reason: r, q: l.q, dropped: make(chan struct{})}
 	m.held[l.peer.Name] = h
 	m.log.Debug("mesh: link broke, checking the member", "node", l.peer.Name, "reason", string(r))
 	m.wg.Add(1)
@@ -168,7 +168,7 @@ func (m *Mesh) adoptLocked(h *held, l *link) {
 	if h.timer != nil {
 		h.timer.Stop()
 	}
-	l.out = h.out
+	l.q = h.q
 	l.prev = h.link
 	m.st.reconnects.Add(1)
 	m.log.Debug("mesh: link re-established", "node", l.peer.Name)

@@ -1,7 +1,6 @@
 package mesh
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -71,12 +70,10 @@ func Probe(ctx context.Context, addr, name, advertise, cookie string, tlsCfg *tl
 		res.Reason = reasonOf(ctx, err)
 		return res, fmt.Errorf("mesh: probe %s: %w", addr, err)
 	}
-	var bw frameWriter = bufio.NewWriter(conn)
-	if s := peer.sess; s != nil && s.send != nil {
-		bw = newSealWriter(conn, s.send)
-	}
-	var hdr [frameHeaderLen]byte
-	if writeEmpty(bw, &hdr, frameGoodbye) == nil && bw.Flush() == nil {
+	q := newSendQueue(1, peer.sess.sendAEAD())
+	q.pushFrame(frameGoodbye, nil)
+	w := &queueWriter{q: q, dw: &deadlineWriter{c: conn, d: time.Second}, aead: q.aead, st: new(counters)}
+	if w.flush() == nil {
 		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite()
 		}

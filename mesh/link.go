@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"bufio"
+	"crypto/cipher"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -15,7 +16,6 @@ import (
 const (
 	readBufSize  = 64 << 10
 	writeBufSize = 64 << 10
-	writeBatch   = 256 // messages written before a flush
 )
 
 // link is one authenticated connection to a peer. It has a reader and a
@@ -29,7 +29,7 @@ type link struct {
 	conn     net.Conn // TLS or raw
 	raw      net.Conn // the TCP connection
 
-	out        chan []byte   // outbound messages
+	q          *sendQueue    // outbound messages (queue.go)
 	wake       chan struct{} // peersDirty was set
 	peersDirty atomic.Bool
 	// What to tell the peer about our links (guarded by m.mu): the whole
@@ -61,7 +61,7 @@ func newLink(m *Mesh, peer hello, conn, raw net.Conn, outbound bool) *link {
 		maxSend:    min(m.cfg.MaxMessageSize, int(min(peer.MaxMessage, MaxMessageSizeLimit))),
 		conn:       conn,
 		raw:        raw,
-		out:        make(chan []byte, m.cfg.SendQueue),
+		q:          newSendQueue(m.cfg.SendQueue, peer.sess.sendAEAD()),
 		wake:       make(chan struct{}, 1),
 		stop:       make(chan struct{}),
 		done:       make(chan struct{}),
@@ -155,13 +155,6 @@ type deadlineReader struct {
 	d func() time.Duration
 }
 
-// frameWriter is where the writer puts frames: a bufio.Writer over TLS, a
-// sealWriter over plain TCP.
-type frameWriter interface {
-	io.Writer
-	Flush() error
-}
-
 func (r *deadlineReader) Read(p []byte) (int, error) {
 	for {
 		if d := r.d(); d > 0 {
@@ -185,9 +178,15 @@ func (r *deadlineReader) Read(p []byte) (int, error) {
 // with a timeout, while a slow but steady peer survives large messages. A
 // non-zero until is an absolute deadline instead (graceful close).
 type deadlineWriter struct {
-	c     net.Conn
+	c     writeConn
 	d     time.Duration
 	until time.Time
+}
+
+// writeConn is what deadlineWriter writes to: a net.Conn.
+type writeConn interface {
+	io.Writer
+	SetWriteDeadline(time.Time) error
 }
 
 // writeChunk is 72 KiB so that a sealed 64 KiB message (its frame header's
@@ -196,14 +195,44 @@ type deadlineWriter struct {
 // reader) for its last 45 bytes.
 const writeChunk = 72 << 10
 
+func (w *deadlineWriter) setDeadline() {
+	dl := w.until
+	if dl.IsZero() {
+		dl = time.Now().Add(w.d)
+	}
+	w.c.SetWriteDeadline(dl)
+}
+
+// writeBuffers writes bufs, in groups of at most writeChunk bytes (a
+// larger buffer alone, in chunks) with one system call (writev) per group
+// and a fresh deadline before each. It consumes the slices in bufs.
+func (w *deadlineWriter) writeBuffers(bufs [][]byte) error {
+	for len(bufs) > 0 {
+		n, size := 1, len(bufs[0])
+		for n < len(bufs) && size+len(bufs[n]) <= writeChunk {
+			size += len(bufs[n])
+			n++
+		}
+		if n == 1 {
+			if _, err := w.Write(bufs[0]); err != nil {
+				return err
+			}
+		} else {
+			w.setDeadline()
+			nb := net.Buffers(bufs[:n])
+			if _, err := nb.WriteTo(w.c); err != nil {
+				return err
+			}
+		}
+		bufs = bufs[n:]
+	}
+	return nil
+}
+
 func (w *deadlineWriter) Write(p []byte) (int, error) {
 	n := 0
 	for n < len(p) {
-		dl := w.until
-		if dl.IsZero() {
-			dl = time.Now().Add(w.d)
-		}
-		w.c.SetWriteDeadline(dl)
+		w.setDeadline()
 		k, err := w.c.Write(p[n:min(len(p), n+writeChunk)])
 		n += k
 		if err != nil {
@@ -300,7 +329,7 @@ func (l *link) writeLoop() {
 	defer close(l.writerDone)
 	if l.prev != nil {
 		// The broken link's writer must be gone before this one reads
-		// the queue it shares (it may hold one message: lost with it).
+		// the queue it shares (what it took is lost with it).
 		select {
 		case <-l.prev.writerDone:
 		case <-l.done:
@@ -308,17 +337,15 @@ func (l *link) writeLoop() {
 		}
 		l.prev = nil
 	}
-	dw := &deadlineWriter{c: l.conn, d: m.cfg.LinkTimeout}
-	var bw frameWriter
-	if s := l.peer.sess; s != nil && s.send != nil {
-		bw = newSealWriter(dw, s.send)
-	} else {
-		bw = bufio.NewWriterSize(dw, writeBufSize)
-	}
+	q := l.q
+	w := &queueWriter{q: q, dw: &deadlineWriter{c: l.conn, d: m.cfg.LinkTimeout},
+		aead: l.peer.sess.sendAEAD(), st: &m.st}
+	// An adopted queue holds what was queued for the broken link, under
+	// its keys: number it (and recover it) for this one.
+	q.rekey(w.aead)
 	ticker := time.NewTicker(m.cfg.LinkTimeout / 4)
 	defer ticker.Stop()
 	tick := ticker.C
-	var hdr [frameHeaderLen]byte
 	wrote := false
 	var err error
 	for err == nil {
@@ -326,17 +353,17 @@ func (l *link) writeLoop() {
 		case <-l.done:
 			return
 		case <-l.stop:
-			l.goodbye(bw, dw, &hdr)
+			l.goodbye(w)
 			return
-		case p := <-l.out:
-			err = l.writeMessages(bw, &hdr, p)
+		case <-q.wake:
+			err = w.flush()
 			wrote = true
 		case <-l.wake:
 			if l.peersDirty.Swap(false) {
 				body := appendPeers(nil, m.peersToSend(l), l.maxSend)
 				if len(body) > 2 {
-					bw.Write(appendFrame(nil, framePeers, body))
-					err = bw.Flush()
+					q.pushFrame(framePeers, body)
+					err = w.flush()
 					wrote = true
 				}
 			}
@@ -352,10 +379,8 @@ func (l *link) writeLoop() {
 				break
 			}
 			if !wrote {
-				err = writeEmpty(bw, &hdr, frameTick)
-				if err == nil {
-					err = bw.Flush()
-				}
+				q.pushFrame(frameTick, nil)
+				err = w.flush()
 			}
 			wrote = false
 		}
@@ -363,75 +388,127 @@ func (l *link) writeLoop() {
 	l.fail(linkReason(err))
 }
 
-func writeEmpty(bw frameWriter, hdr *[frameHeaderLen]byte, typ frameType) error {
-	binary.BigEndian.PutUint32(hdr[:4], 1)
-	hdr[4] = byte(typ)
-	_, err := bw.Write(hdr[:])
-	return err
+// queueWriter writes what a link's queue holds: it takes everything queued
+// at once, seals the plaintext items in place (each one record), waits for
+// the bodies Send is sealing, and writes the records with as few system
+// calls as writeChunk allows.
+type queueWriter struct {
+	q     *sendQueue
+	dw    *deadlineWriter
+	aead  cipher.AEAD // this link's send key; nil: plain frames (TLS, v1)
+	st    *counters
+	nonce [12]byte
+	bufs  [][]byte
 }
 
-func (l *link) writeMessage(bw frameWriter, hdr *[frameHeaderLen]byte, p []byte) error {
-	binary.BigEndian.PutUint32(hdr[:4], uint32(1+len(p)))
-	hdr[4] = byte(frameMessage)
-	if _, err := bw.Write(hdr[:]); err != nil {
+// flush writes everything queued.
+func (w *queueWriter) flush() error {
+	its := w.q.take()
+	if len(its) == 0 {
+		return nil
+	}
+	bufs := w.bufs[:0]
+	msgs, bytes := 0, 0
+	for _, it := range its {
+		if it.err != nil {
+			return it.err
+		}
+		msgs, bytes = msgs+it.msgs, bytes+it.bytes
+		if !it.sealed {
+			if w.aead == nil {
+				bufs = append(bufs, it.buf[recordHeaderLen:])
+			} else {
+				bufs = w.seal(bufs, it)
+			}
+			continue
+		}
+		<-it.ready
+		if it.aead == w.aead {
+			bufs = append(bufs, it.buf)
+			continue
+		}
+		// Sealed for a broken link: open it with that link's key, then
+		// seal it again with this one's (or send it plain).
+		var err error
+		if bufs, err = w.recover(bufs, it); err != nil {
+			return err
+		}
+	}
+	w.bufs = bufs
+	err := w.dw.writeBuffers(bufs)
+	clear(bufs) // WriteTo consumed the slices; drop the references
+	if err != nil {
 		return err
 	}
-	if _, err := bw.Write(p); err != nil {
-		return err
+	for _, it := range its {
+		if it.pooled {
+			putRecBuf(it.buf)
+		}
 	}
-	l.m.st.msgsSent.Add(1)
-	l.m.st.bytesSent.Add(uint64(len(p)))
+	clear(its)
+	w.st.msgsSent.Add(uint64(msgs))
+	w.st.bytesSent.Add(uint64(bytes))
 	return nil
 }
 
-// writeMessages writes p and whatever else is queued (up to writeBatch
-// messages), then flushes.
-func (l *link) writeMessages(bw frameWriter, hdr *[frameHeaderLen]byte, p []byte) error {
-	for n := 1; ; n++ {
-		if err := l.writeMessage(bw, hdr, p); err != nil {
-			return err
-		}
-		if n == writeBatch {
-			break
-		}
-		more := false
-		select {
-		case p = <-l.out:
-			more = true
-		default:
-		}
-		if !more {
-			break
-		}
+// seal seals a plaintext item: in place when it is one record (always,
+// unless it was queued without a record layer), else into a new buffer.
+func (w *queueWriter) seal(bufs [][]byte, it *qitem) [][]byte {
+	pt := it.buf[recordHeaderLen:]
+	if len(pt) <= maxRecordPlain && cap(it.buf)-len(it.buf) >= sealOverhead {
+		binary.BigEndian.PutUint32(it.buf, uint32(len(pt)+sealOverhead))
+		ct := w.aead.Seal(pt[:0], recordNonce(&w.nonce, it.ctr), pt, it.buf[:recordHeaderLen])
+		return append(bufs, it.buf[:recordHeaderLen+len(ct)])
 	}
-	return bw.Flush()
+	out := make([]byte, 0, len(pt)+int(records(len(pt)))*(recordHeaderLen+sealOverhead))
+	ctr := it.ctr
+	for len(pt) > 0 {
+		k := min(len(pt), maxRecordPlain)
+		h := len(out)
+		out = binary.BigEndian.AppendUint32(out, uint32(k+sealOverhead))
+		out = w.aead.Seal(out, recordNonce(&w.nonce, ctr), pt[:k], out[h:])
+		pt, ctr = pt[k:], ctr+1
+	}
+	return append(bufs, out)
+}
+
+// recover opens the records of a body sealed under a broken link's key (the
+// queue was adopted) in place, and queues them sealed again under this
+// link's key with the numbers rekey reserved, or plain.
+func (w *queueWriter) recover(bufs [][]byte, it *qitem) ([][]byte, error) {
+	b := it.buf
+	ctr, nctr := it.sctr, it.ctr
+	for len(b) > 0 {
+		n := recordHeaderLen + int(binary.BigEndian.Uint32(b))
+		rec := b[:n]
+		pt, err := it.aead.Open(rec[recordHeaderLen:recordHeaderLen], recordNonce(&w.nonce, ctr), rec[recordHeaderLen:], rec[:recordHeaderLen])
+		if err != nil {
+			return bufs, fmt.Errorf("mesh: reopening a queued record: %w", err)
+		}
+		if w.aead == nil {
+			bufs = append(bufs, pt)
+		} else {
+			ct := w.aead.Seal(pt[:0], recordNonce(&w.nonce, nctr), pt, rec[:recordHeaderLen])
+			bufs = append(bufs, rec[:recordHeaderLen+len(ct)])
+		}
+		b, ctr, nctr = b[n:], ctr+1, nctr+1
+	}
+	return bufs, nil
 }
 
 // goodbye flushes what is queued, sends goodbye, half-closes and waits
 // (bounded) for the peer to close, then closes the link. The whole sequence
 // is bounded by closeGrace.
-func (l *link) goodbye(bw frameWriter, dw *deadlineWriter, hdr *[frameHeaderLen]byte) {
+func (l *link) goodbye(w *queueWriter) {
 	grace := min(l.m.cfg.LinkTimeout, closeGrace)
-	dw.until = time.Now().Add(grace)
-	var err error
-	for n := len(l.out); n > 0 && err == nil; n-- {
-		select {
-		case p := <-l.out:
-			err = l.writeMessage(bw, hdr, p)
-		default:
-		}
-	}
-	if err == nil {
-		err = writeEmpty(bw, hdr, frameGoodbye)
-	}
-	if err == nil {
-		err = bw.Flush()
-	}
+	w.dw.until = time.Now().Add(grace)
+	l.q.pushFrame(frameGoodbye, nil)
+	err := w.flush()
 	if err == nil {
 		if cw, ok := l.raw.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite()
 		}
-		t := time.NewTimer(time.Until(dw.until))
+		t := time.NewTimer(time.Until(w.dw.until))
 		select {
 		case <-l.readerDone:
 		case <-l.done:

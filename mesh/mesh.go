@@ -299,8 +299,6 @@ func (m *Mesh) Send(ctx context.Context, node string, payload []byte) error {
 	if len(payload) > m.cfg.MaxMessageSize {
 		return fmt.Errorf("mesh: send to %s: %w: %d bytes, limit %d", node, ErrTooLarge, len(payload), m.cfg.MaxMessageSize)
 	}
-	p := make([]byte, len(payload))
-	copy(p, payload)
 	var prev *link
 	for {
 		m.mu.RLock()
@@ -310,9 +308,13 @@ func (m *Mesh) Send(ctx context.Context, node string, payload []byte) error {
 		if l == nil && h != nil {
 			// The link is being re-established (flap.go): queue for
 			// the new link.
-			select {
-			case h.out <- p:
+			wait := h.q.push(payload)
+			if wait == nil {
 				return nil
+			}
+			select {
+			case <-wait:
+				continue
 			case <-h.dropped:
 				return fmt.Errorf("mesh: send to %s: %w", node, ErrNotConnected)
 			case <-ctx.Done():
@@ -326,23 +328,25 @@ func (m *Mesh) Send(ctx context.Context, node string, payload []byte) error {
 			}
 			return fmt.Errorf("mesh: send to %s: %w", node, ErrNotConnected)
 		}
-		if len(p) > l.maxSend {
-			return fmt.Errorf("mesh: send to %s: %w: %d bytes, peer's limit %d", node, ErrTooLarge, len(p), l.maxSend)
+		if len(payload) > l.maxSend {
+			return fmt.Errorf("mesh: send to %s: %w: %d bytes, peer's limit %d", node, ErrTooLarge, len(payload), l.maxSend)
 		}
 		select {
 		case <-l.done:
 			prev = l
 			continue
-		case l.out <- p:
-			return nil
 		default:
+		}
+		wait := l.q.push(payload)
+		if wait == nil {
+			return nil
 		}
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("mesh: send to %s: %w", node, err)
 		}
 		select {
-		case l.out <- p:
-			return nil
+		case <-wait:
+			// Room (or the queue was taken): try again.
 		case <-l.done:
 			prev = l
 		case <-ctx.Done():

@@ -2,13 +2,15 @@ package mesh
 
 import (
 	"bytes"
+	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"io"
 	mrand "math/rand/v2"
+	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/hkdf"
 )
@@ -86,8 +88,7 @@ func TestRecordGolden(t *testing.T) {
 func TestSealRoundTrip(t *testing.T) {
 	for _, s := range []suite{suiteChaCha, suiteAESGCM} {
 		d, a := goldenSessions(t, s)
-		var out bytes.Buffer
-		w := newSealWriter(&out, d.send)
+		q, w, out := newTestWriter(d.send, 1<<20)
 		rng := mrand.New(mrand.NewPCG(1, 2))
 		var want [][]byte
 		for i := range 2000 {
@@ -97,28 +98,56 @@ func TestSealRoundTrip(t *testing.T) {
 			}
 			p := make([]byte, n)
 			rand.Read(p)
-			want = append(want, p)
-			w.Write(appendFrame(nil, frameMessage, p))
+			want = append(want, bytes.Clone(p))
+			if q.push(p) != nil {
+				t.Fatal("queue full")
+			}
+			clear(p) // the caller may reuse its buffer once Send returns
 			if rng.IntN(50) == 0 {
-				w.Flush()
+				if err := w.flush(); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
-		if err := w.Flush(); err != nil {
+		if err := w.flush(); err != nil {
 			t.Fatal(err)
 		}
-		if w.ctr > 200 {
-			t.Errorf("%v: %d records for %d frames: small frames are not batched", s, w.ctr, len(want))
+		if q.ctr > 200 {
+			t.Errorf("%v: %d records for %d frames: small frames are not batched", s, q.ctr, len(want))
 		}
-		fr := frameReader{r: newOpenReader(bytes.NewReader(out.Bytes()), a.recv), limit: 1 << 20}
-		for i, p := range want {
-			typ, body, err := fr.next()
-			if err != nil || typ != frameMessage || !bytes.Equal(body, p) {
-				t.Fatalf("%v: frame %d: %v %d bytes %v", s, i, typ, len(body), err)
-			}
+		readBack(t, out.Bytes(), a.recv, want)
+	}
+}
+
+// bufConn collects what a queueWriter writes.
+type bufConn struct{ bytes.Buffer }
+
+func (*bufConn) SetWriteDeadline(time.Time) error { return nil }
+
+// newTestWriter is a link's queue and writer over a buffer.
+func newTestWriter(aead cipher.AEAD, limit int) (*sendQueue, *queueWriter, *bufConn) {
+	c := new(bufConn)
+	q := newSendQueue(limit, aead)
+	return q, &queueWriter{q: q, dw: &deadlineWriter{c: c, d: time.Second}, aead: aead, st: new(counters)}, c
+}
+
+// readBack reads stream (sealed records if recv is set, plain frames
+// otherwise) and wants exactly the messages want, in order.
+func readBack(t *testing.T, stream []byte, recv cipher.AEAD, want [][]byte) {
+	t.Helper()
+	var r io.Reader = bytes.NewReader(stream)
+	if recv != nil {
+		r = newOpenReader(r, recv)
+	}
+	fr := frameReader{r: r, limit: 1 << 20}
+	for i, p := range want {
+		typ, body, err := fr.next()
+		if err != nil || typ != frameMessage || !bytes.Equal(body, p) {
+			t.Fatalf("frame %d (%d bytes): %v %d bytes %v", i, len(p), typ, len(body), err)
 		}
-		if _, _, err := fr.next(); err != io.EOF {
-			t.Fatalf("%v: after the stream: %v", s, err)
-		}
+	}
+	if _, _, err := fr.next(); err != io.EOF {
+		t.Fatalf("after the stream: %v", err)
 	}
 }
 
@@ -233,52 +262,43 @@ type countWriter struct {
 
 func (c *countWriter) Write(p []byte) (int, error) { c.writes++; return c.Buffer.Write(p) }
 
-// Message bodies written as the link writes them (frame header, then the
-// body): a body of directSeal bytes or more is sealed straight from the
-// caller's slice into a record of its own, the header's record and the
-// body's go out in one write, and the reader opens the body's record
-// straight into the frame's buffer. Damage to such a record is tampering,
-// as for any other.
+// Message bodies as the link queues them: a body of directSeal bytes or
+// more is sealed by Send straight from the caller's slice into records of
+// its own (a 64 KiB one: its frame header's record and its own), and the
+// reader opens the body's record straight into the frame's buffer. Damage
+// to such a record is tampering, as for any other.
 func TestSealDirect(t *testing.T) {
 	for _, s := range []suite{suiteChaCha, suiteAESGCM} {
 		d, a := goldenSessions(t, s)
-		var out countWriter
-		w := newSealWriter(&out, d.send)
+		q, w, out := newTestWriter(d.send, 100)
 		sizes := []int{0, 100, directSeal - 1, directSeal, 64 << 10, maxRecordPlain, maxRecordPlain + 1, 300 << 10}
 		var want [][]byte
-		var hdr [frameHeaderLen]byte
 		for i, n := range sizes {
 			p := make([]byte, n)
 			rand.Read(p)
-			want = append(want, p)
-			binary.BigEndian.PutUint32(hdr[:4], uint32(1+n))
-			hdr[4] = byte(frameMessage)
-			w.Write(hdr[:])
-			ctr, writes := w.ctr, out.writes
-			w.Write(p)
+			want = append(want, bytes.Clone(p))
+			ctr := q.ctr
+			q.push(p)
+			clear(p)
 			if n == 64<<10 {
-				if w.ctr != ctr+2 || out.writes != writes+1 {
-					t.Errorf("%v: a 64 KiB body took %d records and %d writes, want 2 and 1", s, w.ctr-ctr, out.writes-writes)
+				if err := w.flush(); err != nil {
+					t.Fatal(err)
+				}
+				if q.ctr != ctr+2 {
+					t.Errorf("%v: a 64 KiB body took %d records, want 2", s, q.ctr-ctr)
 				}
 			}
 			if i%2 == 1 {
-				w.Flush()
+				if err := w.flush(); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
-		if err := w.Flush(); err != nil {
+		if err := w.flush(); err != nil {
 			t.Fatal(err)
 		}
 		stream := out.Bytes()
-		fr := frameReader{r: newOpenReader(bytes.NewReader(stream), a.recv), limit: 1 << 20}
-		for i, p := range want {
-			typ, body, err := fr.next()
-			if err != nil || typ != frameMessage || !bytes.Equal(body, p) {
-				t.Fatalf("%v: frame %d (%d bytes): %v %d bytes %v", s, i, len(p), typ, len(body), err)
-			}
-		}
-		if _, _, err := fr.next(); err != io.EOF {
-			t.Fatalf("%v: after the stream: %v", s, err)
-		}
+		readBack(t, stream, a.recv, want)
 		// One bit flipped in the middle of the last body's first record.
 		bad := bytes.Clone(stream)
 		bad[len(bad)-(300<<10)+100] ^= 0x10
@@ -286,5 +306,108 @@ func TestSealDirect(t *testing.T) {
 		if n != len(sizes)-1 || !errors.Is(err, errTampered) {
 			t.Fatalf("%v: flipped bit in a directly opened record: %d frames, %v", s, n, err)
 		}
+	}
+}
+
+// A queue adopted by the next link of a flapping member (rekey): what was
+// queued for the broken link, sealed by Send under its key or not, goes on
+// the new link under the new key, numbered from 0, in order; and plain
+// when the new link has no record layer, or sealed when the old one had
+// none.
+func TestQueueRekey(t *testing.T) {
+	d1, _ := goldenSessions(t, suiteAESGCM)
+	tr := transcript{vD: 2, vA: 2, h: []byte("other hello"), c: []byte("other challenge")}
+	d2, err := newSession([]byte("cookie"), tr.hash(), suiteAESGCM, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a2, _ := newSession([]byte("cookie"), tr.hash(), suiteAESGCM, false)
+	sizes := []int{10, 64 << 10, 20, 300 << 10, 0, directSeal, 5000}
+	for _, tc := range []struct {
+		name     string
+		old, new cipher.AEAD
+		recv     cipher.AEAD
+	}{
+		{"sealed to sealed", d1.send, d2.send, a2.recv},
+		{"sealed to plain", d1.send, nil, nil},
+		{"plain to sealed", nil, d2.send, a2.recv},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q, _, _ := newTestWriter(tc.old, 100)
+			var want [][]byte
+			push := func() {
+				for _, n := range sizes {
+					p := make([]byte, n)
+					rand.Read(p)
+					want = append(want, bytes.Clone(p))
+					q.push(p)
+					clear(p)
+				}
+			}
+			push()
+			q.cutLocked() // as if the broken link's writer had taken the open item too
+			push()
+			q.rekey(tc.new)
+			push() // Sends to the new link before and after its writer starts
+			out := new(bufConn)
+			w := &queueWriter{q: q, dw: &deadlineWriter{c: out, d: time.Second}, aead: tc.new, st: new(counters)}
+			if err := w.flush(); err != nil {
+				t.Fatal(err)
+			}
+			readBack(t, out.Bytes(), tc.recv, want)
+		})
+	}
+}
+
+// Senders racing one writer: each one's messages arrive in its order and
+// intact (numbers are reserved in queue order, bodies sealed outside the
+// lock).
+func TestQueueConcurrent(t *testing.T) {
+	d, a := goldenSessions(t, suiteAESGCM)
+	q, w, out := newTestWriter(d.send, 64)
+	const senders, each = 4, 300
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for s := range senders {
+		wg.Go(func() {
+			rng := mrand.New(mrand.NewPCG(uint64(s), 1))
+			for i := range each {
+				n := 8 + rng.IntN(100)
+				if rng.IntN(5) == 0 {
+					n = directSeal + rng.IntN(100<<10)
+				}
+				p := make([]byte, n)
+				p[0], p[1] = byte(s), byte(i)
+				p[2] = byte(i >> 8)
+				p[len(p)-1] = byte(i)
+				for wait := q.push(p); wait != nil; wait = q.push(p) {
+					<-wait
+				}
+			}
+		})
+	}
+	go func() { wg.Wait(); close(done) }()
+	for loop := true; loop; {
+		select {
+		case <-done:
+			loop = false
+		case <-q.wake:
+		}
+		if err := w.flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fr := frameReader{r: newOpenReader(bytes.NewReader(out.Bytes()), a.recv), limit: 1 << 20}
+	var next [senders]int
+	for range senders * each {
+		_, body, err := fr.next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, i := int(body[0]), int(body[1])|int(body[2])<<8
+		if i != next[s] || body[len(body)-1] != byte(i) {
+			t.Fatalf("sender %d: message %d, want %d", s, i, next[s])
+		}
+		next[s]++
 	}
 }

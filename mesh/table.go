@@ -243,7 +243,7 @@ func (m *Mesh) admit(peer hello, conn, raw net.Conn, dialled string, ps *peerSta
 	case adopt != nil:
 		m.adoptLocked(adopt, l)
 	case old != nil && silent:
-		l.out, l.prev = old.out, old
+		l.q, l.prev = old.q, old
 		m.st.reconnects.Add(1)
 	default:
 		m.emitUpLocked(l)
