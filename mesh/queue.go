@@ -61,6 +61,13 @@ type qitem struct {
 // is cheaper than a record of its own (20 bytes and one more seal and open).
 const directSeal = 16 << 10
 
+// The writer's batch: it takes from the queue at most writeBatch messages
+// or writeBatchBytes at once (past the bound by one item at most).
+const (
+	writeBatch      = 256
+	writeBatchBytes = 1 << 20
+)
+
 // Buffers of items come from pools by size class: class k holds
 // recordHeaderLen + 2^k + sealOverhead bytes (a record of up to 2^k bytes of
 // plaintext, or a plaintext item of that size with room for its header and
@@ -72,15 +79,7 @@ const (
 	recOverhead = recordHeaderLen + sealOverhead
 )
 
-// recFree are the free buffers by class: stacks, so that the buffer
-// reused next is the one written last (still in cache), bounded to
-// freeBytes per class.
-var recFree [maxClass + 1]struct {
-	mu   sync.Mutex
-	bufs [][]byte
-}
-
-const freeBytes = 4 << 20
+var recPools [maxClass + 1]sync.Pool
 
 // classOf is the smallest class holding n bytes of plaintext; -1: larger
 // than a record.
@@ -102,28 +101,17 @@ func getRecBuf(n int) (buf []byte, pooled bool) {
 	if k < 0 {
 		return make([]byte, 0, n+recOverhead), false
 	}
-	f := &recFree[k]
-	f.mu.Lock()
-	if n := len(f.bufs); n > 0 {
-		b := f.bufs[n-1]
-		f.bufs[n-1] = nil
-		f.bufs = f.bufs[:n-1]
-		f.mu.Unlock()
-		return b, true
+	if b, ok := recPools[k].Get().(*[]byte); ok {
+		return (*b)[:0], true
 	}
-	f.mu.Unlock()
 	return make([]byte, 0, 1<<k+recOverhead), true
 }
 
 func putRecBuf(b []byte) {
 	c := cap(b) - recOverhead
 	if k := classOf(c); k >= 0 && 1<<k == c {
-		f := &recFree[k]
-		f.mu.Lock()
-		if len(f.bufs) < freeBytes>>k {
-			f.bufs = append(f.bufs, b[:0])
-		}
-		f.mu.Unlock()
+		b = b[:0]
+		recPools[k].Put(&b)
 	}
 }
 
@@ -312,18 +300,42 @@ func (q *sendQueue) pushFrame(typ frameType, body []byte) {
 	q.mu.Unlock()
 }
 
-// take removes everything queued, in order, and wakes the Sends waiting for
-// room. The slice is valid until the next take.
+// take removes the items at the head of the queue, in order, up to
+// writeBatch messages or writeBatchBytes (the writer's batch; what it
+// takes is out of the queue, so the bound on what is queued and being
+// written stays near SendQueue messages), and wakes the Sends waiting for
+// room. If items remain, the writer is woken again. The slice is valid
+// until the next take.
 func (q *sendQueue) take() []*qitem {
 	q.mu.Lock()
-	q.cutLocked()
-	its := q.items
-	q.items = q.taken[:0]
+	k, msgs, size := 0, 0, 0
+	for k < len(q.items) && msgs < writeBatch && size < writeBatchBytes {
+		it := q.items[k]
+		msgs += it.msgs
+		if it.sealed {
+			size += it.bytes // buf may be being sealed
+		} else {
+			size += len(it.buf)
+		}
+		k++
+	}
+	if k == len(q.items) && msgs < writeBatch && size < writeBatchBytes && q.cur != nil {
+		msgs += q.cur.msgs
+		q.cutLocked()
+		k++
+	}
+	its := append(q.taken[:0], q.items[:k]...)
+	rest := copy(q.items, q.items[k:])
+	clear(q.items[rest:])
+	q.items = q.items[:rest]
 	q.taken = its
-	q.n = 0
+	q.n -= msgs
 	if q.room != nil {
 		close(q.room)
 		q.room = nil
+	}
+	if !q.emptyLocked() {
+		q.signalLocked(true)
 	}
 	q.mu.Unlock()
 	return its

@@ -109,9 +109,7 @@ func TestSealRoundTrip(t *testing.T) {
 				}
 			}
 		}
-		if err := w.flush(); err != nil {
-			t.Fatal(err)
-		}
+		drain(t, w)
 		if q.ctr > 200 {
 			t.Errorf("%v: %d records for %d frames: small frames are not batched", s, q.ctr, len(want))
 		}
@@ -129,6 +127,22 @@ func newTestWriter(aead cipher.AEAD, limit int) (*sendQueue, *queueWriter, *bufC
 	c := new(bufConn)
 	q := newSendQueue(limit, aead)
 	return q, &queueWriter{q: q, dw: &deadlineWriter{c: c, d: time.Second}, aead: aead, st: new(counters)}, c
+}
+
+// drain writes everything queued.
+func drain(t *testing.T, w *queueWriter) {
+	t.Helper()
+	for {
+		if err := w.flush(); err != nil {
+			t.Fatal(err)
+		}
+		w.q.mu.Lock()
+		empty := w.q.emptyLocked()
+		w.q.mu.Unlock()
+		if empty {
+			return
+		}
+	}
 }
 
 // readBack reads stream (sealed records if recv is set, plain frames
@@ -294,9 +308,7 @@ func TestSealDirect(t *testing.T) {
 				}
 			}
 		}
-		if err := w.flush(); err != nil {
-			t.Fatal(err)
-		}
+		drain(t, w)
 		stream := out.Bytes()
 		readBack(t, stream, a.recv, want)
 		// One bit flipped in the middle of the last body's first record.
@@ -351,9 +363,7 @@ func TestQueueRekey(t *testing.T) {
 			push() // Sends to the new link before and after its writer starts
 			out := new(bufConn)
 			w := &queueWriter{q: q, dw: &deadlineWriter{c: out, d: time.Second}, aead: tc.new, st: new(counters)}
-			if err := w.flush(); err != nil {
-				t.Fatal(err)
-			}
+			drain(t, w)
 			readBack(t, out.Bytes(), tc.recv, want)
 		})
 	}
@@ -397,6 +407,7 @@ func TestQueueConcurrent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	drain(t, w)
 	fr := frameReader{r: newOpenReader(bytes.NewReader(out.Bytes()), a.recv), limit: 1 << 20}
 	var next [senders]int
 	for range senders * each {

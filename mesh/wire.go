@@ -143,6 +143,7 @@ func appendFrame(dst []byte, typ frameType, body []byte) []byte {
 type frameReader struct {
 	r     io.Reader
 	limit int
+	spare int // capacity allocated beyond a body (sealOverhead: room for a tag to open the body's record in place)
 	hdr   [frameHeaderLen]byte
 }
 
@@ -167,7 +168,7 @@ func (fr *frameReader) next() (typ frameType, body []byte, err error) {
 	if n == 1 {
 		return typ, nil, nil
 	}
-	body = make([]byte, n-1)
+	body = make([]byte, n-1, int(n)-1+fr.spare)
 	if _, err := io.ReadFull(fr.r, body); err != nil {
 		return 0, nil, unexpected(err)
 	}
