@@ -253,9 +253,6 @@ func (l *link) readLoop() {
 		src = bufio.NewReaderSize(src, readBufSize)
 	}
 	fr := frameReader{r: src, limit: m.cfg.MaxMessageSize + 1}
-	if _, ok := src.(*openReader); ok {
-		fr.spare = sealOverhead
-	}
 	for {
 		typ, body, err := fr.next()
 		if err != nil {

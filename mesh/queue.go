@@ -79,7 +79,16 @@ const (
 	recOverhead = recordHeaderLen + sealOverhead
 )
 
-var recPools [maxClass + 1]sync.Pool
+// recFree are the free buffers by class: stacks, so that the buffer
+// reused next is the one written last (still in cache, where a pool's
+// buffer taken on another processor is the oldest), bounded to freeBytes
+// per class.
+var recFree [maxClass + 1]struct {
+	mu   sync.Mutex
+	bufs [][]byte
+}
+
+const freeBytes = 8 << 20
 
 // classOf is the smallest class holding n bytes of plaintext; -1: larger
 // than a record.
@@ -101,17 +110,28 @@ func getRecBuf(n int) (buf []byte, pooled bool) {
 	if k < 0 {
 		return make([]byte, 0, n+recOverhead), false
 	}
-	if b, ok := recPools[k].Get().(*[]byte); ok {
-		return (*b)[:0], true
+	f := &recFree[k]
+	f.mu.Lock()
+	if n := len(f.bufs); n > 0 {
+		b := f.bufs[n-1]
+		f.bufs[n-1] = nil
+		f.bufs = f.bufs[:n-1]
+		f.mu.Unlock()
+		return b, true
 	}
+	f.mu.Unlock()
 	return make([]byte, 0, 1<<k+recOverhead), true
 }
 
 func putRecBuf(b []byte) {
 	c := cap(b) - recOverhead
 	if k := classOf(c); k >= 0 && 1<<k == c {
-		b = b[:0]
-		recPools[k].Put(&b)
+		f := &recFree[k]
+		f.mu.Lock()
+		if len(f.bufs) < freeBytes>>k {
+			f.bufs = append(f.bufs, b[:0])
+		}
+		f.mu.Unlock()
 	}
 }
 

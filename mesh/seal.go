@@ -226,10 +226,7 @@ func (o *openReader) Read(p []byte) (int, error) {
 }
 
 // next opens the next record: into p when its plaintext fits there (and
-// returns its length), else in place into o.plain (and returns 0). A
-// record opened into p whose ciphertext p can hold (its capacity has room
-// for the tag: a message body from frameReader) and that is not buffered
-// whole is read straight into p and opened there in place.
+// returns its length), else in place into o.plain (and returns 0).
 func (o *openReader) next(p []byte) (int, error) {
 	if err := o.fill(recordHeaderLen); err != nil {
 		return 0, err
@@ -241,19 +238,15 @@ func (o *openReader) next(p []byte) (int, error) {
 	case n <= sealOverhead:
 		return 0, fmt.Errorf("%w: record of %d bytes", errMalformed, n)
 	}
-	if o.ctr == math.MaxUint64 {
-		return 0, errTampered
-	}
-	direct := n-sealOverhead <= len(p)
-	if direct && cap(p) >= n && o.w-o.r < recordHeaderLen+n {
-		return o.openInto(p[:n], n)
-	}
 	if err := o.fill(recordHeaderLen + n); err != nil {
 		return 0, unexpected(err)
 	}
+	if o.ctr == math.MaxUint64 {
+		return 0, errTampered
+	}
 	hdr := o.buf[o.r : o.r+recordHeaderLen]
 	body := o.buf[o.r+recordHeaderLen : o.r+recordHeaderLen+n]
-	dst := body[:0]
+	dst, direct := body[:0], n-sealOverhead <= len(p)
 	if direct {
 		dst = p[:0]
 	}
@@ -268,25 +261,6 @@ func (o *openReader) next(p []byte) (int, error) {
 	}
 	o.plain = pt
 	return 0, nil
-}
-
-// openInto reads the record whose header is at o.r, of n bytes, into ct
-// (what is buffered of it, then the rest straight from src) and opens it
-// there in place.
-func (o *openReader) openInto(ct []byte, n int) (int, error) {
-	var hdr [recordHeaderLen]byte
-	copy(hdr[:], o.buf[o.r:])
-	k := copy(ct, o.buf[o.r+recordHeaderLen:o.w])
-	o.r, o.w = 0, 0
-	if _, err := io.ReadFull(o.src, ct[k:]); err != nil {
-		return 0, unexpected(err)
-	}
-	pt, err := o.aead.Open(ct[:0], recordNonce(&o.nonce, o.ctr), ct, hdr[:])
-	if err != nil {
-		return 0, fmt.Errorf("%w: record %d", errTampered, o.ctr)
-	}
-	o.ctr++
-	return len(pt), nil
 }
 
 // fill reads until buf[r:w] holds at least need bytes. Called only when

@@ -143,7 +143,6 @@ func appendFrame(dst []byte, typ frameType, body []byte) []byte {
 type frameReader struct {
 	r     io.Reader
 	limit int
-	spare int // capacity allocated beyond a body (sealOverhead: room for a tag to open the body's record in place)
 	hdr   [frameHeaderLen]byte
 }
 
@@ -168,7 +167,7 @@ func (fr *frameReader) next() (typ frameType, body []byte, err error) {
 	if n == 1 {
 		return typ, nil, nil
 	}
-	body = make([]byte, n-1, int(n)-1+fr.spare)
+	body = make([]byte, n-1)
 	if _, err := io.ReadFull(fr.r, body); err != nil {
 		return 0, nil, unexpected(err)
 	}
