@@ -225,6 +225,17 @@ func (o *openReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// Buffered, Peek and Discard give the opened plaintext not yet returned
+// (bufferedReader): Peek never reads, n is at most Buffered().
+func (o *openReader) Buffered() int { return len(o.plain) }
+
+func (o *openReader) Peek(n int) ([]byte, error) { return o.plain[:n], nil }
+
+func (o *openReader) Discard(n int) (int, error) {
+	o.plain = o.plain[n:]
+	return n, nil
+}
+
 // next opens the next record: into p when its plaintext fits there (and
 // returns its length), else in place into o.plain (and returns 0).
 func (o *openReader) next(p []byte) (int, error) {

@@ -150,6 +150,11 @@ type frameReader struct {
 // owned by the caller. io.EOF means the stream ended cleanly between frames;
 // io.ErrUnexpectedEOF means it ended inside one.
 func (fr *frameReader) next() (typ frameType, body []byte, err error) {
+	if br, ok := fr.r.(bufferedReader); ok {
+		if typ, body, ok := fr.buffered(br); ok {
+			return typ, body, nil
+		}
+	}
 	if _, err := io.ReadFull(fr.r, fr.hdr[:4]); err != nil {
 		return 0, nil, err
 	}
@@ -172,6 +177,36 @@ func (fr *frameReader) next() (typ frameType, body []byte, err error) {
 		return 0, nil, unexpected(err)
 	}
 	return typ, body, nil
+}
+
+// bufferedReader is a reader whose buffered bytes can be read in place:
+// bufio.Reader, openReader.
+type bufferedReader interface {
+	Buffered() int
+	Peek(n int) ([]byte, error)
+	Discard(n int) (int, error)
+}
+
+// buffered returns the next frame if it is buffered whole and valid (else
+// next reads it the long way, and reports what is wrong with it): one
+// copy out of the buffer, no Read calls.
+func (fr *frameReader) buffered(br bufferedReader) (frameType, []byte, bool) {
+	b := br.Buffered()
+	if b < frameHeaderLen {
+		return 0, nil, false
+	}
+	h, _ := br.Peek(frameHeaderLen)
+	n := int(binary.BigEndian.Uint32(h))
+	if n == 0 || n > fr.limit || b < 4+n {
+		return 0, nil, false
+	}
+	f, _ := br.Peek(4 + n)
+	var body []byte
+	if n > 1 {
+		body = append([]byte(nil), f[frameHeaderLen:]...)
+	}
+	br.Discard(4 + n)
+	return frameType(f[4]), body, true
 }
 
 func unexpected(err error) error {
