@@ -37,10 +37,13 @@
 // Liveness is described in its own section below.
 //
 // Messages: Send queues a copy of the payload on the link's bounded queue
-// (Config.SendQueue) and waits for room until its context is done; each link
-// has its own writer goroutine and write deadline, so a stuck peer holds up
-// only Sends to itself. Messages on one link arrive in order; OnMessage is
-// called from the link's reader goroutine.
+// (Config.SendQueue messages) and waits for room until its context is done;
+// each link has its own writer goroutine and write deadline, so a stuck peer
+// holds up only Sends to itself. On a sealed link the copy of a payload of
+// 16 KiB or more is its sealed records (Send encrypts it, on the caller's
+// goroutine, instead of copying it); smaller ones are appended to the
+// frames the writer seals as one record. Messages on one link arrive in
+// order; OnMessage is called from the link's reader goroutine.
 //
 // # Liveness
 //
@@ -131,9 +134,12 @@
 //
 // Messages across a flap: messages not yet written to the broken
 // connection, and those sent while the member is held, go on the new link
-// in order (it adopts the queue). Messages already written to the broken
-// connection may be lost: Send is at-most-once across a flap, as across a
-// NodeDown. If the member ends down, its queue is dropped.
+// in order (it adopts the queue; what Send sealed under the broken link's
+// keys is opened and sealed again under the new link's). Messages already
+// written to the broken connection, or taken by its writer (a batch of at
+// most 256 messages or 1 MiB), may be lost: Send is at-most-once across a
+// flap, as across a NodeDown. If the member ends down, its queue is
+// dropped.
 //
 // Probe packets (UDP):
 //
@@ -250,12 +256,12 @@
 //	sealed  AEAD-Seal(key, nonce, plaintext, additional data = the 4 length bytes)
 //
 // The plaintexts, in order, are the frame stream below; a frame may span
-// records. The writer seals what it has at every flush (after each batch of
-// up to 256 queued messages) or when 128 KiB are buffered, so a burst of
-// small messages costs one seal; a message body of 16 KiB or more is
-// sealed in records of its own (up to 128 KiB each) straight from the
-// sender's buffer, after a record with what was buffered before it (its
-// frame header at least). Readers must not depend on where records
+// records. Small frames queued one after another share a record (up to
+// 128 KiB of them), so a burst of small messages costs one seal; a message
+// body of 16 KiB or more is sealed in records of its own (up to 128 KiB
+// each) straight from the sender's buffer, after a record with what was
+// queued before it (its frame header at least). Record numbers are those
+// of the order in the queue. Readers must not depend on where records
 // begin or end: only the byte stream is specified. Keys, per link and per
 // direction:
 //

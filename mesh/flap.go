@@ -32,12 +32,14 @@ import (
 //     when the detector declares it dead, NodeDown reports the link's
 //     original reason (timeout for the detector's verdict).
 //
-// Messages: those still queued on the broken link (not yet written to it)
-// and those Sent while the member is held go, in order, on the new link:
-// the new link adopts the queue. Messages already written to the broken
-// connection may be lost (TCP gives no delivery receipt): Send is
-// at-most-once across a flap, as across a NodeDown. If the member ends held
-// (NodeDown), its queue is dropped.
+// Messages: those still queued on the broken link (not yet taken by its
+// writer) and those Sent while the member is held go, in order, on the new
+// link: the new link adopts the queue, and its writer numbers it for its
+// own records, opening what Send sealed under the broken link's key and
+// sealing it again (sendQueue.rekey). Messages already written to the
+// broken connection, or taken by its writer, may be lost (TCP gives no
+// delivery receipt): Send is at-most-once across a flap, as across a
+// NodeDown. If the member ends held (NodeDown), its queue is dropped.
 type held struct {
 	link    *link
 	reason  Reason
