@@ -388,9 +388,9 @@ func (l *link) writeLoop() {
 	l.fail(linkReason(err))
 }
 
-// queueWriter writes what a link's queue holds: it takes everything queued
-// at once, seals the plaintext items in place (each one record), waits for
-// the bodies Send is sealing, and writes the records with as few system
+// queueWriter writes what a link's queue holds: it takes a batch (take),
+// seals the plaintext items in place (each one record), waits for the
+// bodies Send is still sealing, and writes the records with as few system
 // calls as writeChunk allows.
 type queueWriter struct {
 	q     *sendQueue
@@ -401,7 +401,8 @@ type queueWriter struct {
 	bufs  [][]byte
 }
 
-// flush writes everything queued.
+// flush writes a batch of what is queued (take wakes the writer again if
+// more is).
 func (w *queueWriter) flush() error {
 	its := w.q.take()
 	if len(its) == 0 {

@@ -8,7 +8,7 @@ import (
 )
 
 // sendQueue is a link's outbound queue: Send appends to it under a short
-// lock, the link's writer takes everything queued at once and writes it.
+// lock, the link's writer takes a batch at a time (take) and writes it.
 // A member whose link flaps keeps its queue: the next link adopts it (and
 // rekeys what is in it, rekey).
 //
@@ -53,7 +53,7 @@ type qitem struct {
 	err    error         // errCounter: no record number left
 	msgs   int           // messages in buf (not the writer's own frames)
 	bytes  int           // their payload bytes
-	pooled bool          // buf came from recPool
+	pooled bool          // buf came from recFree (getRecBuf)
 }
 
 // directSeal is the smallest message body Send seals into records of its
@@ -68,7 +68,7 @@ const (
 	writeBatchBytes = 1 << 20
 )
 
-// Buffers of items come from pools by size class: class k holds
+// Buffers of items come from free lists by size class: class k holds
 // recordHeaderLen + 2^k + sealOverhead bytes (a record of up to 2^k bytes of
 // plaintext, or a plaintext item of that size with room for its header and
 // tag), k from minClass to log2(maxRecordPlain). The writer returns them
@@ -80,15 +80,20 @@ const (
 )
 
 // recFree are the free buffers by class: stacks, so that the buffer
-// reused next is the one written last (still in cache, where a pool's
-// buffer taken on another processor is the oldest), bounded to freeBytes
-// per class.
-var recFree [maxClass + 1]struct {
-	mu   sync.Mutex
-	bufs [][]byte
-}
+// reused next is the one written last (still in cache, where a sync.Pool's
+// buffer taken on another processor is the oldest), of at most freeBytes
+// per class (a writer's batch, writeBatchBytes, and more: what one batch
+// frees serves the next). Buffers beyond go to a sync.Pool (recPools),
+// which the garbage collector empties: an idle node keeps at most 18 MiB.
+var (
+	recFree [maxClass + 1]struct {
+		mu   sync.Mutex
+		bufs [][]byte
+	}
+	recPools [maxClass + 1]sync.Pool
+)
 
-const freeBytes = 8 << 20
+const freeBytes = 2 << 20
 
 // classOf is the smallest class holding n bytes of plaintext; -1: larger
 // than a record.
@@ -120,6 +125,9 @@ func getRecBuf(n int) (buf []byte, pooled bool) {
 		return b, true
 	}
 	f.mu.Unlock()
+	if b, ok := recPools[k].Get().(*[]byte); ok {
+		return (*b)[:0], true
+	}
 	return make([]byte, 0, 1<<k+recOverhead), true
 }
 
@@ -130,8 +138,12 @@ func putRecBuf(b []byte) {
 		f.mu.Lock()
 		if len(f.bufs) < freeBytes>>k {
 			f.bufs = append(f.bufs, b[:0])
+			f.mu.Unlock()
+			return
 		}
 		f.mu.Unlock()
+		b = b[:0]
+		recPools[k].Put(&b)
 	}
 }
 
