@@ -123,8 +123,12 @@
 // (Stats.Probes.LinkReconnects). No answer at all is no verdict: the
 // member stays held and redialled (Stats.Probes.HeldSilent), and the
 // detector decides. A redial refused by the peer's host is a crash
-// (NodeDown closed). A member held for 3*LinkTimeout without a new link,
-// or declared dead meanwhile, is reported down. A protocol error or the
+// (NodeDown closed). A member held for 3*LinkTimeout without a new link
+// stays held for another 3*LinkTimeout if the detector heard it in that
+// time (Stats.Probes.HeldExtended; under heavy loss a TCP link can take
+// that long to come back), up to 12*LinkTimeout in all; one not heard for
+// 3*LinkTimeout, held that long, or declared dead meanwhile is reported
+// down. A protocol error or the
 // detector's verdict is never a flap. A new connection of the same
 // incarnation that replaces a live link (crossed redials, a peer that
 // dropped the link and is redialled) is silent too.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -299,5 +300,134 @@ func TestProfiles(t *testing.T) {
 		if err := normalize(&cfg); !errors.Is(err, ErrInvalidConfig) {
 			t.Errorf("%+v: %v, want ErrInvalidConfig", cfg, err)
 		}
+	}
+}
+
+// udpRelay forwards datagrams from its address to target and the answers
+// back, one connected socket per client, until the end of the test.
+func udpRelay(t testing.TB, addr, target string) {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := net.ResolveUDPAddr("udp", target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	clients := map[string]*net.UDPConn{}
+	t.Cleanup(func() {
+		pc.Close()
+		mu.Lock()
+		for _, c := range clients {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 64<<10)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			c := clients[from.String()]
+			if c == nil {
+				if c, err = net.DialUDP("udp", nil, dst); err != nil {
+					mu.Unlock()
+					continue
+				}
+				clients[from.String()] = c
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					b := make([]byte, 64<<10)
+					for {
+						n, err := c.Read(b)
+						if err != nil {
+							var ne net.Error
+							if errors.As(err, &ne) && !ne.Timeout() && !errors.Is(err, net.ErrClosed) {
+								continue // ICMP port unreachable from a read: keep relaying
+							}
+							return
+						}
+						pc.WriteTo(b[:n], from)
+					}
+				}()
+			}
+			mu.Unlock()
+			c.Write(buf[:n])
+		}
+	}()
+}
+
+// relayedNode starts a node whose advertised address is a pausable TCP
+// proxy with a UDP relay on the same port: peers reach it, links and
+// probes, only through them.
+func relayedNode(t *testing.T, name string, mod func(*Config)) (*Mesh, *recorder, *proxy) {
+	t.Helper()
+	for range 20 {
+		ln := listenLoopback(t)
+		pc, err := net.ListenPacket("udp", ln.Addr().String())
+		if err != nil {
+			ln.Close() // the UDP port is taken: try another
+			continue
+		}
+		pc.Close()
+		m, r := startNode(t, name, func(c *Config) { mod(c); c.Advertise = ln.Addr().String() })
+		udpRelay(t, ln.Addr().String(), m.ListenAddr().String())
+		return m, r, newProxyOn(t, ln, m.ListenAddr().String())
+	}
+	t.Fatal("no port free for both TCP and UDP")
+	return nil, nil, nil
+}
+
+// TestFlapHeldWhileHeard: the TCP paths between two nodes stall and stay
+// stalled (no relink can succeed) while their probes get through. A member
+// the detector still hears is held past the relink grace (3 LinkTimeout),
+// grace after grace, with no event, and is reported down (the link's
+// reason, timeout) only at the cap, 12 LinkTimeout after the break.
+// (Before: NodeDown timeout after one grace, under 20% loss a false
+// nodedown when reconnecting took that long.)
+func TestFlapHeldWhileHeard(t *testing.T) {
+	lt := func(c *Config) { c.LinkTimeout = time.Second }
+	a, ra, pa := relayedNode(t, "a@127.0.0.1", lt)
+	b, rb, pb := relayedNode(t, "b@127.0.0.1", lt)
+	a.Connect(b.Name(), b.Addr())
+	ra.waitEvent(t, 10*time.Second, NodeUp, b.Name(), "")
+	rb.waitEvent(t, 10*time.Second, NodeUp, a.Name(), "")
+	eventually(t, 5*time.Second, "members of each other's detector", func() bool {
+		return a.Stats().Probes.Acked > 0 && b.Stats().Probes.Acked > 0
+	})
+	pa.Blackhole()
+	pb.Blackhole()
+	t0 := time.Now()
+	big := make([]byte, 1<<20)
+	for range 12 { // more than the socket buffers hold: the link stalls
+		if err := a.Send(context.Background(), b.Name(), big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Two graces passed with the member heard: held, not down.
+	eventually(t, 20*time.Second, "a held member extended twice", func() bool {
+		if es := ra.snapshot(); len(es) != 1 {
+			t.Fatalf("a reported a member it still hears, %v after the stall: %s", time.Since(t0), fmtEvents(es))
+		}
+		return a.Stats().Probes.HeldExtended >= 2
+	})
+	ra.waitEvent(t, 30*time.Second, NodeDown, b.Name(), ReasonTimeout)
+	d := time.Since(t0)
+	t.Logf("NodeDown timeout %v after the stall (cap 12 s), %d graces extended", d, a.Stats().Probes.HeldExtended)
+	if d < 11*time.Second {
+		t.Fatalf("NodeDown %v after the stall, before the cap of 12 LinkTimeouts", d)
+	}
+	if s := a.Stats().Probes; s.Dead != 0 {
+		t.Fatalf("the detector declared a member dead that answers its probes: %+v", s)
 	}
 }

@@ -376,6 +376,7 @@ func (m *Mesh) Stats() Stats {
 	}
 	s.Probes.LinkReconnects = m.st.reconnects.Load()
 	s.Probes.HeldSilent = m.st.heldSilent.Load()
+	s.Probes.HeldExtended = m.st.heldExtended.Load()
 	return s
 }
 
