@@ -16,6 +16,7 @@ type peerState struct {
 	name       string // the name the handshake must show; "" = any
 	addr       string
 	wanted     bool // Connect: redial until linked and after a drop
+	yielded    bool // the next fresh dial waited yieldDelay (dial.go); cleared on link up
 	transitive int  // dial attempts left for a peer learned from a peer
 	pendingOut bool // our outbound connection is connected and in its handshake
 	gen        uint64
@@ -231,6 +232,9 @@ func (m *Mesh) admit(peer hello, conn, raw net.Conn, dialled string, ps *peerSta
 		m.st.relinks.Add(1)
 	} else if old != nil {
 		m.removeLocked(old, reason)
+	}
+	if p := m.peers[peer.Name]; p != nil {
+		p.yielded = false // the next fresh dial after this link yields again
 	}
 	l = newLink(m, peer, conn, raw, outbound)
 	l.dialled = dialled
