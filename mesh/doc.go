@@ -19,7 +19,9 @@
 // There is at most one link per pair. When both nodes dial each other at
 // once, both keep the connection dialled by the node whose name sorts lower
 // and refuse the other during its handshake, so the loser never produces an
-// event. A handshake from a newer incarnation of a linked peer replaces the
+// event. To make such crossings rare, a node told of a named peer whose
+// name sorts lower than its own waits 300 ms for that peer's connection
+// before it dials (the peer, told of us too, dials at once). A handshake from a newer incarnation of a linked peer replaces the
 // link (NodeDown reason "restarted", then NodeUp); one from an older
 // incarnation is refused. Incarnations of one name are ordered by the start
 // time the node sends in its hello, then by number.
