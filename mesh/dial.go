@@ -373,6 +373,7 @@ func (m *Mesh) dialOnce(ps *peerState, addr string, gen uint64) error {
 		m.mu.Lock()
 		ps.pendingOut = false
 		linked := m.linkedLocked(ps)
+		h := m.held[ps.name]
 		m.mu.Unlock()
 		raw.Close()
 		reason := reasonOf(m.ctx, err)
@@ -380,6 +381,13 @@ func (m *Mesh) dialOnce(ps *peerState, addr string, gen uint64) error {
 		case reason == HSDuplicate:
 			if linked {
 				return nil
+			}
+			if h != nil && ps.name != "" {
+				// Our link to this member broke but the peer still
+				// holds its end (a connection the kernel aborted sends
+				// no FIN) and our notice was lost: tell it again, or it
+				// refuses every redial until the member is dropped.
+				m.probes.tellNotice(h.link, probeBroken)
 			}
 		case reason == HSSelf && ps.name == "":
 			// Dialled ourselves by address: not a failure (see dial).

@@ -120,7 +120,8 @@
 // a crash) reports NodeDown closed, so a crash is still reported within a
 // round trip or two. An ack means a flap: the
 // node tells the peer its link broke (the peer may not notice a stall
-// while it sends nothing), both redial, and the new link of the same
+// while it sends nothing; told again whenever it refuses a redial as a
+// duplicate, in case the notice was lost), both redial, and the new link of the same
 // incarnation replaces the old one without NodeDown/NodeUp
 // (Stats.Probes.LinkReconnects). No answer at all is no verdict: the
 // member stays held and redialled (Stats.Probes.HeldSilent), and the

@@ -26,6 +26,10 @@ import (
 //     reports NodeDown restarted, then NodeUp. No answer at all (lost
 //     packets, a cut cable, a stopped process) is no verdict: the member
 //     stays held and redialled, and the detector decides.
+//     The notice is sent again whenever the peer refuses a redial as a
+//     duplicate: a connection the kernel aborted (TCP_USER_TIMEOUT) sends
+//     no FIN, so a peer whose notices were all lost would otherwise keep
+//     its dead end, and refuse every redial, until the member is dropped.
 //     A peer that closes the link on purpose (Disconnect) says so first
 //     (probeDropped): its link is no flap, and goes down closed.
 //  3. The member stays held while the detector hears it: at the end of

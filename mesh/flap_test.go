@@ -431,3 +431,44 @@ func TestFlapHeldWhileHeard(t *testing.T) {
 		t.Fatalf("the detector declared a member dead that answers its probes: %+v", s)
 	}
 }
+
+// TestFlapLostNoticeResent: b's end of a link dies silently (its writes
+// stall, and its FIN never reaches a), and both "link broke" notices b
+// sends are lost, so a still holds the link and refuses b's redials as
+// duplicates (a dialled it and sorts lower). b tells a again on each
+// refusal: the link comes back, no event. (Before: refused until b gave
+// the member up, NodeDown timeout at b only: a false nodedown seen once
+// at 100 hosts under 20% loss.)
+func TestFlapLostNoticeResent(t *testing.T) {
+	lt := func(c *Config) { c.LinkTimeout = time.Second }
+	a, ra := startNode(t, "a@127.0.0.1", lt)
+	b, rb := startNode(t, "b@127.0.0.1", lt)
+	p := newProxy(t, b.Addr())
+	a.Connect(b.Name(), p.Addr())
+	ra.waitEvent(t, 10*time.Second, NodeUp, b.Name(), "")
+	rb.waitEvent(t, 10*time.Second, NodeUp, a.Name(), "")
+	eventually(t, 5*time.Second, "members of each other's detector", func() bool {
+		return a.Stats().Probes.Acked > 0 && b.Stats().Probes.Acked > 0
+	})
+	a.Forget(b.Name()) // a does not redial on its own: only b's redials can relink
+	a.probes.dropBroken.Store(2)
+	p.Blackhole()
+	big := make([]byte, 1<<20)
+	for range 12 { // b's end stalls and fails; its FIN is held in the proxy
+		if err := b.Send(context.Background(), a.Name(), big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 30*time.Second, "link re-established", func() bool {
+		if es := rb.snapshot(); len(es) != 1 {
+			t.Fatalf("b reported a live member: %s", fmtEvents(es))
+		}
+		return b.Stats().Probes.LinkReconnects >= 1 && linkedTo(a, b.Name()) && linkedTo(b, a.Name())
+	})
+	if n := a.probes.dropBroken.Load(); n != 0 {
+		t.Fatalf("%d notices were not sent", n)
+	}
+	if ea := ra.snapshot(); len(ea) != 1 {
+		t.Fatalf("a: %s", fmtEvents(ea))
+	}
+}

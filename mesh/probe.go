@@ -155,9 +155,11 @@ type prober struct {
 
 	// Test hooks: pauseUntil (Unix ns) stalls the reader and the timer as a
 	// stopped process would (packets wait in the socket buffer, timers fire
-	// late); dropAll makes the node deaf and mute on UDP.
+	// late); dropAll makes the node deaf and mute on UDP; dropBroken
+	// ignores that many "link broke" notices.
 	pauseUntil atomic.Int64
 	dropAll    atomic.Bool
+	dropBroken atomic.Int32
 }
 
 // stall waits out a test pause, bounded by Close.
@@ -309,6 +311,9 @@ func (p *prober) handle(from netip.AddrPort, b []byte) {
 		return
 	case probeBroken:
 		p.mu.Unlock()
+		if p.dropBroken.Load() > 0 && p.dropBroken.Add(-1) >= 0 {
+			return
+		}
 		p.m.peerLinkBroken(string(body), inc)
 		return
 	case probeDropped:
