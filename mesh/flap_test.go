@@ -93,28 +93,10 @@ func TestHostileProbes(t *testing.T) {
 // the peer answers probes: the link is re-established, no NodeDown/NodeUp,
 // LinkReconnects counts it, and messages flow again.
 func TestFlapTCPBlackholed(t *testing.T) {
-	lt := func(c *Config) { c.LinkTimeout = time.Second }
-	a, ra := startNode(t, "a@127.0.0.1", lt)
-	b, rb := startNode(t, "b@127.0.0.1", lt)
-	p := newProxy(t, b.Addr())
-	a.Connect(b.Name(), p.Addr())
-	ra.waitEvent(t, 10*time.Second, NodeUp, b.Name(), "")
-	rb.waitEvent(t, 10*time.Second, NodeUp, a.Name(), "")
-	// A flap is hidden once each is a member of the other's detector
-	// (within a probe period of the link coming up).
-	eventually(t, 5*time.Second, "members of each other's detector", func() bool {
-		return a.Stats().Probes.Acked > 0 && b.Stats().Probes.Acked > 0
-	})
+	a, ra, b, rb, p := probedPairViaProxy(t)
 	t0 := time.Now()
 	p.Blackhole()
-	// With probes a link has no frequent ticks: it notices a stall when
-	// data does not drain. Queue more than the socket buffers hold.
-	big := make([]byte, 1<<20)
-	for range 12 {
-		if err := a.Send(context.Background(), b.Name(), big); err != nil {
-			t.Fatal(err)
-		}
-	}
+	stallBy(t, a, b.Name())
 	eventually(t, 15*time.Second, "link re-established", func() bool {
 		return a.Stats().Probes.LinkReconnects >= 1 && b.Stats().Probes.LinkReconnects >= 1 &&
 			linkedTo(a, b.Name()) && linkedTo(b, a.Name())
@@ -264,15 +246,7 @@ func TestMixedProbesAndNoProbes(t *testing.T) {
 // TestIdleProbedLinkSendsNoTicks: between two probing nodes an idle link
 // carries nothing; liveness is the probes (constant cost per node).
 func TestIdleProbedLinkSendsNoTicks(t *testing.T) {
-	lt := func(c *Config) { c.LinkTimeout = time.Second }
-	a, ra := startNode(t, "a@127.0.0.1", lt)
-	b, _ := startNode(t, "b@127.0.0.1", lt)
-	p := newProxy(t, b.Addr())
-	a.Connect(b.Name(), p.Addr())
-	ra.waitEvent(t, 10*time.Second, NodeUp, b.Name(), "")
-	eventually(t, 5*time.Second, "members of each other's detector", func() bool {
-		return a.Stats().Probes.Acked > 0 && b.Stats().Probes.Acked > 0
-	})
+	a, ra, _, _, p := probedPairViaProxy(t)
 	time.Sleep(300 * time.Millisecond) // a tick in flight, if any
 	p.Blackhole()                      // any tick now would stall unread and no ack would come
 	time.Sleep(3 * time.Second)
@@ -408,12 +382,7 @@ func TestFlapHeldWhileHeard(t *testing.T) {
 	pa.Blackhole()
 	pb.Blackhole()
 	t0 := time.Now()
-	big := make([]byte, 1<<20)
-	for range 12 { // more than the socket buffers hold: the link stalls
-		if err := a.Send(context.Background(), b.Name(), big); err != nil {
-			t.Fatal(err)
-		}
-	}
+	stallBy(t, a, b.Name())
 	// Two graces passed with the member heard: held, not down.
 	eventually(t, 20*time.Second, "a held member extended twice", func() bool {
 		if es := ra.snapshot(); len(es) != 1 {
@@ -440,25 +409,11 @@ func TestFlapHeldWhileHeard(t *testing.T) {
 // the member up, NodeDown timeout at b only: a false nodedown seen once
 // at 100 hosts under 20% loss.)
 func TestFlapLostNoticeResent(t *testing.T) {
-	lt := func(c *Config) { c.LinkTimeout = time.Second }
-	a, ra := startNode(t, "a@127.0.0.1", lt)
-	b, rb := startNode(t, "b@127.0.0.1", lt)
-	p := newProxy(t, b.Addr())
-	a.Connect(b.Name(), p.Addr())
-	ra.waitEvent(t, 10*time.Second, NodeUp, b.Name(), "")
-	rb.waitEvent(t, 10*time.Second, NodeUp, a.Name(), "")
-	eventually(t, 5*time.Second, "members of each other's detector", func() bool {
-		return a.Stats().Probes.Acked > 0 && b.Stats().Probes.Acked > 0
-	})
+	a, ra, b, rb, p := probedPairViaProxy(t)
 	a.Forget(b.Name()) // a does not redial on its own: only b's redials can relink
 	a.probes.dropBroken.Store(2)
 	p.Blackhole()
-	big := make([]byte, 1<<20)
-	for range 12 { // b's end stalls and fails; its FIN is held in the proxy
-		if err := b.Send(context.Background(), a.Name(), big); err != nil {
-			t.Fatal(err)
-		}
-	}
+	stallBy(t, b, a.Name()) // b's end fails; its FIN is held in the proxy
 	eventually(t, 30*time.Second, "link re-established", func() bool {
 		if es := rb.snapshot(); len(es) != 1 {
 			t.Fatalf("b reported a live member: %s", fmtEvents(es))
@@ -470,5 +425,36 @@ func TestFlapLostNoticeResent(t *testing.T) {
 	}
 	if ea := ra.snapshot(); len(ea) != 1 {
 		t.Fatalf("a: %s", fmtEvents(ea))
+	}
+}
+
+// probedPairViaProxy starts a and b (LinkTimeout 1 s) with a's link to b
+// through a pausable proxy, and waits until each is a member of the
+// other's detector (a flap is hidden from then on).
+func probedPairViaProxy(t *testing.T) (a *Mesh, ra *recorder, b *Mesh, rb *recorder, p *proxy) {
+	t.Helper()
+	lt := func(c *Config) { c.LinkTimeout = time.Second }
+	a, ra = startNode(t, "a@127.0.0.1", lt)
+	b, rb = startNode(t, "b@127.0.0.1", lt)
+	p = newProxy(t, b.Addr())
+	a.Connect(b.Name(), p.Addr())
+	ra.waitEvent(t, 10*time.Second, NodeUp, b.Name(), "")
+	rb.waitEvent(t, 10*time.Second, NodeUp, a.Name(), "")
+	eventually(t, 5*time.Second, "members of each other's detector", func() bool {
+		return a.Stats().Probes.Acked > 0 && b.Stats().Probes.Acked > 0
+	})
+	return a, ra, b, rb, p
+}
+
+// stallBy queues more than the socket buffers hold on from's link to
+// node: with probes a link has no frequent ticks, and notices a stall
+// when data does not drain.
+func stallBy(t *testing.T, from *Mesh, node string) {
+	t.Helper()
+	big := make([]byte, 1<<20)
+	for range 12 {
+		if err := from.Send(context.Background(), node, big); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
