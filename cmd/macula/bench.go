@@ -11,6 +11,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -30,6 +31,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	sizesFlag := fs.String("sizes", "10,50", "cluster sizes (hosts), comma-separated")
 	scenFlag := fs.String("scenarios", "all", "scenarios, comma-separated, or all: "+strings.Join(scenario.Names(), ","))
 	jsonFile := fs.String("json", "", "also write the results as JSON to this file")
+	logsDir := fs.String("logs", "", "write the last lines and stderr of every process of a run that broke an invariant\nor failed to DIR/SCENARIO-SIZE.log")
 	quick := fs.Bool("quick", false, "short runs: loss 15s, 5 restarts, 2 stops of the starved host, flood 20k packets/s for 3s, steady window 3s")
 	linkTimeout := fs.String("link-timeout", "5s", "--link-timeout of every node (the product default is 5s)")
 	interval := fs.String("interval", "1500ms", "--interval (gossip heartbeat) of every node (the product default is 1500ms)")
@@ -128,6 +130,14 @@ runs:
 			}
 			for _, v := range firstN(r.Violations, 5) {
 				logf("%s/%d: violation: %s", name, size, v)
+			}
+			if *logsDir != "" && r.Logs != "" {
+				f := filepath.Join(*logsDir, fmt.Sprintf("%s-%d.log", name, size))
+				if err := os.WriteFile(f, []byte(r.Logs), 0o644); err != nil {
+					logf("%s/%d: logs: %v", name, size, err)
+				} else {
+					logf("%s/%d: processes' logs in %s", name, size, f)
+				}
 			}
 			rep.Results = append(rep.Results, r)
 			if ctx.Err() != nil {
