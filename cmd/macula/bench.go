@@ -31,6 +31,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	sizesFlag := fs.String("sizes", "10,50", "cluster sizes (hosts), comma-separated")
 	scenFlag := fs.String("scenarios", "all", "scenarios, comma-separated, or all: "+strings.Join(scenario.Names(), ","))
 	jsonFile := fs.String("json", "", "also write the results as JSON to this file")
+	nodeLog := fs.String("node-log-level", "info", "--log-level of every node (debug: what --logs keeps says more, about the end of each run)")
 	logsDir := fs.String("logs", "", "write the last lines and stderr of every process of a run that broke an invariant\nor failed to DIR/SCENARIO-SIZE.log")
 	quick := fs.Bool("quick", false, "short runs: loss 15s, 5 restarts, 2 stops of the starved host, flood 20k packets/s for 3s, steady window 3s")
 	linkTimeout := fs.String("link-timeout", "5s", "--link-timeout of every node (the product default is 5s)")
@@ -120,7 +121,7 @@ runs:
 			s, _ := scenario.Lookup(name)
 			cfg := scenario.Config{
 				Bin: bin, Hosts: size, LinkTimeout: lt, Interval: iv, Short: *quick,
-				FloodRate: *floodRate, Seed: *seed, Logf: logf,
+				FloodRate: *floodRate, Seed: *seed, Logf: logf, LogLevel: *nodeLog,
 			}
 			logf("%s/%d: start (bound %v)", name, size, s.Bound(cfg).Round(time.Second))
 			r, err := s.Run(ctx, cfg)

@@ -3,6 +3,7 @@
 package scenario
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -82,7 +83,7 @@ func (h *harness) defineNode(host *netlab.Host, name string, port int, extra ...
 		"--name", name,
 		"--secret", h.cfg.Secret, "--cookie", h.cfg.Cookie,
 		"--link-timeout", h.cfg.LinkTimeout.String(), "--interval", h.cfg.Interval.String(),
-		"--log-level", "info",
+		"--log-level", cmp.Or(h.cfg.LogLevel, "info"),
 	}
 	n := &node{name: name, host: host, args: append(args, extra...)}
 	h.nodes = append(h.nodes, n)

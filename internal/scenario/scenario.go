@@ -44,6 +44,8 @@ type Config struct {
 	FloodDuration time.Duration
 	SteadyWindow  time.Duration
 	Stops         int
+	// LogLevel is every node's --log-level ("" = info).
+	LogLevel string
 	// StopFor is how long the starve scenario keeps its host stopped
 	// (SIGSTOP) each time (0 = 2s).
 	StopFor time.Duration
