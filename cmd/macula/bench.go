@@ -32,7 +32,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	scenFlag := fs.String("scenarios", "all", "scenarios, comma-separated, or all: "+strings.Join(scenario.Names(), ","))
 	jsonFile := fs.String("json", "", "also write the results as JSON to this file")
 	nodeLog := fs.String("node-log-level", "info", "--log-level of every node (debug: what --logs keeps says more, about the end of each run)")
-	logsDir := fs.String("logs", "", "write the last lines and stderr of every process of a run that broke an invariant\nor failed to DIR/SCENARIO-SIZE.log")
+	logsDir := fs.String("logs", "", "write the last lines and stderr of every process of each run to DIR/SCENARIO-SIZE.log")
 	quick := fs.Bool("quick", false, "short runs: loss 15s, 5 restarts, 2 stops of the starved host, flood 20k packets/s for 3s, steady window 3s")
 	linkTimeout := fs.String("link-timeout", "5s", "--link-timeout of every node (the product default is 5s)")
 	interval := fs.String("interval", "1500ms", "--interval (gossip heartbeat) of every node (the product default is 1500ms)")
@@ -121,7 +121,7 @@ runs:
 			s, _ := scenario.Lookup(name)
 			cfg := scenario.Config{
 				Bin: bin, Hosts: size, LinkTimeout: lt, Interval: iv, Short: *quick,
-				FloodRate: *floodRate, Seed: *seed, Logf: logf, LogLevel: *nodeLog,
+				FloodRate: *floodRate, Seed: *seed, Logf: logf, LogLevel: *nodeLog, KeepLogs: *logsDir != "",
 			}
 			logf("%s/%d: start (bound %v)", name, size, s.Bound(cfg).Round(time.Second))
 			r, err := s.Run(ctx, cfg)
