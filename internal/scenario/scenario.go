@@ -217,7 +217,7 @@ type Result struct {
 	// bound); the measures and violations gathered before are kept.
 	Err string `json:"error,omitempty"`
 	// Logs are the last lines and stderr of every process when the run had
-	// violations or an error (for test failures; not in JSON).
+	// violations or an error, or Config.KeepLogs (not in JSON).
 	Logs string `json:"-"`
 }
 
