@@ -187,6 +187,25 @@ func TestTransitiveFromSeed(t *testing.T) {
 	}
 }
 
+// TestTransitiveDelta: a node that linked the seed before another one did
+// learns of it only from the seed's delta, which is held (peerDeltaDelay)
+// and still sent.
+func TestTransitiveDelta(t *testing.T) {
+	s, _ := startNode(t, "s@127.0.0.1", nil)
+	z, rz := startNode(t, "z@127.0.0.1", nil)
+	// m tells nobody and learns nothing: only the seed's delta to z can
+	// make z dial it.
+	m, _ := startNode(t, "m@127.0.0.1", func(c *Config) { c.NoTransitive = true })
+	z.Connect(s.Name(), s.Addr())
+	rz.waitEvent(t, 10*time.Second, NodeUp, s.Name(), "")
+	m.Connect(s.Name(), s.Addr())
+	rz.waitEvent(t, 10*time.Second, NodeUp, m.Name(), "")
+	eventually(t, 10*time.Second, "full mesh", func() bool {
+		return linkedTo(s, "m@127.0.0.1", "z@127.0.0.1") && linkedTo(m, "s@127.0.0.1", "z@127.0.0.1") &&
+			linkedTo(z, "m@127.0.0.1", "s@127.0.0.1")
+	})
+}
+
 func TestRestart(t *testing.T) {
 	a, ra := startNode(t, "a@127.0.0.1", nil)
 	b1, _ := startNode(t, "b@127.0.0.1", nil)
