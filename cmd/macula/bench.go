@@ -446,11 +446,12 @@ func benchRows() []benchRow {
 				a, b := r.Value("security_wrong_secret_seen_by"), r.Value("security_wrong_cookie_links")
 				return 0, a == 0 && b == 0 && r.OK(), !math.IsNaN(a) && !math.IsNaN(b)
 			}},
-		{"flood: packets sent (achieved rate / goal rate per s); rejected at target; membership changes", "flood",
+		{"flood at one node: packets sent (achieved rate / goal rate per s); rejected by the node / dropped by its kernel (socket buffer full); membership changes", "flood",
 			"membership unchanged at the goal rate",
 			func(r *scenario.Result) string {
 				return num(v(r, "flood_sent"), 0) + " (" + num(v(r, "flood_rate_pps"), 0) + " / " + num(v(r, "flood_goal_pps"), 0) + "); " +
-					num(v(r, "flood_rejected_at_target"), 0) + "; " + num(v(r, "flood_membership_changes"), 0)
+					num(v(r, "flood_rejected_at_target"), 0) + " / " + num(v(r, "flood_target_kernel_drops"), 0) + "; " +
+					num(v(r, "flood_membership_changes"), 0)
 			},
 			// Met only when the flood reached (95% of) its goal rate:
 			// membership unchanged under a weaker flood proves less.
@@ -467,9 +468,10 @@ func benchRows() []benchRow {
 				a, b := r.Value("flood_maxrss_before_B"), r.Value("flood_maxrss_after_B")
 				return 64 << 20, b-a <= 64<<20, !math.IsNaN(a) && !math.IsNaN(b)
 			}},
-		{"flood: /healthz answered / failed; longest gap (ms)", "flood", "keeps answering",
+		{"flood: /healthz answered / failed; longest gap (ms); target CPU (% of a core)", "flood", "keeps answering",
 			func(r *scenario.Result) string {
-				return num(v(r, "flood_health_ok"), 0) + " / " + num(v(r, "flood_health_failed"), 0) + "; " + num(v(r, "flood_health_max_gap_ms"), 0)
+				return num(v(r, "flood_health_ok"), 0) + " / " + num(v(r, "flood_health_failed"), 0) + "; " + num(v(r, "flood_health_max_gap_ms"), 0) +
+					"; " + num(v(r, "flood_target_cpu_pct"), 1)
 			},
 			func(_ int, r *scenario.Result, _ time.Duration) (float64, bool, bool) {
 				g := r.Value("flood_health_max_gap_ms")
