@@ -383,6 +383,8 @@ func benchRows() []benchRow {
 			}},
 		{"  late joiner: process start to its ready line / ready to linked both ways (ms)", "latejoin", "",
 			func(r *scenario.Result) string { return pair(v(r, "join_startup_ms"), v(r, "join_after_ready_ms"), 1) }, nil},
+		{"  late join: CPU of all nodes / of the joiner from its start to linked both ways (ms; the machine has 2 cores)", "latejoin", "",
+			func(r *scenario.Result) string { return pair(v(r, "join_cpu_all_ms"), v(r, "join_cpu_joiner_ms"), 1) }, nil},
 		{"crash (SIGKILL) detection, median / p95 / max (ms); false nodedowns", "crash", "max <= 100 ms at 10 hosts, 0 false",
 			func(r *scenario.Result) string {
 				return triple(v(r, "crash_detect_median_ms"), v(r, "crash_detect_p95_ms"), v(r, "crash_detect_max_ms"), 1) +
