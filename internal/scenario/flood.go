@@ -235,6 +235,11 @@ func newFrameSender(host, target *netlab.Host, group netip.AddrPort) (*frameSend
 		if len(ifi.HardwareAddr) != 6 {
 			return fmt.Errorf("%s: MAC address %v", host.Iface, ifi.HardwareAddr)
 		}
+		// Network safety: the interface must be the lab host's (its
+		// address), or nothing is sent.
+		if !hasAddr(ifi, host.IP) {
+			return fmt.Errorf("%s in %s does not have the lab address %v: not flooding", host.Iface, host.NS, host.IP)
+		}
 		// Protocol 0: the socket receives nothing, it only sends.
 		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
@@ -272,6 +277,22 @@ func newFrameSender(host, target *netlab.Host, group netip.AddrPort) (*frameSend
 	udp[2], udp[3] = byte(group.Port()>>8), byte(group.Port()&0xff)
 	// UDP checksum 0: none (allowed in IPv4).
 	return s, nil
+}
+
+// hasAddr reports whether ifi has the address a.
+func hasAddr(ifi *net.Interface, a netip.Addr) bool {
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return false
+	}
+	for _, x := range addrs {
+		if n, ok := x.(*net.IPNet); ok {
+			if b, ok := netip.AddrFromSlice(n.IP); ok && b.Unmap() == a {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (s *frameSender) hdrLen() int { return frameHdrLen }
@@ -572,6 +593,10 @@ func runFlood(ctx context.Context, h *harness) error {
 	rej0, _ := scrape(ctx, client, base+"/metrics", "macula_gossip_packets_rejected_total")
 	cpu0, _ := target.proc().CPUTime()
 	drops0, _ := udpRcvbufErrors(pid)
+	// Another host's eth0: the flood is for the target only.
+	other := nodes[len(nodes)-1].host
+	oc0, oerr0 := other.Counters()
+	tc0, terr0 := target.host.Counters()
 
 	stop := make(chan struct{})
 	var hp healthProbe
@@ -607,6 +632,8 @@ func runFlood(ctx context.Context, h *harness) error {
 	}
 	cpu1, _ := target.proc().CPUTime()
 	drops1, _ := udpRcvbufErrors(pid)
+	oc1, oerr1 := other.Counters()
+	tc1, terr1 := target.host.Counters()
 	rss1, err1 := procStatus(pid, "VmRSS")
 	hwm1, err2 := procStatus(pid, "VmHWM")
 	if err := errors.Join(err1, err2); err != nil {
@@ -625,6 +652,12 @@ func runFlood(ctx context.Context, h *harness) error {
 		rejected += v - rej0[k]
 	}
 	r.add("flood_rejected_at_target", "gossip packets the target counted and dropped during the flood", rejected, "count")
+	if errors.Join(oerr0, oerr1, terr0, terr1) == nil {
+		r.add("flood_rx_target_pkts", "packets the target host's eth0 received during the flood and settle", float64(tc1.RxPackets-tc0.RxPackets), "count")
+		if other != target.host {
+			r.add("flood_rx_other_pkts", "packets another host's eth0 received during the flood and settle (the flood is not for it)", float64(oc1.RxPackets-oc0.RxPackets), "count")
+		}
+	}
 	r.add("flood_target_kernel_drops", "datagrams the target's kernel dropped for a full socket buffer (UDP RcvbufErrors in its namespace)", float64(drops1-drops0), "count")
 	r.add("flood_target_cpu_pct", "target CPU (utime+stime) from the flood's start to the end of the settle after it, % of one core", round(100*(cpu1-cpu0).Seconds()/time.Since(t0).Seconds(), 1), "%")
 	r.add("flood_rss_before_B", "target VmRSS before", float64(rss0), "B")
