@@ -68,22 +68,28 @@
 //
 // # Timing
 //
-// The first heartbeat goes out at Start, then one every Interval +-10%.
-// When a node is discovered, we send our heartbeat at once so the newcomer
-// learns us within one round trip; these out-of-schedule heartbeats (and
-// BroadcastNow) are limited to one per 100 ms, later requests coalesced
-// into one at the end of the 100 ms. A peer not heard for Expiry is dropped
-// and reported Lost. A node with the same name@host as a known one but
-// another port replaces it at once (the sink sees a Found with the same
+// The first heartbeat goes out at Start, then one every Interval +-10%. When
+// a node is discovered, we answer with our heartbeat so the newcomer learns
+// us without waiting an interval: at once when its name sorts lower than
+// ours (it is the one that dials: of two nodes that learn of each other, the
+// mesh lets the lower name dial and the higher one wait), else after a
+// random delay in [d, 2d], d = 2 ms per node in our table, at most
+// Interval/8 (we dial it ourselves; every node answers every newcomer and
+// every node hears every answer, so N answers at once would cost N*N
+// wake-ups right when the newcomer's mesh links are made). BroadcastNow
+// sends at once. These out-of-schedule heartbeats are limited to one per 100
+// ms, later requests coalesced into one at the end of the 100 ms (an answer:
+// at the later of that and its delay). A peer not heard for Expiry is
+// dropped and reported Lost. A node with the same name@host as a known one
+// but another port replaces it at once (the sink sees a Found with the same
 // Key): that is a restarted node on a new port. The node field it replaced
-// is then "superseded": its heartbeats are ignored (counted as
-// "superseded") as long as the new one is in the table, so a replayed or
-// delayed old heartbeat does not flap discovery. A node that restarts back
-// onto a port it used just before is therefore discovered at its old port
-// only once the intermediate one expired (Expiry); the mesh links it
-// sooner, since it dials us. Two live nodes claiming the same name@host:
-// the first one heard keeps the name while it is heard; names must be
-// unique.
+// is then "superseded": its heartbeats are ignored (counted as "superseded")
+// as long as the new one is in the table, so a replayed or delayed old
+// heartbeat does not flap discovery. A node that restarts back onto a port
+// it used just before is therefore discovered at its old port only once the
+// intermediate one expired (Expiry); the mesh links it sooner, since it
+// dials us. Two live nodes claiming the same name@host: the first one heard
+// keeps the name while it is heard; names must be unique.
 //
 // The table is bounded by MaxPeers and O(1) per heartbeat: entries sit in
 // two least-recently-heard lists, unverified and verified (dialable and

@@ -519,6 +519,36 @@ func TestNewcomerLearnsUsFast(t *testing.T) {
 	t.Logf("newcomer learned us in %v", time.Since(start))
 }
 
+// TestAnswerByName: a newcomer whose name sorts lower than ours dials us
+// (the mesh's rule), so it is answered at once even with a table to
+// spread answers over; one whose name sorts higher is answered only after
+// answerDelay (an hour here: not within the test).
+func TestAnswerByName(t *testing.T) {
+	old := answerSpreadPerNode
+	answerSpreadPerNode = time.Hour
+	t.Cleanup(func() { answerSpreadPerNode = old })
+	port := freePort(t)
+	slow := func(c *Config) { c.Interval = time.Hour; c.Expiry = 2 * time.Hour }
+	z := startNode(t, port, "z", slow)
+	c := startNode(t, port, "c", slow)
+	c.BroadcastNow() // z's table gets one entry: answers to higher names wait
+	z.rec.wait(t, "z discovers c", func(evs []Event) bool { return has(evs, Discovered, c.name) })
+	time.Sleep(3 * extraGap) // z's answer to c is out before b listens
+	b := startNode(t, port, "b", slow)
+	b.rec.wait(t, "b (lower than z) discovers z at once", func(evs []Event) bool { return has(evs, Discovered, z.name) })
+	time.Sleep(3 * extraGap) // nothing else of z's is pending
+	sent := z.Stats().HeartbeatsSent
+	zz := startNode(t, port, "zz", slow)
+	z.rec.wait(t, "z discovers zz", func(evs []Event) bool { return has(evs, Discovered, zz.name) })
+	time.Sleep(3 * extraGap) // an answer at once would be out by now
+	if n := z.Stats().HeartbeatsSent; n != sent {
+		t.Errorf("z sent %d heartbeats after zz (higher) appeared, want 0 before answerDelay", n-sent)
+	}
+	if evs, _ := zz.rec.snapshot(); has(evs, Discovered, z.name) {
+		t.Errorf("zz discovered z before z's delayed answer")
+	}
+}
+
 func TestBroadcastModeLo(t *testing.T) {
 	t.Parallel()
 	port := freePort(t)

@@ -221,8 +221,17 @@ func (g *Gossip) report(n *row, undialable bool, replaces string) {
 	if g.s.sink != nil {
 		g.s.sink.Found(n.Peer) // same Key as a replaced node: Found replaces it
 	}
-	// Answer a newcomer at once so it learns us within one round trip.
-	g.BroadcastNow()
+	// Answer a newcomer so it learns us without waiting an interval. A
+	// newcomer whose name sorts lower than ours is answered at once: it is
+	// the one that dials (the mesh's rule: of two nodes that learn of each
+	// other, the higher name waits for the lower one's dial) and our
+	// heartbeat is how it learns our address. One with a higher name is
+	// dialled by us; our answer only fills its table, after answerDelay.
+	if n.Peer.Name != "" && n.Peer.Name < g.selfName {
+		g.BroadcastNow()
+	} else {
+		g.answer()
+	}
 }
 
 // expire drops nodes not heard for Expiry, in node order.

@@ -14,12 +14,17 @@
 // Disconnect. After each handshake peers tell each other the (name, addr) of
 // their links and each node dials the ones it lacks (three attempts; this
 // does not make them wanted), so one seed is enough to form a full mesh
-// (Config.NoTransitive turns this off).
+// (Config.NoTransitive turns this off). A new link gets the whole list at
+// once; the other links get the new entry 250 ms later, with the other new
+// entries of those 250 ms: when a node joins a full mesh of N, this keeps
+// N*N frames away from its N handshakes.
 //
 // There is at most one link per pair. When both nodes dial each other at
 // once, both keep the connection dialled by the node whose name sorts lower
 // and refuse the other during its handshake, so the loser never produces an
-// event. A handshake from a newer incarnation of a linked peer replaces the
+// event. To make such crossings rare, a node told of a named peer whose
+// name sorts lower than its own waits 300 ms for that peer's connection
+// before it dials (the peer, told of us too, dials at once). A handshake from a newer incarnation of a linked peer replaces the
 // link (NodeDown reason "restarted", then NodeUp); one from an older
 // incarnation is refused. Incarnations of one name are ordered by the start
 // time the node sends in its hello, then by number.
@@ -121,13 +126,18 @@
 // a crash) reports NodeDown closed, so a crash is still reported within a
 // round trip or two. An ack means a flap: the
 // node tells the peer its link broke (the peer may not notice a stall
-// while it sends nothing), both redial, and the new link of the same
+// while it sends nothing; told again whenever it refuses a redial as a
+// duplicate, in case the notice was lost), both redial, and the new link of the same
 // incarnation replaces the old one without NodeDown/NodeUp
 // (Stats.Probes.LinkReconnects). No answer at all is no verdict: the
 // member stays held and redialled (Stats.Probes.HeldSilent), and the
 // detector decides. A redial refused by the peer's host is a crash
-// (NodeDown closed). A member held for 3*LinkTimeout without a new link,
-// or declared dead meanwhile, is reported down. A protocol error or the
+// (NodeDown closed). A member held for 3*LinkTimeout without a new link
+// stays held for another 3*LinkTimeout if the detector heard it in that
+// time (Stats.Probes.HeldExtended; under heavy loss a TCP link can take
+// that long to come back), up to 12*LinkTimeout in all; one not heard for
+// 3*LinkTimeout, held that long, or declared dead meanwhile is reported
+// down. A protocol error or the
 // detector's verdict is never a flap. A new connection of the same
 // incarnation that replaces a live link (crossed redials, a peer that
 // dropped the link and is redialled) is silent too.

@@ -26,11 +26,20 @@ import (
 //     reports NodeDown restarted, then NodeUp. No answer at all (lost
 //     packets, a cut cable, a stopped process) is no verdict: the member
 //     stays held and redialled, and the detector decides.
+//     The notice is sent again whenever the peer refuses a redial as a
+//     duplicate: a connection the kernel aborted (TCP_USER_TIMEOUT) sends
+//     no FIN, so a peer whose notices were all lost would otherwise keep
+//     its dead end, and refuse every redial, until the member is dropped.
 //     A peer that closes the link on purpose (Disconnect) says so first
 //     (probeDropped): its link is no flap, and goes down closed.
-//  3. The member stays held at most relinkGrace (3 LinkTimeout); then, or
-//     when the detector declares it dead, NodeDown reports the link's
-//     original reason (timeout for the detector's verdict).
+//  3. The member stays held while the detector hears it: at the end of
+//     each relinkGrace (3 LinkTimeout) a member heard within that grace is
+//     held for another one (a TCP link can take that long to come back
+//     under heavy loss: SYNs and handshake frames lost in turn, and the
+//     dial backoff), up to maxHeld (12 LinkTimeout, 60 s by default) in
+//     all; a member not heard for a whole grace, a member held that long,
+//     or one the detector declares dead goes down: NodeDown reports the
+//     link's original reason (timeout for the detector's verdict).
 //
 // Messages: those still queued on the broken link (not yet taken by its
 // writer) and those Sent while the member is held go, in order, on the new
@@ -46,9 +55,11 @@ type held struct {
 	q       *sendQueue
 	dropped chan struct{} // closed when the member goes down
 	timer   *time.Timer
+	since   time.Time
 }
 
 func (m *Mesh) relinkGrace() time.Duration { return 3 * m.cfg.LinkTimeout }
+func (m *Mesh) maxHeld() time.Duration     { return 12 * m.cfg.LinkTimeout }
 
 // flapCandidateLocked: may the failure of l be a flap?
 func (m *Mesh) flapCandidateLocked(l *link, r Reason) bool {
@@ -68,7 +79,7 @@ func (m *Mesh) flapCandidateLocked(l *link, r Reason) bool {
 // urgent check.
 func (m *Mesh) holdLocked(l *link, r Reason) {
 	m.unlinkLocked(l)
-	h := &held{link: l, reason: r, q: l.q, dropped: make(chan struct{})}
+	h := &held{link: l, reason: r, q: l.q, dropped: make(chan struct{}), since: time.Now()}
 	m.held[l.peer.Name] = h
 	m.log.Debug("mesh: link broke, checking the member", "node", l.peer.Name, "reason", string(r))
 	m.wg.Add(1)
@@ -99,15 +110,32 @@ func (m *Mesh) checkHeld(h *held) {
 		m.st.heldSilent.Add(1)
 		m.log.Debug("mesh: member silent after its link broke, held for the detector", "node", name)
 	}
-	h.timer = time.AfterFunc(m.relinkGrace(), func() {
-		m.mu.Lock()
-		defer m.mu.Unlock()
-		if m.held[name] == h && !m.closed {
-			m.dropHeldLocked(h, h.reason)
-		}
-	})
+	h.timer = time.AfterFunc(m.relinkGrace(), func() { m.graceEnded(h) })
 	m.probes.tellNotice(h.link, probeBroken)
 	m.redialLocked(h.link, true)
+}
+
+// graceEnded: a relinkGrace of h passed without a new link. A member the
+// detector heard within it stays held for another grace (up to maxHeld in
+// all); otherwise it goes down with the link's reason.
+func (m *Mesh) graceEnded(h *held) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	name := h.link.peer.Name
+	if m.held[name] != h || m.closed {
+		return
+	}
+	grace := m.relinkGrace()
+	if left := m.maxHeld() - time.Since(h.since); left > 0 &&
+		m.probes.heardWithin(name, h.link.peer.Incarnation, grace) {
+		m.st.heldExtended.Add(1)
+		m.log.Debug("mesh: member alive but not relinked yet, still held", "node", name,
+			"held", time.Since(h.since).Round(time.Millisecond).String())
+		h.timer.Reset(min(grace, left))
+		m.redialLocked(h.link, true)
+		return
+	}
+	m.dropHeldLocked(h, h.reason)
 }
 
 // redialLocked schedules dials to the peer of l: the states that wanted it

@@ -89,6 +89,8 @@ type Mesh struct {
 	dialWake      chan struct{}
 	addrDial      map[string]*addrDialState // per-address dial state (dial.go)
 
+	peersFlush *time.Timer // pending peer deltas (table.go), guarded by mu
+
 	isClosed  atomic.Bool
 	pending   atomic.Int64
 	adm       admission // fair share of pending handshakes, throttling (admission.go)
@@ -380,6 +382,7 @@ func (m *Mesh) Stats() Stats {
 	}
 	s.Probes.LinkReconnects = m.st.reconnects.Load()
 	s.Probes.HeldSilent = m.st.heldSilent.Load()
+	s.Probes.HeldExtended = m.st.heldExtended.Load()
 	return s
 }
 
@@ -392,6 +395,10 @@ func (m *Mesh) Close() error {
 		m.mu.Lock()
 		m.closed = true
 		m.isClosed.Store(true)
+		if m.peersFlush != nil {
+			m.peersFlush.Stop()
+			m.peersFlush = nil
+		}
 		ls := make([]*link, 0, len(m.links))
 		for _, l := range m.links {
 			l.removed = true

@@ -134,6 +134,7 @@ type ProbeStats struct {
 	Replayed       uint64 // authentic packets dropped as replays
 	LinkReconnects uint64 // links re-established under a live member, without NodeDown/NodeUp
 	HeldSilent     uint64 // broken links whose member did not answer the urgent check (held for the detector's verdict)
+	HeldExtended   uint64 // relink graces that ended with the member heard by the detector (held for another grace)
 }
 
 // prober runs the failure detector over UDP on the mesh port.
@@ -154,9 +155,11 @@ type prober struct {
 
 	// Test hooks: pauseUntil (Unix ns) stalls the reader and the timer as a
 	// stopped process would (packets wait in the socket buffer, timers fire
-	// late); dropAll makes the node deaf and mute on UDP.
+	// late); dropAll makes the node deaf and mute on UDP; dropBroken
+	// ignores that many "link broke" notices.
 	pauseUntil atomic.Int64
 	dropAll    atomic.Bool
+	dropBroken atomic.Int32
 }
 
 // stall waits out a test pause, bounded by Close.
@@ -308,6 +311,9 @@ func (p *prober) handle(from netip.AddrPort, b []byte) {
 		return
 	case probeBroken:
 		p.mu.Unlock()
+		if p.dropBroken.Load() > 0 && p.dropBroken.Add(-1) >= 0 {
+			return
+		}
 		p.m.peerLinkBroken(string(body), inc)
 		return
 	case probeDropped:
@@ -347,6 +353,16 @@ func (p *prober) acked(name string, inc uint64) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.d.Acked(name, inc)
+}
+
+// heardWithin reports whether the detector heard member (name, inc) within
+// the last d and does not hold it dead.
+func (p *prober) heardWithin(name string, inc uint64, d time.Duration) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	at, ok := p.d.Heard(name, inc)
+	st, _ := p.d.State(name)
+	return ok && st != swim.Dead && time.Since(at) < d
 }
 
 // heard reports whether a packet from incarnation inc has been accepted.

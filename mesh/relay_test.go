@@ -205,8 +205,14 @@ type proxy struct {
 // newProxy relays 127.0.0.1:0 to target until the end of the test.
 func newProxy(t testing.TB, target string) *proxy {
 	t.Helper()
+	return newProxyOn(t, listenLoopback(t), target)
+}
+
+// newProxyOn relays ln to target until the end of the test.
+func newProxyOn(t testing.TB, ln net.Listener, target string) *proxy {
+	t.Helper()
 	p := &proxy{up: newGate(), down: newGate()}
-	p.relay = startRelay(listenLoopback(t), target, func(c, d net.Conn) (net.Conn, net.Conn) {
+	p.relay = startRelay(ln, target, func(c, d net.Conn) (net.Conn, net.Conn) {
 		// A small receive buffer so a paused direction backs up quickly.
 		c.(*net.TCPConn).SetReadBuffer(32 << 10)
 		return c, d

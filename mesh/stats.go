@@ -11,7 +11,7 @@ type counters struct {
 	relinks                                  atomic.Uint64
 	msgsSent, msgsRecv, bytesSent, bytesRecv atomic.Uint64
 	reconnects                               atomic.Uint64
-	heldSilent                               atomic.Uint64
+	heldSilent, heldExtended                 atomic.Uint64
 	mu                                       sync.Mutex
 	linksDown, hsFail, proto                 map[string]uint64
 	hs                                       hsHist // see hsstats.go

@@ -56,6 +56,7 @@ type Conn struct {
 	readError func(error)
 	done      chan struct{}
 	close     sync.Once
+	rx        rxState
 }
 
 // Packet describes a datagram Read returned.
@@ -209,35 +210,78 @@ func (c *Conn) Read(buf []byte) (Packet, error) {
 	}
 }
 
+// readBatch is how many datagrams one receive system call (recvmmsg) may
+// return. Under a flood the socket's queue is long: one call per batch
+// instead of one per datagram, and the batch's buffers, control message
+// buffers and parsed control messages are reused. BenchmarkRead on the
+// 2-core bench VM: 1.3-1.5 us, 15 allocations and 576 B per datagram read
+// one at a time (ReadFrom), 0.5 us, 3 allocations and 76 B in batches.
+const readBatch = 16
+
+// rxState is Read's batch: datagrams received and not yet returned.
+type rxState struct {
+	mu   sync.Mutex
+	msgs []ipv4.Message // ipv4.Message and ipv6.Message are one type
+	next int            // first not yet returned
+	n    int            // received in the batch
+	cm4  ipv4.ControlMessage
+	cm6  ipv6.ControlMessage
+}
+
 func (c *Conn) read(buf []byte) (Packet, error) {
-	var (
-		p   Packet
-		dst net.IP
-		src net.Addr
-		err error
-	)
-	if c.p6 != nil {
-		var cm *ipv6.ControlMessage
-		p.N, cm, src, err = c.p6.ReadFrom(buf)
-		if cm != nil {
-			dst, p.IfIndex = cm.Dst, cm.IfIndex
+	rx := &c.rx
+	rx.mu.Lock()
+	defer rx.mu.Unlock()
+	if rx.next >= rx.n {
+		if len(rx.msgs) == 0 || len(rx.msgs[0].Buffers[0]) < len(buf) {
+			rx.msgs = make([]ipv4.Message, readBatch)
+			oob := ipv4.NewControlMessage(ipv4.FlagDst | ipv4.FlagInterface)
+			if c.p6 != nil {
+				oob = ipv6.NewControlMessage(ipv6.FlagDst | ipv6.FlagInterface)
+			}
+			for i := range rx.msgs {
+				rx.msgs[i].Buffers = [][]byte{make([]byte, len(buf))}
+				rx.msgs[i].OOB = make([]byte, len(oob))
+			}
 		}
-	} else {
-		var cm *ipv4.ControlMessage
-		p.N, cm, src, err = c.p4.ReadFrom(buf)
-		if cm != nil {
-			dst, p.IfIndex = cm.Dst, cm.IfIndex
+		var n int
+		var err error
+		if c.p6 != nil {
+			n, err = c.p6.ReadBatch(rx.msgs, 0)
+		} else {
+			n, err = c.p4.ReadBatch(rx.msgs, 0)
 		}
+		if err != nil {
+			return Packet{}, err
+		}
+		rx.next, rx.n = 0, n
 	}
-	if err != nil {
-		return Packet{}, err
+	m := &rx.msgs[rx.next]
+	rx.next++
+	p := Packet{N: copy(buf, m.Buffers[0][:m.N])}
+	var dst net.IP
+	if m.NN > 0 {
+		// The parsed messages are reused (their Dst buffer too); an
+		// IfIndex still -1 after Parse means no packet info came.
+		if c.p6 != nil {
+			rx.cm6.IfIndex = -1
+			if rx.cm6.Parse(m.OOB[:m.NN]) == nil && rx.cm6.IfIndex >= 0 {
+				dst, p.IfIndex = rx.cm6.Dst, rx.cm6.IfIndex
+			}
+		} else {
+			rx.cm4.IfIndex = -1
+			if rx.cm4.Parse(m.OOB[:m.NN]) == nil && rx.cm4.IfIndex >= 0 {
+				dst, p.IfIndex = rx.cm4.Dst, rx.cm4.IfIndex
+			}
+		}
 	}
 	d, _ := netip.AddrFromSlice(dst)
 	p.Dst = d.Unmap()
-	if ua, ok := src.(*net.UDPAddr); ok {
+	if ua, ok := m.Addr.(*net.UDPAddr); ok {
 		ap := ua.AddrPort()
 		p.Src = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	}
+	m.Addr = nil
 	return p, nil
 }
 

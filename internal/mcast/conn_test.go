@@ -189,3 +189,72 @@ func TestCloseUnblocksRead(t *testing.T) {
 		t.Errorf("Read on a closed Conn: %v", err)
 	}
 }
+
+// TestReadQueued: datagrams queued before Read (one receive call may take
+// several) come out one per Read, in order, each with its own length,
+// destination, interface and source, also when a later Read gives a
+// smaller buffer (the datagram is truncated to it) and when group and
+// unicast datagrams alternate.
+func TestReadQueued(t *testing.T) {
+	lo := loopbackIface(t)
+	c := listen(t, Config{Group: groupA}, lo)
+	uni := netip.AddrPortFrom(loopback, uint16(c.Port()))
+	const n = 3*readBatch + 5
+	for i := range n {
+		dst := c.Group()
+		if i%3 == 2 {
+			dst = uni
+		}
+		send(t, c, lo, loopback, dst, fmt.Sprintf("datagram %d %s", i, strings.Repeat("x", i)))
+	}
+	for i := range n {
+		want := fmt.Sprintf("datagram %d %s", i, strings.Repeat("x", i))
+		size := 1500
+		if i == n-1 {
+			size = 8
+		}
+		if err := c.SetReadDeadline(time.Now().Add(readLimit)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, size)
+		p, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("read %d: %v", i, err)
+		}
+		wantDst := groupA
+		if i%3 == 2 {
+			wantDst = loopback
+		}
+		if size < len(want) {
+			want = want[:size]
+		}
+		wantP := Packet{N: len(want), Dst: wantDst, IfIndex: lo.Index, Src: uni}
+		if got := string(buf[:p.N]); got != want || p != wantP {
+			t.Fatalf("read %d: %q %+v, want %q %+v", i, got, p, want, wantP)
+		}
+	}
+}
+
+// BenchmarkRead: one datagram read per op, the socket's queue kept full
+// (as under a flood) by sending a batch whenever Read has drained one.
+func BenchmarkRead(b *testing.B) {
+	lo := loopbackIface(b)
+	c := listen(b, Config{Group: groupA}, lo)
+	msg := []byte("MACULA_GOSSIP:flood@10.0.0.1:9100")
+	buf := make([]byte, 2048)
+	b.ReportAllocs()
+	for i := range b.N {
+		if i%readBatch == 0 {
+			b.StopTimer()
+			for range readBatch {
+				if err := c.WriteTo(msg, lo.Index, loopback, c.Group()); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StartTimer()
+		}
+		if _, err := c.Read(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

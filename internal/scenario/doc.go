@@ -29,8 +29,11 @@
 //   - security: a node with a wrong gossip secret is never discovered, one
 //     with a wrong cookie is never connected; the others form their mesh.
 //   - flood: hostile gossip packets (unsigned, wrong HMAC, malformed, unique
-//     names) at a high rate into the lab's multicast group: membership does
-//     not change, memory stays bounded, the target keeps answering /healthz.
+//     names) at a high rate at one node, addressed to the gossip group and
+//     port but sent as Ethernet frames to the target's MAC only (on one
+//     machine a group flood would make every node pay for every packet):
+//     membership does not change, memory stays bounded, the target keeps
+//     answering /healthz.
 //
 // Each runner makes its own lab (NewLab), returns a Result with measures
 // and violations (a violation is a broken invariant: a false nodedown, a
@@ -49,10 +52,11 @@
 //
 // Every process runs inside a namespace of the lab. The flooder does not
 // need a process: netlab.InNetns runs a goroutine locked to its OS thread
-// that enters the flooder host's namespace (setns), creates the UDP socket
-// there, and goes back; a socket stays in the namespace it was created in,
-// so every packet leaves through that host's eth0 onto the lab's bridge and
-// nowhere else. The /healthz probe dials the same way, inside the target's
+// that enters the flooder host's namespace (setns), creates the socket
+// there (an AF_PACKET socket bound to that host's eth0, or for a group
+// flood a UDP socket), and goes back; a socket stays in the namespace it
+// was created in, so every packet leaves through that host's eth0 onto the
+// lab's bridge and nowhere else. The /healthz probe dials the same way, inside the target's
 // namespace.
 //
 // # Limits of the machine

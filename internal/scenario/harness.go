@@ -3,6 +3,7 @@
 package scenario
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -82,7 +83,7 @@ func (h *harness) defineNode(host *netlab.Host, name string, port int, extra ...
 		"--name", name,
 		"--secret", h.cfg.Secret, "--cookie", h.cfg.Cookie,
 		"--link-timeout", h.cfg.LinkTimeout.String(), "--interval", h.cfg.Interval.String(),
-		"--log-level", "info",
+		"--log-level", cmp.Or(h.cfg.LogLevel, "info"),
 	}
 	n := &node{name: name, host: host, args: append(args, extra...)}
 	h.nodes = append(h.nodes, n)
@@ -434,4 +435,32 @@ func procStatus(pid int, field string) (uint64, error) {
 		}
 	}
 	return 0, fmt.Errorf("/proc/%d/status: no %s", pid, field)
+}
+
+// taskCPU is the CPU time process pid ran so far, to the nanosecond: the
+// sum of the first field of /proc/PID/task/*/schedstat (every thread;
+// /proc/PID/stat counts 10 ms ticks).
+func taskCPU(pid int) (time.Duration, error) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var sum time.Duration
+	for _, e := range ents {
+		b, err := os.ReadFile(dir + "/" + e.Name() + "/schedstat")
+		if err != nil {
+			continue // the thread exited
+		}
+		f := strings.Fields(string(b))
+		if len(f) == 0 {
+			continue
+		}
+		ns, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s/%s/schedstat: %w", dir, e.Name(), err)
+		}
+		sum += time.Duration(ns)
+	}
+	return sum, nil
 }

@@ -44,6 +44,11 @@ type Config struct {
 	FloodDuration time.Duration
 	SteadyWindow  time.Duration
 	Stops         int
+	// KeepLogs fills Result.Logs after every run, not only after one that
+	// failed or broke an invariant.
+	KeepLogs bool
+	// LogLevel is every node's --log-level ("" = info).
+	LogLevel string
 	// StopFor is how long the starve scenario keeps its host stopped
 	// (SIGSTOP) each time (0 = 2s).
 	StopFor time.Duration
@@ -212,7 +217,7 @@ type Result struct {
 	// bound); the measures and violations gathered before are kept.
 	Err string `json:"error,omitempty"`
 	// Logs are the last lines and stderr of every process when the run had
-	// violations or an error (for test failures; not in JSON).
+	// violations or an error, or Config.KeepLogs (not in JSON).
 	Logs string `json:"-"`
 }
 
@@ -368,7 +373,7 @@ func (s Scenario) Run(ctx context.Context, cfg Config) (*Result, error) {
 		if cerr := context.Cause(ctx); err != nil && cerr != nil && !errors.Is(err, cerr) {
 			err = fmt.Errorf("%w (%w)", err, cerr)
 		}
-		if err != nil || len(r.Violations) > 0 {
+		if err != nil || len(r.Violations) > 0 || cfg.KeepLogs {
 			r.Logs = h.dump()
 		}
 		h.close()

@@ -131,6 +131,11 @@ func TestFlood(t *testing.T) {
 	if r.OK() && r.Value("flood_rejected_at_target") <= 0 {
 		t.Errorf("the target rejected no packet: the flood did not reach it")
 	}
+	// The frames are addressed to the target's MAC: the bridge gives them
+	// to the target's port only.
+	if sent, other := r.Value("flood_sent"), r.Value("flood_rx_other_pkts"); !(other < sent/10) {
+		t.Errorf("another host received %v packets during a flood of %v at the target", other, sent)
+	}
 }
 
 // TestGossip is the namespace test of package gossip: three hosts on the

@@ -128,6 +128,10 @@ func runLateJoin(ctx context.Context, h *harness) error {
 		return err
 	}
 	j := h.defineNode(h.lab.Hosts[h.cfg.Hosts], "", 0)
+	cpu0 := make([]time.Duration, len(nodes))
+	for i, n := range nodes {
+		cpu0[i], _ = taskCPU(n.proc().Pid())
+	}
 	t0, err := h.start(ctx, j)
 	if err != nil {
 		return err
@@ -141,6 +145,23 @@ func runLateJoin(ctx context.Context, h *harness) error {
 		}
 	}
 	outT, outErr := h.waitMesh(ctx, []*node{j}, append(slices.Clone(nodes), j), h.cfg.Margin)
+	if inErr == nil && outErr == nil {
+		// The CPU the join cost, all nodes together: with 2 cores, half
+		// of it is a floor under the time to link both ways (read as soon
+		// as the last line arrived, so a little after).
+		var all time.Duration
+		for i, n := range nodes {
+			c, err := taskCPU(n.proc().Pid())
+			if err == nil {
+				all += c - cpu0[i]
+			}
+		}
+		if c, err := taskCPU(j.proc().Pid()); err == nil {
+			all += c
+			h.res.addMS("join_cpu_joiner_ms", "late joiner: CPU of the joiner from its start to linked both ways", c)
+		}
+		h.res.addMS("join_cpu_all_ms", "late join: CPU of all nodes from the joiner's start to linked both ways", all)
+	}
 	if in := latencies(t0, inT); len(in) > 0 {
 		h.res.addMS("join_in_max_ms", "late joiner: start to nodeup for it at every old node (max)", maxDur(in))
 		h.res.addMS("join_in_median_ms", "late joiner: start to nodeup for it at old nodes (median)", median(in))

@@ -340,6 +340,17 @@ func (d *Detector) Acked(name string, id uint64) bool {
 	return m != nil && m.ID == id && m.acked
 }
 
+// Heard reports when this node last heard member (name, id): a packet of
+// its own or an ack relayed for it. ok is false for an unknown member or
+// one not heard since Add.
+func (d *Detector) Heard(name string, id uint64) (at time.Time, ok bool) {
+	m := d.members[name]
+	if m == nil || m.ID != id || m.unheard {
+		return time.Time{}, false
+	}
+	return m.heard, true
+}
+
 // Member reports whether (name, id) is a member.
 func (d *Detector) Member(name string, id uint64) bool {
 	m := d.members[name]
