@@ -543,7 +543,13 @@ func TestForwarder(t *testing.T) {
 		if _, got := transfer(t, r.sw, r.host, 10, 2*time.Second); len(got) != 10 {
 			t.Fatalf("ingress: %d of 10 frames", len(got))
 		}
+		// The forwarder counts a frame after its write returns, which can
+		// be after the frame arrived: wait for the count (bounded).
 		st := r.f.dirs[egressDir].stats()
+		for deadline := time.Now().Add(2 * time.Second); st.Forwarded < 100 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+			st = r.f.dirs[egressDir].stats()
+		}
 		if st.Forwarded != 100 || st.DroppedLoss+st.DroppedQueue+st.DroppedCut+st.WriteErrors != 0 {
 			t.Errorf("egress stats %+v", st)
 		}
