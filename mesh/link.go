@@ -464,16 +464,7 @@ func (w *queueWriter) seal(bufs [][]byte, it *qitem) [][]byte {
 		ct := w.aead.Seal(pt[:0], recordNonce(&w.nonce, it.ctr), pt, it.buf[:recordHeaderLen])
 		return append(bufs, it.buf[:recordHeaderLen+len(ct)])
 	}
-	out := make([]byte, 0, len(pt)+int(records(len(pt)))*(recordHeaderLen+sealOverhead))
-	ctr := it.ctr
-	for len(pt) > 0 {
-		k := min(len(pt), maxRecordPlain)
-		h := len(out)
-		out = binary.BigEndian.AppendUint32(out, uint32(k+sealOverhead))
-		out = w.aead.Seal(out, recordNonce(&w.nonce, ctr), pt[:k], out[h:])
-		pt, ctr = pt[k:], ctr+1
-	}
-	return append(bufs, out)
+	return append(bufs, appendSealed(make([]byte, 0, sealedLen(len(pt))), w.aead, it.ctr, pt))
 }
 
 // recover opens the records of a body sealed under a broken link's key (the

@@ -305,15 +305,22 @@ func (q *sendQueue) appendHeaderLocked(b []byte) {
 
 // sealRecords seals p into records numbered from it.sctr.
 func sealRecords(it *qitem, aead cipher.AEAD, p []byte) []byte {
-	k := int(records(len(p)))
 	var out []byte
-	if k == 1 {
+	if records(len(p)) == 1 {
 		out, it.pooled = getRecBuf(len(p))
 	} else {
-		out = make([]byte, 0, len(p)+k*recOverhead)
+		out = make([]byte, 0, sealedLen(len(p)))
 	}
+	return appendSealed(out, aead, it.sctr, p)
+}
+
+// sealedLen is the length of p bytes sealed into records.
+func sealedLen(p int) int { return p + int(records(p))*recOverhead }
+
+// appendSealed appends p to out sealed into records of at most
+// maxRecordPlain bytes, numbered from ctr.
+func appendSealed(out []byte, aead cipher.AEAD, ctr uint64, p []byte) []byte {
 	var nonce [12]byte
-	ctr := it.sctr
 	for len(p) > 0 {
 		m := min(len(p), maxRecordPlain)
 		h := len(out)
