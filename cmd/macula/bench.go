@@ -227,32 +227,26 @@ func neighNeed(n int) int { return n*(n+4) + 512 }
 // back.
 func raiseNeighLimit(need int, logf func(string, ...any)) (restore func(), err error) {
 	restore = func() {}
-	t2, err2 := readSysctlInt(neighDir + "gc_thresh2")
-	t3, err3 := readSysctlInt(neighDir + "gc_thresh3")
-	if err := errors.Join(err2, err3); err != nil {
+	t3, err := readSysctlInt(neighDir + "gc_thresh3")
+	if err != nil {
 		return restore, fmt.Errorf("cannot read the neighbour table limits: %w", err)
 	}
 	if t3 >= need {
 		return restore, nil
 	}
-	n2, n3 := max(t2, need), max(t3, 2*need)
-	if err := writeSysctlInt(neighDir+"gc_thresh3", n3); err != nil {
-		return restore, fmt.Errorf("cannot raise net.ipv4.neigh.default.gc_thresh3 to %d: %w", n3, err)
+	// gc_thresh2 must stay <= gc_thresh3 at every step: 3 is raised first
+	// and restored last.
+	const why = "the kernel's neighbour table is shared by every namespace"
+	r3, err := raiseSysctl(neighDir+"gc_thresh3", 2*need, why, logf)
+	if err != nil {
+		return restore, err
 	}
-	if err := writeSysctlInt(neighDir+"gc_thresh2", n2); err != nil {
-		_ = writeSysctlInt(neighDir+"gc_thresh3", t3)
-		return restore, fmt.Errorf("cannot raise net.ipv4.neigh.default.gc_thresh2 to %d: %w", n2, err)
+	r2, err := raiseSysctl(neighDir+"gc_thresh2", need, why, logf)
+	if err != nil {
+		r3()
+		return restore, err
 	}
-	logf("raised net.ipv4.neigh.default.gc_thresh2/3 from %d/%d to %d/%d for the run (the kernel's neighbour table is shared by every namespace)", t2, t3, n2, n3)
-	return func() {
-		// gc_thresh2 must stay <= gc_thresh3 at every step.
-		err := errors.Join(writeSysctlInt(neighDir+"gc_thresh2", t2), writeSysctlInt(neighDir+"gc_thresh3", t3))
-		if err != nil {
-			logf("warning: could not restore the neighbour table limits %d/%d: %v", t2, t3, err)
-			return
-		}
-		logf("restored net.ipv4.neigh.default.gc_thresh2/3 to %d/%d", t2, t3)
-	}, nil
+	return func() { r2(); r3() }, nil
 }
 
 func readSysctlInt(path string) (int, error) {
