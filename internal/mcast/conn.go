@@ -1,6 +1,7 @@
 package mcast
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,8 +10,10 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
+	"golang.org/x/net/bpf"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 )
@@ -184,6 +187,38 @@ func (c *Conn) WriteTo(b []byte, ifIndex int, src netip.Addr, dst netip.AddrPort
 	}
 	_, err := c.p6.WriteTo(b, cm, ua)
 	return err
+}
+
+// SetFilter attaches a classic BPF socket filter (SO_ATTACH_FILTER) to the
+// socket, replacing any earlier one: the kernel runs it on every datagram
+// before queueing it, with the UDP header at offset 0 and the payload at
+// offset 8; a return of 0 drops the datagram without waking a reader. The
+// old filter is removed first (a few datagrams may pass unfiltered while
+// the new one is attached). A program too large for the kernel's socket
+// option memory (net.core.optmem_max) fails with ENOMEM. Linux only:
+// elsewhere it returns an error wrapping errors.ErrUnsupported.
+func (c *Conn) SetFilter(prog []bpf.RawInstruction) error {
+	var err error
+	if sc, ok := c.pc.(syscall.Conn); ok {
+		if rc, e := sc.SyscallConn(); e == nil {
+			e = rc.Control(func(fd uintptr) { err = detachFilter(int(fd)) })
+			err = cmp.Or(err, e)
+		}
+	}
+	switch {
+	case err != nil:
+	case c.p6 != nil:
+		err = c.p6.SetBPF(prog)
+	default:
+		err = c.p4.SetBPF(prog)
+	}
+	if err != nil && !filterSupported {
+		return fmt.Errorf("mcast: socket filter: %w", errors.ErrUnsupported)
+	}
+	if err != nil {
+		return fmt.Errorf("mcast: socket filter: %w", err)
+	}
+	return nil
 }
 
 // Read reads the next datagram into buf. Errors the socket survives are

@@ -11,3 +11,8 @@ import "golang.org/x/sys/unix"
 func platformOptions(fd int, _ bool) error {
 	return setInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1, "SO_REUSEPORT")
 }
+
+// filterSupported: SetFilter attaches socket filters on Linux only.
+const filterSupported = false
+
+func detachFilter(int) error { return nil }

@@ -24,3 +24,18 @@ func platformOptions(fd int, v6 bool) error {
 	}
 	return setInt(fd, unix.IPPROTO_IP, unix.IP_MULTICAST_ALL, 0, "IP_MULTICAST_ALL")
 }
+
+// filterSupported: SetFilter attaches socket filters here.
+const filterSupported = true
+
+// detachFilter removes the socket's filter, if any. Replacing a filter in
+// place charges the old and the new one together against the socket's
+// option memory (net.core.optmem_max) until the swap; removed first, the
+// new one needs only its own size. ENOENT (no filter) is not an error.
+func detachFilter(fd int) error {
+	err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	return err
+}

@@ -9,3 +9,8 @@ import "syscall"
 func control(_, _ bool) func(network, address string, c syscall.RawConn) error {
 	return nil
 }
+
+// filterSupported: SetFilter attaches socket filters on Linux only.
+const filterSupported = false
+
+func detachFilter(int) error { return nil }
