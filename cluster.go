@@ -379,6 +379,9 @@ func (c *Cluster) link(v mesh.Event) {
 		c.mu.Unlock()
 		c.log.Info("node down", "node", e.Node, "reason", e.Reason)
 		c.emit(e)
+		if lw, ok := c.strategy.(discovery.LinkWatcher); ok {
+			lw.Linked(v.Node, false)
+		}
 		return
 	}
 	e.Kind = NodeUp
@@ -398,6 +401,9 @@ func (c *Cluster) link(v mesh.Event) {
 	}
 	c.log.Info("node up", "node", e.Node, "addr", e.Addr, "incarnation", e.Incarnation)
 	c.emit(e)
+	if lw, ok := c.strategy.(discovery.LinkWatcher); ok {
+		lw.Linked(v.Node, true)
+	}
 }
 
 // erlangLink handles an event of an Erlang distribution link (erldist

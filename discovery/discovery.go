@@ -100,6 +100,17 @@ type Strategy interface {
 	Close() error
 }
 
+// LinkWatcher is implemented by strategies that can spend less on peers
+// the mesh already watches. The facade calls Linked(name, true) when the
+// mesh links the peer of that name (NodeUp) and Linked(name, false) when
+// the link is gone (NodeDown), in that order for each name, from one
+// goroutine. It must not block. Gossip uses it to drop most heartbeats of
+// linked peers in the kernel (they would wake the node N/Interval times a
+// second to say what the link already says) and not to expire them.
+type LinkWatcher interface {
+	Linked(name string, up bool)
+}
+
 // StatsSource is implemented by strategies that count what they do; the
 // facade exports Stats of whatever strategy runs.
 type StatsSource interface {

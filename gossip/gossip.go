@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"bytes"
 	"cmp"
 	"container/list"
 	"context"
@@ -75,6 +76,11 @@ type Stats struct {
 	// Evicted counts entries dropped to make room for a new node in a full
 	// table (also counted in Lost).
 	Evicted uint64
+	// Linked is how many table entries the caller reported linked
+	// (Linked); Quiet how many of their heartbeats the kernel filter
+	// currently drops but one in 16 (0 where no filter can be attached:
+	// every heartbeat is read). FilterUpdates counts filters attached.
+	Linked, Quiet, FilterUpdates uint64
 }
 
 var reasons = [...]string{ReasonTooLong, ReasonMalformed, ReasonBadNode, ReasonUnsigned,
@@ -108,7 +114,16 @@ type Gossip struct {
 	byName      map[string]string // Name -> Node
 	probation   *list.List        // of *row, unverified, most recently heard first
 	established *list.List        // of *row, verified, most recently heard first
+	linkedRows  *list.List        // of *row, linked (quiet.go): never evicted, never expired
 	own         atomic.Pointer[ownAddrs]
+
+	// linked peers and the kernel filter (quiet.go): notes from Linked
+	// under linkMu, the rest owned by the table goroutine
+	linkMu      sync.Mutex
+	linkNotes   map[string]bool // name -> linked, not yet applied
+	linkWake    chan struct{}
+	linkedNames map[string]bool
+	quiet       quietState
 
 	// host-name lookups (names.go), owned by the table goroutine
 	names    map[string]*nameState
@@ -125,10 +140,12 @@ type Gossip struct {
 	sent, sendErrs, packets, heard, ownHeard atomic.Uint64
 	twins                                    atomic.Uint64
 	discovered, lost, peers, evicted         atomic.Uint64
+	linked, quietN, filterUpdates            atomic.Uint64
 	rejected                                 [len(reasons)]atomic.Uint64
 }
 
 type received struct {
+	pkt  []byte // the datagram (a copy)
 	node string
 	peer discovery.Peer
 	from netip.AddrPort
@@ -156,6 +173,11 @@ func Start(ctx context.Context, cfg Config) (*Gossip, error) {
 		names:       make(map[string]*nameState),
 		resolved:    make(chan nameResult, maxLookups),
 		established: list.New(),
+		linkedRows:  list.New(),
+		linkNotes:   make(map[string]bool),
+		linkWake:    make(chan struct{}, 1),
+		linkedNames: make(map[string]bool),
+		quiet:       quietState{maxInsns: maxFilterInsns},
 		byName:      make(map[string]string),
 		joined:      make(map[string]iface),
 		joinFailed:  make(map[string]string),
@@ -254,6 +276,7 @@ func (g *Gossip) Stats() Stats {
 		PacketsReceived: g.packets.Load(), HeartbeatsReceived: g.heard.Load(),
 		OwnIgnored: g.ownHeard.Load(), TwinsIgnored: g.twins.Load(), Discovered: g.discovered.Load(), Lost: g.lost.Load(),
 		Peers: g.peers.Load(), Evicted: g.evicted.Load(), Rejected: make(map[string]uint64, len(reasons)),
+		Linked: g.linked.Load(), Quiet: g.quietN.Load(), FilterUpdates: g.filterUpdates.Load(),
 	}
 	for i, r := range reasons {
 		st.Rejected[r] = g.rejected[i].Load()
@@ -337,7 +360,7 @@ func (g *Gossip) readLoop() {
 			g.s.log.Debug("gossip: heartbeat", "node", node, "from", from)
 		}
 		select {
-		case g.rx <- received{node: node, peer: p, from: from, at: at}:
+		case g.rx <- received{pkt: bytes.Clone(buf[:n]), node: node, peer: p, from: from, at: at}:
 		case <-g.done:
 			return
 		}
@@ -359,8 +382,16 @@ func (g *Gossip) wantDestination(dst netip.Addr, ifIndex int) bool {
 // silent peers and emits events, in order.
 func (g *Gossip) tableLoop() {
 	defer g.wg.Done()
-	sweep := time.NewTicker(min(max(g.s.expiry/5, 10*time.Millisecond), time.Second))
+	// The sweep runs only while some row can expire: linked rows do not
+	// (quiet.go), and a node whose every peer is linked is not woken for
+	// nothing each second.
+	period := min(max(g.s.expiry/5, 10*time.Millisecond), time.Second)
+	sweep := time.NewTicker(period)
 	defer sweep.Stop()
+	sweeping := true
+	refilter := time.NewTimer(time.Hour)
+	refilter.Stop()
+	defer refilter.Stop()
 	for {
 		select {
 		case <-g.done:
@@ -371,6 +402,21 @@ func (g *Gossip) tableLoop() {
 			g.resolvedName(res)
 		case now := <-sweep.C:
 			g.expire(now)
+		case <-g.linkWake:
+			g.applyLinkNotes()
+		case <-refilter.C:
+			g.refilter()
+		}
+		if due, moved := g.quiet.schedule(); moved {
+			refilter.Reset(time.Until(due))
+		}
+		if want := g.probation.Len()+g.established.Len() > 0; want != sweeping {
+			sweeping = want
+			if want {
+				sweep.Reset(period)
+			} else {
+				sweep.Stop()
+			}
 		}
 	}
 }

@@ -18,6 +18,7 @@ type Strategy struct {
 var (
 	_ discovery.Strategy    = (*Strategy)(nil)
 	_ discovery.StatsSource = (*Strategy)(nil)
+	_ discovery.LinkWatcher = (*Strategy)(nil)
 )
 
 // NewStrategy returns a gossip strategy; cfg.Node and cfg.Sink are set at
@@ -50,6 +51,14 @@ func (s *Strategy) Refresh() {
 	}
 }
 
+// Linked implements discovery.LinkWatcher (see Gossip.Linked). Before
+// Start it does nothing.
+func (s *Strategy) Linked(name string, up bool) {
+	if g := s.Gossip(); g != nil {
+		g.Linked(name, up)
+	}
+}
+
 // Gossip returns the instance started by Start (nil before Start), for
 // Peers, Stats and Group. It stays valid after Close (final counters).
 func (s *Strategy) Gossip() *Gossip { return s.g.Load() }
@@ -73,6 +82,9 @@ func (s *Strategy) DiscoveryStats() discovery.Stats {
 			"discovered":          st.Discovered,
 			"lost":                st.Lost,
 			"evicted":             st.Evicted,
+			"linked":              st.Linked,
+			"quiet":               st.Quiet,
+			"filter_updates":      st.FilterUpdates,
 		},
 		Rejected: st.Rejected,
 	}

@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"bytes"
 	"cmp"
 	"container/list"
 	"net"
@@ -15,8 +16,10 @@ const maxSuperseded = 4
 // row is a table entry with the table goroutine's bookkeeping.
 type row struct {
 	Entry
-	elem        *list.Element // in Gossip.probation or Gossip.established
+	elem        *list.Element // in Gossip.probation, established or linkedRows (listOf)
 	established bool          // verified: dialable and heard over an interval
+	linked      bool          // the caller holds a live link to it (quiet.go)
+	pkt         []byte        // its last heartbeat, as received
 	// superseded are node fields of the same name that this one replaced:
 	// their heartbeats are ignored while this row lives (a replay, or a
 	// copy delayed in the network, must not flap discovery).
@@ -57,6 +60,9 @@ func (g *Gossip) refreshOwn() {
 
 // listOf is the list a row belongs to.
 func (g *Gossip) listOf(r *row) *list.List {
+	if r.linked {
+		return g.linkedRows
+	}
 	if r.established {
 		return g.established
 	}
@@ -71,6 +77,9 @@ func (g *Gossip) removeLocked(r *row) {
 	}
 	g.listOf(r).Remove(r.elem)
 	r.elem = nil
+	if r.linked {
+		g.quiet.mark()
+	}
 }
 
 // victimLocked picks the entry a new node may replace in a full table: the
@@ -95,6 +104,12 @@ func (g *Gossip) apply(r received) {
 	if e, ok := g.table[r.node]; ok {
 		e.LastSeen = r.at
 		e.From = r.from
+		if !bytes.Equal(e.pkt, r.pkt) {
+			e.pkt = r.pkt
+			if e.linked {
+				g.quiet.mark()
+			}
+		}
 		decided, dialable := false, false
 		if e.waiting {
 			var wait bool
@@ -107,9 +122,9 @@ func (g *Gossip) apply(r received) {
 		}
 		if !e.established && e.Addr != "" && e.LastSeen.Sub(e.FirstSeen) >= g.s.interval*3/4 {
 			// Heard over an interval and dialable: verified.
-			g.probation.Remove(e.elem)
+			g.listOf(e).Remove(e.elem)
 			e.established = true
-			e.elem = g.established.PushFront(e)
+			e.elem = g.listOf(e).PushFront(e)
 		} else {
 			g.listOf(e).MoveToFront(e.elem)
 		}
@@ -167,7 +182,7 @@ func (g *Gossip) apply(r received) {
 		p.Addr = ""
 	}
 	n := &row{Entry: Entry{Node: r.node, Peer: p, From: r.from, FirstSeen: r.at, LastSeen: r.at},
-		advertised: r.peer.Addr, waiting: wait}
+		advertised: r.peer.Addr, waiting: wait, pkt: r.pkt, linked: g.linkedNames[p.Name]}
 	if old != nil {
 		// Same name@host, another port: the node restarted elsewhere.
 		g.removeLocked(old)
@@ -181,7 +196,10 @@ func (g *Gossip) apply(r received) {
 			g.lost.Add(1)
 		}
 	}
-	n.elem = g.probation.PushFront(n)
+	n.elem = g.listOf(n).PushFront(n)
+	if n.linked {
+		g.quiet.mark()
+	}
 	g.table[r.node] = n
 	g.byName[p.Name] = r.node
 	g.peers.Store(uint64(len(g.table)))
@@ -234,12 +252,13 @@ func (g *Gossip) report(n *row, undialable bool, replaces string) {
 	}
 }
 
-// expire drops nodes not heard for Expiry, in node order.
+// expire drops nodes not heard for Expiry, in node order. Linked rows do
+// not expire (quiet.go).
 func (g *Gossip) expire(now time.Time) {
 	var gone []*row
 	g.mu.Lock()
 	for _, e := range g.table {
-		if now.Sub(e.LastSeen) > g.s.expiry {
+		if !e.linked && now.Sub(e.LastSeen) > g.s.expiry {
 			gone = append(gone, e)
 		}
 	}
