@@ -148,6 +148,7 @@ type prober struct {
 	d       *swim.Detector
 	seen    map[uint64]*window
 	timer   *time.Timer
+	timerAt time.Time // the deadline timer is set for (zero: set it anew)
 	out     []outPkt
 	bad     atomic.Uint64
 	replays atomic.Uint64
@@ -218,7 +219,15 @@ func (p *prober) queue(addr string, pkt []byte) {
 func (p *prober) flushUnlock(changes []swim.Change) {
 	out := p.out
 	p.out = nil
-	p.timer.Reset(max(time.Until(p.d.Next()), 0))
+	// Most packets leave the deadline as it was (a ping answered, an ack
+	// for a probe of someone else's): setting it again from the wall clock
+	// can move it a few nanoseconds earlier, and a timer moved earlier
+	// than the poller's sleep wakes the runtime's poller, a wake-up of
+	// its own (2-3 per second per node).
+	if next := p.d.Next(); !next.Equal(p.timerAt) {
+		p.timerAt = next
+		p.timer.Reset(max(time.Until(next), 0))
+	}
 	p.mu.Unlock()
 	if p.dropAll.Load() {
 		out = nil
@@ -243,6 +252,7 @@ func (p *prober) tickLoop() {
 		}
 		p.stall()
 		p.mu.Lock()
+		p.timerAt = time.Time{} // fired: set it again whatever Next says
 		ch := p.d.Tick(time.Now())
 		p.flushUnlock(ch)
 	}
