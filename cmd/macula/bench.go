@@ -39,6 +39,14 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	floodRate := fs.Int("flood-rate", 0, "flood scenario: hostile packets per second (default 100000, 20000 with --quick)")
 	seed := fs.Uint64("seed", 0, "churn: random seed (default from the clock)")
 	backlogLimit := fs.Bool("backlog-limit", true, "raise the kernel's per-CPU input backlog (net.core.netdev_max_backlog, shared by every namespace;\n1000 packets by default: one multicast heartbeat on the lab's bridge is a packet per host) for the run\nwhen the largest size needs more, and restore it at the end")
+	var nodeEnv []string
+	fs.Func("node-env", "add KEY=VALUE to the environment of every node process (repeatable; e.g. GOMAXPROCS=1 or GODEBUG=...)", func(v string) error {
+		if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+			return fmt.Errorf("want KEY=VALUE, got %q", v)
+		}
+		nodeEnv = append(nodeEnv, v)
+		return nil
+	})
 	neighLimit := fs.Bool("neigh-limit", true, "raise the kernel's IPv4 neighbour table limit (net.ipv4.neigh.default.gc_thresh2/3, shared by every\nnamespace; 1024 entries by default, enough for about 30 fully meshed hosts) for the run when\nthe largest size needs more, and restore it at the end")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: macula bench [flags]
@@ -122,6 +130,7 @@ runs:
 			cfg := scenario.Config{
 				Bin: bin, Hosts: size, LinkTimeout: lt, Interval: iv, Short: *quick,
 				FloodRate: *floodRate, Seed: *seed, Logf: logf, LogLevel: *nodeLog, KeepLogs: *logsDir != "",
+				Env: nodeEnv,
 			}
 			logf("%s/%d: start (bound %v)", name, size, s.Bound(cfg).Round(time.Second))
 			r, err := s.Run(ctx, cfg)
