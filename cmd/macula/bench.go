@@ -120,7 +120,7 @@ Scenarios:
 	rep := benchReport{
 		Started: time.Now().UTC(), Binary: bin, Version: version(), GoVersion: runtime.Version(),
 		CPUs: runtime.NumCPU(), Sizes: sizes, Scenarios: scens, Quick: *quick,
-		LinkTimeoutMS: float64(lt.Milliseconds()), IntervalMS: float64(iv.Milliseconds()),
+		LinkTimeoutMS: float64(lt.Milliseconds()), IntervalMS: float64(iv.Milliseconds()), NodeEnv: nodeEnv,
 	}
 	var interrupted error
 runs:
@@ -322,6 +322,7 @@ type benchReport struct {
 	Quick         bool               `json:"quick"`
 	LinkTimeoutMS float64            `json:"link_timeout_ms"`
 	IntervalMS    float64            `json:"interval_ms"`
+	NodeEnv       []string           `json:"node_env,omitempty"`
 	Goals         []goalResult       `json:"goals"`
 	Results       []*scenario.Result `json:"results"`
 }
@@ -595,6 +596,9 @@ func writeMarkdown(w io.Writer, rep *benchReport) {
 		time.Duration(rep.IntervalMS)*time.Millisecond)
 	if rep.Quick {
 		fmt.Fprint(w, "; --quick")
+	}
+	if len(rep.NodeEnv) > 0 {
+		fmt.Fprintf(w, "; node environment %s", strings.Join(rep.NodeEnv, " "))
 	}
 	fmt.Fprintf(w, "; %.0fs in all.\n\n", rep.ElapsedS)
 	fmt.Fprint(w, "| measure | goal |")
