@@ -80,9 +80,13 @@
 // sends at once. These out-of-schedule heartbeats are limited to one per 100
 // ms, later requests coalesced into one at the end of the 100 ms (an answer:
 // at the later of that and its delay). A peer not heard for Expiry is
-// dropped and reported Lost. A node with the same name@host as a known one
-// but another port replaces it at once (the sink sees a Found with the same
-// Key): that is a restarted node on a new port. The node field it replaced
+// dropped and reported Lost, unless it is linked: Gossip.Linked (the
+// facade calls it on NodeUp and NodeDown) marks a node whose liveness the
+// mesh watches; it does not expire while linked, and on Linux a kernel
+// filter on the socket drops its heartbeats but one in 16 (quiet.go). A
+// node with the same name@host as a known one but another port replaces it
+// at once (the sink sees a Found with the same Key): that is a restarted
+// node on a new port. The node field it replaced
 // is then "superseded": its heartbeats are ignored (counted as "superseded")
 // as long as the new one is in the table, so a replayed or delayed old
 // heartbeat does not flap discovery. A node that restarts back onto a port

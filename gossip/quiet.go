@@ -35,10 +35,10 @@ const quietSample = 16
 // instructions (BPF_MAXINSNS), and charges a filter against the socket's
 // option memory (net.core.optmem_max, 128 KiB on recent kernels, 20 KiB on
 // old ones) at about 54 bytes per instruction once translated: 2,048 fit
-// under 128 KiB (a third of them for 100 unsigned heartbeats of 20-byte
-// node names). Where the kernel refuses a program for memory, the table
-// tries again with half as many instructions. Linked rows beyond the
-// bound are simply not filtered.
+// under 128 KiB: about 150 unsigned heartbeats of 20-byte node fields (13
+// instructions each), about 220 signed ones (9 each). Where the kernel
+// refuses a program for memory, the table tries again with half as many
+// instructions. Linked rows beyond the bound are simply not filtered.
 const maxFilterInsns = 2048
 
 // macTailBytes: a signed heartbeat is told apart by its length and the
