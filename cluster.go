@@ -291,6 +291,12 @@ func (c *Cluster) found(key string, p discovery.Peer, src string, now time.Time)
 	}
 	if old := c.discovered[key]; old != nil {
 		if old.peer == p {
+			// Found again, unchanged: the strategy heard it after a
+			// silence (gossip: a partition healed). Dial now if it is
+			// not linked, instead of at its next backoff step.
+			if _, linked := c.members[p.Name]; !linked && p.Dialable() {
+				c.mesh.Connect(p.Name, p.Addr)
+			}
 			return
 		}
 		c.drop(old, now) // a new address for the name: lost, then discovered again

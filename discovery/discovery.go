@@ -73,7 +73,9 @@ func (p Peer) String() string {
 // ignored).
 type Sink interface {
 	// Found reports that p is present. A Found with the Key of a peer
-	// already found replaces it (for example a new address for a name).
+	// already found replaces it (for example a new address for a name);
+	// the same peer found again says it was heard again after a silence
+	// (the facade then dials it at once if it is not linked).
 	Found(p Peer)
 	// Gone reports that the peer with p's Key is no longer present.
 	Gone(p Peer)

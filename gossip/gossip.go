@@ -81,6 +81,9 @@ type Stats struct {
 	// currently drops but one in 16 (0 where no filter can be attached:
 	// every heartbeat is read). FilterUpdates counts filters attached.
 	Linked, Quiet, FilterUpdates uint64
+	// Revived counts peers reported Found again because they were heard
+	// after more than two intervals of silence while not linked.
+	Revived uint64
 }
 
 var reasons = [...]string{ReasonTooLong, ReasonMalformed, ReasonBadNode, ReasonUnsigned,
@@ -140,7 +143,7 @@ type Gossip struct {
 	sent, sendErrs, packets, heard, ownHeard atomic.Uint64
 	twins                                    atomic.Uint64
 	discovered, lost, peers, evicted         atomic.Uint64
-	linked, quietN, filterUpdates            atomic.Uint64
+	linked, quietN, filterUpdates, revived   atomic.Uint64
 	rejected                                 [len(reasons)]atomic.Uint64
 }
 
@@ -276,7 +279,7 @@ func (g *Gossip) Stats() Stats {
 		PacketsReceived: g.packets.Load(), HeartbeatsReceived: g.heard.Load(),
 		OwnIgnored: g.ownHeard.Load(), TwinsIgnored: g.twins.Load(), Discovered: g.discovered.Load(), Lost: g.lost.Load(),
 		Peers: g.peers.Load(), Evicted: g.evicted.Load(), Rejected: make(map[string]uint64, len(reasons)),
-		Linked: g.linked.Load(), Quiet: g.quietN.Load(), FilterUpdates: g.filterUpdates.Load(),
+		Linked: g.linked.Load(), Quiet: g.quietN.Load(), FilterUpdates: g.filterUpdates.Load(), Revived: g.revived.Load(),
 	}
 	for i, r := range reasons {
 		st.Rejected[r] = g.rejected[i].Load()

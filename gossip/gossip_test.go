@@ -727,3 +727,41 @@ func TestEventKindString(t *testing.T) {
 		t.Error("EventKind.String")
 	}
 }
+
+// TestRevived: a known, unlinked peer heard again after more than two
+// intervals of silence is reported Found again (the caller dials it now);
+// heard on time, it is not.
+func TestRevived(t *testing.T) {
+	t.Parallel()
+	port := freePort(t)
+	a := startNode(t, port, "a", func(c *Config) { c.Expiry = time.Minute })
+	s := newRawSender(t, port)
+	hb := []byte("MACULA_GOSSIP:x@127.0.0.1:1000")
+	founds := func() int {
+		evs, _ := a.rec.snapshot()
+		n := 0
+		for _, e := range evs {
+			if e.Kind == Discovered && e.Node == "x@127.0.0.1:1000" {
+				n++
+			}
+		}
+		return n
+	}
+	s.send(t, hb)
+	a.rec.wait(t, "x discovered", func(evs []Event) bool { return has(evs, Discovered, "x@127.0.0.1:1000") })
+	time.Sleep((reviveGap + 1) * tInterval) // a silence: the gap itself, not a wait for an event
+	s.send(t, hb)
+	a.rec.wait(t, "x found again", func([]Event) bool { return founds() == 2 })
+	if r := a.Stats().Revived; r != 1 {
+		t.Fatalf("after a silence: %d revived, want 1", r)
+	}
+	h := a.Stats().HeartbeatsReceived
+	s.send(t, hb) // at once: no silence
+	eventually(t, "the next heartbeat is read", func() bool { return a.Stats().HeartbeatsReceived > h })
+	if n, r := founds(), a.Stats().Revived; n != 2 || r != 1 {
+		t.Fatalf("without a silence: %d Found, %d revived; want 2, 1", n, r)
+	}
+	if evs, _ := a.rec.snapshot(); has(evs, Lost, "x@127.0.0.1:1000") {
+		t.Fatalf("lost: %v", evs)
+	}
+}

@@ -213,7 +213,10 @@ func (g *Gossip) applyLinkNotes() {
 		g.listOf(r).Remove(r.elem)
 		r.linked = !r.linked
 		if !r.linked {
-			r.LastSeen = now // its expiry starts now
+			// Its expiry counts from now: while linked it was heard one
+			// heartbeat in 16. LastSeen stays the truth (apply's revival
+			// test reads it).
+			r.keepUntil = now.Add(g.s.expiry)
 		}
 		r.elem = g.listOf(r).PushFront(r)
 		g.quiet.mark()

@@ -85,6 +85,7 @@ func (s *Strategy) DiscoveryStats() discovery.Stats {
 			"linked":              st.Linked,
 			"quiet":               st.Quiet,
 			"filter_updates":      st.FilterUpdates,
+			"revived":             st.Revived,
 		},
 		Rejected: st.Rejected,
 	}

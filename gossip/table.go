@@ -20,6 +20,7 @@ type row struct {
 	established bool          // verified: dialable and heard over an interval
 	linked      bool          // the caller holds a live link to it (quiet.go)
 	pkt         []byte        // its last heartbeat, as received
+	keepUntil   time.Time     // unlinked at this time minus Expiry: not expired before (quiet.go)
 	// superseded are node fields of the same name that this one replaced:
 	// their heartbeats are ignored while this row lives (a replay, or a
 	// copy delayed in the network, must not flap discovery).
@@ -97,11 +98,20 @@ func (g *Gossip) victimLocked(now time.Time) *row {
 	return nil
 }
 
+// reviveGap: a peer heard after more than reviveGap intervals of silence
+// is reported Found again (apply).
+const reviveGap = 2
+
 // apply records a heartbeat: O(1) for a known node (a timestamp and a list
 // move), O(1) for a new one (a map insert, at most one eviction, one Found).
 func (g *Gossip) apply(r received) {
 	g.mu.Lock()
 	if e, ok := g.table[r.node]; ok {
+		// Heard again after missing heartbeats, and not linked: the peer
+		// may have been out of reach (a partition that healed, a link
+		// that broke). Found again tells the caller to try it now rather
+		// than at its next backoff step.
+		revived := !e.linked && e.reported && !e.waiting && r.at.Sub(e.LastSeen) > reviveGap*g.s.interval
 		e.LastSeen = r.at
 		e.From = r.from
 		if !bytes.Equal(e.pkt, r.pkt) {
@@ -132,6 +142,11 @@ func (g *Gossip) apply(r received) {
 		g.heard.Add(1)
 		if decided {
 			g.report(e, !dialable, "")
+		} else if revived {
+			g.revived.Add(1)
+			if g.s.sink != nil {
+				g.s.sink.Found(e.Peer)
+			}
 		}
 		return
 	}
@@ -258,7 +273,7 @@ func (g *Gossip) expire(now time.Time) {
 	var gone []*row
 	g.mu.Lock()
 	for _, e := range g.table {
-		if !e.linked && now.Sub(e.LastSeen) > g.s.expiry {
+		if !e.linked && now.Sub(e.LastSeen) > g.s.expiry && now.After(e.keepUntil) {
 			gone = append(gone, e)
 		}
 	}
