@@ -85,8 +85,8 @@
 // mesh watches; it does not expire while linked, and on Linux a kernel
 // filter on the socket drops its heartbeats but one in 16 (quiet.go). A
 // node that is not linked and is heard again after more than two intervals
-// of silence is reported Found again (Stats.Revived): a partition healed,
-// the caller should dial it now. A
+// of silence is answered like a newcomer and reported Found again
+// (Stats.Revived): a partition healed, the caller should dial it now. A
 // node with the same name@host as a known one but another port replaces it
 // at once (the sink sees a Found with the same Key): that is a restarted
 // node on a new port. The node field it replaced

@@ -147,6 +147,7 @@ func (g *Gossip) apply(r received) {
 			if g.s.sink != nil {
 				g.s.sink.Found(e.Peer)
 			}
+			g.answerPeer(e.Peer.Name)
 		}
 		return
 	}
@@ -254,13 +255,18 @@ func (g *Gossip) report(n *row, undialable bool, replaces string) {
 	if g.s.sink != nil {
 		g.s.sink.Found(n.Peer) // same Key as a replaced node: Found replaces it
 	}
-	// Answer a newcomer so it learns us without waiting an interval. A
-	// newcomer whose name sorts lower than ours is answered at once: it is
-	// the one that dials (the mesh's rule: of two nodes that learn of each
-	// other, the higher name waits for the lower one's dial) and our
-	// heartbeat is how it learns our address. One with a higher name is
-	// dialled by us; our answer only fills its table, after answerDelay.
-	if n.Peer.Name != "" && n.Peer.Name < g.selfName {
+	g.answerPeer(n.Peer.Name)
+}
+
+// answerPeer answers a newcomer, or a peer heard again after a silence, so
+// that it learns us without waiting an interval. One whose name sorts
+// lower than ours is answered at once: it is the one that dials (the
+// mesh's rule: of two nodes that learn of each other, the higher name
+// waits for the lower one's dial) and our heartbeat is how it learns our
+// address. One with a higher name is dialled by us; our answer only fills
+// its table, after answerDelay.
+func (g *Gossip) answerPeer(name string) {
+	if name != "" && name < g.selfName {
 		g.BroadcastNow()
 	} else {
 		g.answer()
