@@ -83,7 +83,7 @@
 // dropped and reported Lost, unless it is linked: Gossip.Linked (the
 // facade calls it on NodeUp and NodeDown) marks a node whose liveness the
 // mesh watches; it does not expire while linked, and on Linux a kernel
-// filter on the socket drops its heartbeats but one in 16 (quiet.go). A
+// filter on the socket drops its heartbeats but one in 64 (quiet.go). A
 // node that is not linked and is heard again after more than two intervals
 // of silence is answered like a newcomer and reported Found again
 // (Stats.Revived): a partition healed, the caller should dial it now. A

@@ -76,10 +76,11 @@ type Stats struct {
 	// Evicted counts entries dropped to make room for a new node in a full
 	// table (also counted in Lost).
 	Evicted uint64
-	// Linked is how many table entries the caller reported linked
-	// (Linked); Quiet how many of their heartbeats the kernel filter
-	// currently drops but one in 16 (0 where no filter can be attached:
-	// every heartbeat is read). FilterUpdates counts filters attached.
+	// Linked is how many peers the caller reported linked (Linked); Quiet
+	// how many heartbeats the kernel filter holds, dropped but one in 64:
+	// the linked peers' and our own (Linked+1 when all fit; 0 where no
+	// filter can be attached: every heartbeat is read). FilterUpdates
+	// counts filters attached.
 	Linked, Quiet, FilterUpdates uint64
 	// Revived counts peers reported Found again because they were heard
 	// after more than two intervals of silence while not linked.

@@ -28,8 +28,10 @@ import (
 
 // quietSample: one heartbeat in quietSample of a linked node passes the
 // filter (the kernel's random number), so the table still sees the node
-// about every 16 intervals. A power of two.
-const quietSample = 16
+// about every 64 intervals (96 s by default). Nothing depends on it but
+// the entry's LastSeen; it keeps the filter from being a black hole. At
+// 100 nodes it is one wake-up a second. A power of two.
+const quietSample = 64
 
 // maxFilterInsns bounds the program. The kernel takes at most 4096
 // instructions (BPF_MAXINSNS), and charges a filter against the socket's
@@ -175,7 +177,7 @@ func (q *quietState) schedule() (time.Time, bool) {
 // Linked tells gossip that the caller holds (up) or lost (!up) a live link
 // to the node named name ("name@host", the mesh's name), so that its
 // liveness is watched elsewhere: while linked, its heartbeats are dropped
-// in the kernel but one in 16 (Linux) and its entry does not expire; when
+// in the kernel but one in 64 (Linux) and its entry does not expire; when
 // the link goes, its heartbeats are read again and its expiry starts from
 // then. It does not block; the filter follows filterSettle after the
 // last change (filterMaxWait at most).
@@ -214,7 +216,7 @@ func (g *Gossip) applyLinkNotes() {
 		r.linked = !r.linked
 		if !r.linked {
 			// Its expiry counts from now: while linked it was heard one
-			// heartbeat in 16. LastSeen stays the truth (apply's revival
+			// heartbeat in 64. LastSeen stays the truth (apply's revival
 			// test reads it).
 			r.keepUntil = now.Add(g.s.expiry)
 		}
@@ -241,6 +243,14 @@ func (g *Gossip) refilter() {
 		}
 	}
 	g.mu.Unlock()
+	if len(pkts) > 0 {
+		// Our own heartbeats come back (multicast loopback) only to be
+		// ignored: quiet too, while there is a filter at all.
+		pkts = append(pkts, g.pkt)
+		if g.erlPkt != nil {
+			pkts = append(pkts, g.erlPkt)
+		}
+	}
 	if len(pkts) == 0 && !q.attached {
 		return
 	}

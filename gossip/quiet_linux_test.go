@@ -46,7 +46,7 @@ func TestQuietFilterKernel(t *testing.T) {
 			if n != len(quiet) {
 				t.Fatalf("filter holds %d of %d heartbeats", n, len(quiet))
 			}
-			const sends, loudSends = 320, 20
+			const sends, loudSends = 1280, 20
 			got := exchange(t, prog, func(send func([]byte)) {
 				for i := range sends {
 					for _, q := range quiet {
@@ -65,7 +65,7 @@ func TestQuietFilterKernel(t *testing.T) {
 				}
 			}
 			for _, q := range quiet {
-				// Binomial(320, 1/16): mean 20; P(0) is 1e-9, P(>=60) far less.
+				// Binomial(1280, 1/64): mean 20; P(0) is 2e-9, P(>=60) far less.
 				if c := got[string(q)]; c == 0 || c >= 60 {
 					t.Errorf("quiet %q: %d of %d arrived, want about %d", q, c, sends, sends/quietSample)
 				}
@@ -188,14 +188,18 @@ func TestLinkedQuiet(t *testing.T) {
 	b := startNode(t, port, "b", nil)
 	a.rec.wait(t, "a discovers b", func(evs []Event) bool { return has(evs, Discovered, b.name) })
 	a.Linked("b@127.0.0.1", true)
-	eventually(t, "the filter holds b", func() bool { st := a.Stats(); return st.Quiet == 1 && st.Linked == 1 })
+	eventually(t, "the filter holds b and a", func() bool { st := a.Stats(); return st.Quiet == 2 && st.Linked == 1 })
 
 	// 64 heartbeats of b, 3.2 s: eight times the expiry (400 ms).
 	const beats = 64
-	h0, s0 := a.Stats().HeartbeatsReceived, b.Stats().HeartbeatsSent
+	h0, o0, s0 := a.Stats().HeartbeatsReceived, a.Stats().OwnIgnored, b.Stats().HeartbeatsSent
 	eventually(t, "b sends 64 heartbeats", func() bool { return b.Stats().HeartbeatsSent >= s0+beats })
 	if got := a.Stats().HeartbeatsReceived - h0; got >= beats/2 {
 		t.Errorf("a read %d of b's %d heartbeats while linked, want about %d", got, beats, beats/quietSample)
+	}
+	// a sends as often as b: its own heartbeats come back, quiet too.
+	if got := a.Stats().OwnIgnored - o0; got >= beats/2 {
+		t.Errorf("a read %d of its own heartbeats in the time b sent %d, want about %d", got, beats, beats/quietSample)
 	}
 	if evs, _ := a.rec.snapshot(); has(evs, Lost, b.name) {
 		t.Fatalf("linked b expired: %v", evs)
