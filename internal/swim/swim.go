@@ -38,8 +38,11 @@
 // one node thus cannot make that node declare a live member dead.
 //
 // Local health (Lifeguard): a score 0..MaxHealth-1 rises when a probe of
-// ours fails (by the number of nacks that did not arrive, or by one when no
-// relay was asked), when we are suspected and refute, and when this
+// ours fails with no nack at all (by the number of relays asked, or by one
+// when none was: a relay that answered in time shows that this node and
+// its network work, and the relays that did not are likely cut off with
+// the target, as across a partition, where counting them, as memberlist
+// does, stretched every period of the 100-host side to 8x), when we are suspected and refute, and when this
 // node's own timers fire late (the process was starved); it falls by one
 // per successful probe. The probe timeout and the period are multiplied by
 // score+1. A tick that fires more than ProbeTimeout/2 late abandons the
@@ -688,7 +691,9 @@ func (d *Detector) probeFailed(p *probe, now time.Time) {
 	if p.expected > 0 {
 		miss := p.expected - p.nacks
 		d.st.NacksMissing += uint64(miss)
-		d.addHealth(miss)
+		if p.nacks == 0 {
+			d.addHealth(miss) // not a single relay answered: our own trouble?
+		}
 	} else {
 		d.addHealth(1)
 	}
