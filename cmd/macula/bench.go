@@ -379,6 +379,8 @@ func benchRows() []benchRow {
 			}},
 		{"  same, measured from the last ready line, max (ms)", "formation", "",
 			func(r *scenario.Result) string { return num(v(r, "mesh_after_ready_max_ms"), 1) }, nil},
+		{"  formation: first to last start / CPU of all nodes until the full mesh (ms; the machine has 2 cores)", "formation", "",
+			func(r *scenario.Result) string { return pair(v(r, "start_spread_ms"), v(r, "formation_cpu_all_ms"), 0) }, nil},
 		{"late join: start to nodeup at all old nodes / at the joiner for all (ms)", "latejoin", "<= 50 ms both ways",
 			func(r *scenario.Result) string { return pair(v(r, "join_in_max_ms"), v(r, "join_out_ms"), 1) },
 			func(_ int, r *scenario.Result, _ time.Duration) (float64, bool, bool) {

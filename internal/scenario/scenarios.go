@@ -25,6 +25,16 @@ func runFormation(ctx context.Context, h *harness) error {
 	if err != nil {
 		return err
 	}
+	// What forming cost: every process's CPU from its start to now (just
+	// after the last node saw its full mesh). On 2 cores, formation cannot
+	// take less than half of it.
+	var all time.Duration
+	for _, n := range nodes {
+		if c, err := taskCPU(n.proc().Pid()); err == nil {
+			all += c
+		}
+	}
+	h.res.addMS("formation_cpu_all_ms", "formation: CPU of all nodes from their start to the full mesh", all)
 	if err := h.steady(ctx, nodes); err != nil {
 		return err
 	}
