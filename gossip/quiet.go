@@ -134,15 +134,22 @@ func compareOffsets(l int, signed bool) []int {
 // millisecond or more for 100 peers, on every node): while a cluster forms,
 // links come up for a second or more, and one update after them is enough.
 // Meanwhile the new peers' heartbeats are simply read.
+//
+// A peer leaving the filter (its link went) is another matter: until the
+// filter follows, its heartbeats are still dropped, and a partition that
+// heals in that time is not heard (the heal of a 100-host partition took 8 s
+// when this waited like the rest). It is followed filterUnlinked after.
 const (
-	filterSettle  = time.Second
-	filterMaxWait = 5 * time.Second
+	filterSettle   = time.Second
+	filterMaxWait  = 5 * time.Second
+	filterUnlinked = 200 * time.Millisecond
 )
 
 // quietState is the filter's bookkeeping (table goroutine).
 type quietState struct {
 	dirty            bool      // the linked rows or their heartbeats changed
 	first, last, due time.Time // first and last change since the last update; when it is scheduled
+	unlinked         time.Time // first unlinking since the last update (zero: none)
 	attached         bool      // a filter is on the socket
 	off              bool      // the socket takes no filter (unsupported): stop trying
 	maxInsns         int       // budget; halved when the kernel lacks the memory
@@ -167,6 +174,9 @@ func (q *quietState) schedule() (time.Time, bool) {
 	if m := q.first.Add(filterMaxWait); m.Before(due) {
 		due = m
 	}
+	if u := q.unlinked.Add(filterUnlinked); !q.unlinked.IsZero() && u.Before(due) {
+		due = u
+	}
 	if due.Equal(q.due) {
 		return due, false
 	}
@@ -180,7 +190,7 @@ func (q *quietState) schedule() (time.Time, bool) {
 // in the kernel but one in 64 (Linux) and its entry does not expire; when
 // the link goes, its heartbeats are read again and its expiry starts from
 // then. It does not block; the filter follows filterSettle after the
-// last change (filterMaxWait at most).
+// last change (filterMaxWait at most), filterUnlinked after an unlinking.
 func (g *Gossip) Linked(name string, up bool) {
 	g.linkMu.Lock()
 	g.linkNotes[name] = up
@@ -222,6 +232,9 @@ func (g *Gossip) applyLinkNotes() {
 		}
 		r.elem = g.listOf(r).PushFront(r)
 		g.quiet.mark()
+		if !r.linked && g.quiet.unlinked.IsZero() {
+			g.quiet.unlinked = now
+		}
 	}
 	g.linked.Store(uint64(len(g.linkedNames)))
 	g.mu.Unlock()
@@ -231,7 +244,7 @@ func (g *Gossip) applyLinkNotes() {
 // goroutine), or a pass-all one when there are none and one was attached.
 func (g *Gossip) refilter() {
 	q := &g.quiet
-	q.dirty, q.first, q.due = false, time.Time{}, time.Time{}
+	q.dirty, q.first, q.due, q.unlinked = false, time.Time{}, time.Time{}, time.Time{}
 	if q.off {
 		return
 	}
