@@ -81,7 +81,8 @@ type Lab struct {
 	mu       sync.Mutex
 	closed   bool
 	procs    []*Proc
-	bridges  int // extra bridges br1..brN made by Partition
+	bridges  int  // extra bridges br1..brN made by Partition (without nft)
+	cut      bool // Partition's nft table is in the switch namespace
 	closeErr error
 	once     sync.Once
 }
@@ -305,10 +306,17 @@ func (l *Lab) isClosed() bool {
 
 // Partition splits the hosts: hosts in different groups cannot reach each
 // other, hosts in one group can. Hosts not named in any group form one more
-// group together. Group k is moved to its own bridge in the switch namespace;
-// a second Partition replaces the first. Traffic is dropped silently.
+// group together. A second Partition replaces the first. Traffic is dropped
+// silently.
+//
+// With nft (nftables) the cut is one bridge-family table in the switch
+// namespace that drops frames between ports of different groups: made,
+// replaced and removed (Heal) in one atomic transaction, whatever the
+// number of hosts. Without it, each group's ports are moved to a bridge of
+// their own, one port at a time (at 100 hosts, under load, that took
+// seconds, and a heal measured from its start included them).
 func (l *Lab) Partition(groups ...[]int) error {
-	target := make([]int, len(l.Hosts)) // bridge number per host; 0 = br0
+	target := make([]int, len(l.Hosts)) // group per host; 0 = the hosts named nowhere
 	seen := make(map[int]bool)
 	for k, g := range groups {
 		for _, i := range g {
@@ -327,6 +335,29 @@ func (l *Lab) Partition(groups ...[]int) error {
 	if l.closed {
 		return ErrClosed
 	}
+	if l.AtomicCut() {
+		ports := make([][]string, len(groups)+1)
+		for i, h := range l.Hosts {
+			ports[target[i]] = append(ports[target[i]], fmt.Sprintf("%q", h.port))
+		}
+		var b strings.Builder
+		b.WriteString(cutReset)
+		b.WriteString("table bridge " + cutTable + " {\n  chain cut {\n    type filter hook forward priority 0; policy accept;\n")
+		for a := range ports {
+			for c := range ports {
+				if a != c && len(ports[a]) > 0 && len(ports[c]) > 0 {
+					fmt.Fprintf(&b, "    iifname { %s } oifname { %s } drop\n",
+						strings.Join(ports[a], ", "), strings.Join(ports[c], ", "))
+				}
+			}
+		}
+		b.WriteString("  }\n}\n")
+		if err := run(context.Background(), b.String(), "ip", "netns", "exec", l.sw, "nft", "-f", "-"); err != nil {
+			return fmt.Errorf("netlab: partition %s: %w", l.ID, err)
+		}
+		l.cut = true
+		return nil
+	}
 	var b strings.Builder
 	for k := l.bridges + 1; k <= len(groups); k++ {
 		fmt.Fprintf(&b, "link add name br%d type bridge mcast_snooping 0 stp_state 0\nlink set br%d up\n", k, k)
@@ -341,12 +372,40 @@ func (l *Lab) Partition(groups ...[]int) error {
 	return nil
 }
 
-// Heal undoes Partition: every host back on br0.
+// AtomicCut reports whether Partition and Heal switch every host at one
+// instant (nft), so that an outage starts when Partition returns and ends
+// when Heal returns, give or take the exit of one process. Without nft the
+// hosts are moved one by one between the call and its return.
+func (l *Lab) AtomicCut() bool {
+	_, err := exec.LookPath("nft")
+	return err == nil && !noNFT
+}
+
+// noNFT makes Partition use the bridge fallback (tests).
+var noNFT bool
+
+// cutTable is the nft table of Partition in the switch namespace; cutReset
+// (declare, then delete) empties it in the same transaction as what follows.
+const (
+	cutTable = "mlabcut"
+	cutReset = "table bridge " + cutTable + "\ndelete table bridge " + cutTable + "\n"
+)
+
+// Heal undoes Partition: every host reaches every other again, at once.
 func (l *Lab) Heal() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
 		return ErrClosed
+	}
+	if l.cut {
+		if err := run(context.Background(), cutReset, "ip", "netns", "exec", l.sw, "nft", "-f", "-"); err != nil {
+			return fmt.Errorf("netlab: heal %s: %w", l.ID, err)
+		}
+		l.cut = false
+	}
+	if l.bridges == 0 {
+		return nil
 	}
 	var b strings.Builder
 	for _, h := range l.Hosts {

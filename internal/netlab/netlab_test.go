@@ -265,6 +265,14 @@ func TestPartitionHeal(t *testing.T) {
 	testPartitionHeal(t, New(t, Options{Hosts: 4}))
 }
 
+// TestPartitionHealBridges: the same without nft (a group per bridge).
+// Not parallel: it sets noNFT for the package.
+func TestPartitionHealBridges(t *testing.T) {
+	noNFT = true
+	defer func() { noNFT = false }()
+	testPartitionHeal(t, New(t, Options{Hosts: 4}))
+}
+
 func testPartitionHeal(t *testing.T, l *Lab) {
 	h := l.Hosts
 	if err := l.Partition([]int{0}, []int{1, 2}); err != nil { // host 3: a group of its own
