@@ -211,3 +211,39 @@ func TestDialsPerAddress(t *testing.T) {
 		})
 	}
 }
+
+// TestFoundAgainLiftsAddressBackoff: a peer whose dials failed is backing
+// off at its address; reported again (heard again: a partition healed), its
+// next dial does not wait out the backoff. Another name at that address
+// does not lift it (many names at one address stay one dial per step).
+func TestFoundAgainLiftsAddressBackoff(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // refused from now on
+	a, _ := startNode(t, "a@127.0.0.1", nil)
+	// Backing off for long enough that no dial of x starts during the
+	// checks below (the backoff doubles from 100 ms per failure).
+	backingOff := func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		s := a.addrDial[addr]
+		return s != nil && !s.dialing && time.Until(s.until) > 300*time.Millisecond
+	}
+	a.Connect("x@127.0.0.1", addr)
+	eventually(t, 10*time.Second, "x's dials refused, its address backing off", backingOff)
+	a.Connect("y@127.0.0.1", addr) // another name: the backoff stays
+	if !backingOff() {
+		t.Fatal("another name at the address lifted its backoff")
+	}
+	a.Connect("x@127.0.0.1", addr) // x again
+	a.mu.Lock()
+	s := a.addrDial[addr]
+	lifted := s == nil || s.dialing || !s.until.After(time.Now())
+	a.mu.Unlock()
+	if !lifted {
+		t.Fatal("x found again: its address still backing off")
+	}
+}

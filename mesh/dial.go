@@ -63,6 +63,7 @@ type addrDialState struct {
 	dialing bool
 	until   time.Time // no dial before this
 	bo      backoff
+	key     string // the peer of the last dial (Connect may lift the backoff it earned)
 }
 
 // addrWaitLocked reports how long a dial to addr must wait (0: it may start).
@@ -78,7 +79,7 @@ func (m *Mesh) addrWaitLocked(addr string, now time.Time) time.Duration {
 }
 
 // addrStartLocked marks a dial to addr as running.
-func (m *Mesh) addrStartLocked(addr string, now time.Time) {
+func (m *Mesh) addrStartLocked(addr, key string, now time.Time) {
 	if m.addrDial == nil {
 		m.addrDial = make(map[string]*addrDialState)
 	}
@@ -94,7 +95,20 @@ func (m *Mesh) addrStartLocked(addr string, now time.Time) {
 		a = &addrDialState{}
 		m.addrDial[addr] = a
 	}
-	a.dialing = true
+	a.dialing, a.key = true, key
+}
+
+// addrFoundLocked: the strategy reports key at addr (again). If the
+// address is backing off for this very peer's failed dials, the peer was
+// out of reach (a partition, a restart) and is heard again: its next dial
+// need not wait out a backoff of up to 5 s (at 100 hosts, that was most of
+// a partition's heal). A backoff earned by another name stays: many names
+// announced at one address still cost one dial per backoff step.
+func (m *Mesh) addrFoundLocked(addr, key string) {
+	if a := m.addrDial[addr]; a != nil && !a.dialing && a.key == key && !a.until.IsZero() {
+		a.until = time.Time{}
+		a.bo.reset()
+	}
 }
 
 // addrDoneLocked records the end of a dial to addr.
@@ -256,7 +270,7 @@ func (m *Mesh) dialScheduler() {
 				m.scheduleLocked(ps, now.Add(w))
 				continue
 			}
-			m.addrStartLocked(ps.addr, now)
+			m.addrStartLocked(ps.addr, ps.key, now)
 			if !ps.wanted {
 				ps.transitive--
 			}

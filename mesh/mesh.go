@@ -227,6 +227,7 @@ func (m *Mesh) Connect(name, addr string) {
 	changed := ps.addr != addr
 	ps.addr = addr
 	ps.wanted = true
+	m.addrFoundLocked(addr, key)
 	if changed && !ps.dialing {
 		// A new address: the first attempt at it goes first.
 		ps.failures = 0
