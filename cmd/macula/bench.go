@@ -89,6 +89,11 @@ Scenarios:
 	if os.Geteuid() != 0 {
 		return errors.New("needs root: it creates network namespaces (ip netns); run it as root, e.g. sudo macula bench")
 	}
+	if *logsDir != "" {
+		if err := os.MkdirAll(*logsDir, 0o755); err != nil {
+			return fmt.Errorf("--logs: %w", err)
+		}
+	}
 	if err := netlab.Available(); err != nil {
 		return fmt.Errorf("bench cannot make network namespaces here: %w", err)
 	}
