@@ -78,13 +78,14 @@ type Lab struct {
 	sw     string // switch namespace
 	impair bool   // Options.Impair: hosts linked by TAPs and forwarders
 
-	mu       sync.Mutex
-	closed   bool
-	procs    []*Proc
-	bridges  int  // extra bridges br1..brN made by Partition (without nft)
-	cut      bool // Partition's nft table is in the switch namespace
-	closeErr error
-	once     sync.Once
+	mu        sync.Mutex
+	closed    bool
+	procs     []*Proc
+	bridges   int  // extra bridges br1..brN made by Partition (without nft)
+	cut       bool // Partition's nft table is in the switch namespace
+	nftFailed bool // nft refused the table once: Partition moves ports
+	closeErr  error
+	once      sync.Once
 }
 
 // Host is one network namespace with one interface, Iface ("eth0"), on the
@@ -352,11 +353,14 @@ func (l *Lab) Partition(groups ...[]int) error {
 			}
 		}
 		b.WriteString("  }\n}\n")
-		if err := run(context.Background(), b.String(), "ip", "netns", "exec", l.sw, "nft", "-f", "-"); err != nil {
-			return fmt.Errorf("netlab: partition %s: %w", l.ID, err)
+		err := run(context.Background(), b.String(), "ip", "netns", "exec", l.sw, "nft", "-f", "-")
+		if err == nil {
+			l.cut = true
+			return nil
 		}
-		l.cut = true
-		return nil
+		// nft without the kernel's bridge family (nf_tables, a module
+		// that may be missing): this lab moves ports instead.
+		l.nftFailed = true
 	}
 	var b strings.Builder
 	for k := l.bridges + 1; k <= len(groups); k++ {
@@ -378,7 +382,7 @@ func (l *Lab) Partition(groups ...[]int) error {
 // hosts are moved one by one between the call and its return.
 func (l *Lab) AtomicCut() bool {
 	_, err := exec.LookPath("nft")
-	return err == nil && !noNFT
+	return err == nil && !noNFT && !l.nftFailed
 }
 
 // noNFT makes Partition use the bridge fallback (tests).
