@@ -225,10 +225,12 @@ func (g *Gossip) applyLinkNotes() {
 		g.listOf(r).Remove(r.elem)
 		r.linked = !r.linked
 		if !r.linked {
-			// Its expiry counts from now: while linked it was heard one
-			// heartbeat in 64. LastSeen stays the truth (apply's revival
-			// test reads it).
-			r.keepUntil = now.Add(g.s.expiry)
+			// While linked it was heard one heartbeat in 64: the end of
+			// the link counts as a hearing. Its expiry counts from now,
+			// and it is revived (apply) only after a real silence from
+			// now: a peer still announcing after a Disconnect or a false
+			// nodedown is not redialled by us on its next heartbeat.
+			r.LastSeen = now
 		}
 		r.elem = g.listOf(r).PushFront(r)
 		g.quiet.mark()

@@ -20,7 +20,6 @@ type row struct {
 	established bool          // verified: dialable and heard over an interval
 	linked      bool          // the caller holds a live link to it (quiet.go)
 	pkt         []byte        // its last heartbeat, as received
-	keepUntil   time.Time     // unlinked at this time minus Expiry: not expired before (quiet.go)
 	// superseded are node fields of the same name that this one replaced:
 	// their heartbeats are ignored while this row lives (a replay, or a
 	// copy delayed in the network, must not flap discovery).
@@ -279,7 +278,7 @@ func (g *Gossip) expire(now time.Time) {
 	var gone []*row
 	g.mu.Lock()
 	for _, e := range g.table {
-		if !e.linked && now.Sub(e.LastSeen) > g.s.expiry && now.After(e.keepUntil) {
+		if !e.linked && now.Sub(e.LastSeen) > g.s.expiry {
 			gone = append(gone, e)
 		}
 	}
