@@ -101,9 +101,9 @@ func (m *Mesh) addrStartLocked(addr, key string, now time.Time) {
 // addrFoundLocked: the strategy reports key at addr (again). If the
 // address is backing off for this very peer's failed dials, the peer was
 // out of reach (a partition, a restart) and is heard again: its next dial
-// need not wait out a backoff of up to 5 s (at 100 hosts, that was most of
-// a partition's heal). A backoff earned by another name stays: many names
-// announced at one address still cost one dial per backoff step.
+// need not wait out a backoff of up to 5 s (after a partition of more than
+// a few seconds, the cap). A backoff earned by another name stays: many
+// names announced at one address still cost one dial per backoff step.
 func (m *Mesh) addrFoundLocked(addr, key string) {
 	if a := m.addrDial[addr]; a != nil && !a.dialing && a.key == key && !a.until.IsZero() {
 		a.until = time.Time{}

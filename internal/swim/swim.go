@@ -41,8 +41,9 @@
 // ours fails with no nack at all (by the number of relays asked, or by one
 // when none was: a relay that answered in time shows that this node and
 // its network work, and the relays that did not are likely cut off with
-// the target, as across a partition, where counting them, as memberlist
-// does, stretched every period of the 100-host side to 8x), when we are suspected and refute, and when this
+// the target; across a 50/50 partition, counting each of them as
+// memberlist does raised every node's score to 5-6 and stretched its
+// period as much), when we are suspected and refute, and when this
 // node's own timers fire late (the process was starved); it falls by one
 // per successful probe. The probe timeout and the period are multiplied by
 // score+1. A tick that fires more than ProbeTimeout/2 late abandons the
