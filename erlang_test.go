@@ -216,6 +216,14 @@ func TestErlangTwinsOfGoNodes(t *testing.T) {
 	for _, n := range []*node{a, b} {
 		evs := n.rec.all()
 		checkLinkSequence(t, n.c.Self().Node, evs)
+		if len(evs) > 0 && evs[0].Kind == cluster.Discovered && evs[0].Addr == "" {
+			// The node joined the group between the other's two datagrams
+			// (its heartbeat, then its Erlang-form twin, microseconds apart;
+			// seen once beside two CPU hogs) and heard the twin first: that
+			// is TestErlangTwinHeardFirst's case, not this one's.
+			t.Logf("%s heard the twin first (a start-up race of this test):\n%s", n.c.Self().Node, dump(evs))
+			continue
+		}
 		if len(evs) != 2 {
 			t.Errorf("%s: want Discovered and NodeUp of the other only:\n%s", n.c.Self().Node, dump(evs))
 		}
