@@ -480,7 +480,7 @@ func later(a, b time.Time) time.Time {
 }
 
 // answerDelay is how long we wait before answering a newcomer whose name
-// sorts higher than ours (see report): random in [d, 2d] with d = 2 ms per
+// sorts higher than ours (see answerPeer): random in [d, 2d] with d = 2 ms per
 // node in our table, d at most an eighth of the interval. Every node that
 // hears a newcomer answers it, and every node hears every answer (it is
 // multicast): N answers at once cost N*N wake-ups (at 50 nodes, 2,500 of

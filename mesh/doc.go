@@ -15,9 +15,10 @@
 // their links and each node dials the ones it lacks (three attempts; this
 // does not make them wanted), so one seed is enough to form a full mesh
 // (Config.NoTransitive turns this off). A new link gets the whole list at
-// once; the other links get the new entry 250 ms later, with the other new
-// entries of those 250 ms: when a node joins a full mesh of N, this keeps
-// N*N frames away from its N handshakes.
+// once; the other links get the new entry 2 s later, with the other new
+// entries of those 2 s: when a node joins a full mesh of N, this keeps N*N
+// frames away from its N handshakes, and while links keep coming (a
+// cluster forming, a partition healing) one frame per link per 2 s.
 //
 // There is at most one link per pair. When both nodes dial each other at
 // once, both keep the connection dialled by the node whose name sorts lower

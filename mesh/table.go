@@ -302,9 +302,14 @@ func (m *Mesh) peersChangedLocked(added *link) {
 	if queued && m.peersFlush == nil && !m.closed {
 		m.peersFlush = time.AfterFunc(peerDeltaDelay, m.flushPeerDeltas)
 	}
-	added.peersDirty.Store(true)
+	added.kickPeers()
+}
+
+// kickPeers has l's writer send what peersToSend holds for it.
+func (l *link) kickPeers() {
+	l.peersDirty.Store(true)
 	select {
-	case added.wake <- struct{}{}:
+	case l.wake <- struct{}{}:
 	default:
 	}
 }
@@ -336,13 +341,8 @@ func (m *Mesh) flushPeerDeltas() {
 		return
 	}
 	for _, l := range m.links {
-		if !l.peersFull && len(l.peersNew) == 0 {
-			continue
-		}
-		l.peersDirty.Store(true)
-		select {
-		case l.wake <- struct{}{}:
-		default:
+		if l.peersFull || len(l.peersNew) > 0 {
+			l.kickPeers()
 		}
 	}
 }
