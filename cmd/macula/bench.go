@@ -419,7 +419,7 @@ func benchRows() []benchRow {
 			}},
 		{"partition: both sides report the other down, max (ms)", "partition", "",
 			func(r *scenario.Result) string { return num(v(r, "partition_detect_max_ms"), 0) }, nil},
-		{"  the lab's cut / heal command, start to return (ms; an atomic nft cut is timed from its return)", "partition", "",
+		{"  the lab's cut / heal command, start to return (ms; the outage and the heal are timed from the start)", "partition", "",
 			func(r *scenario.Result) string { return pair(v(r, "partition_lab_ms"), v(r, "heal_lab_ms"), 0) }, nil},
 		{"heal time to full mesh, median / max (ms); false nodedowns after the heal; within a side", "partition", "max <= 2 s, 0, 0",
 			func(r *scenario.Result) string {

@@ -67,10 +67,10 @@
 //   - Host.Cut / Restore: the switch-side veth goes down/up; packets are lost
 //     silently (no FIN, no RST) and the host sees its eth0 lose carrier.
 //   - Lab.Partition(groups...) / Heal: hosts in different groups cannot
-//     talk. With nft, one bridge-family table in the switch namespace drops
-//     frames between the groups' ports, made and deleted atomically
-//     (AtomicCut); without it the groups are moved to bridges of their own,
-//     port by port.
+//     talk. With nft, the rules of one bridge-family chain in the switch
+//     namespace drop frames between the groups' ports, added and flushed
+//     in one transaction each (AtomicCut); without it the groups are moved
+//     to bridges of their own, port by port.
 //   - Host.Netem(spec) / ClearNetem: "tc qdisc replace dev eth0 root netem
 //     SPEC" in the host (egress). Kernels without netem return
 //     ErrNetemUnsupported; RequireNetem skips such tests, also under CI=true

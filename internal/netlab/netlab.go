@@ -343,16 +343,14 @@ func (l *Lab) Partition(groups ...[]int) error {
 		}
 		var b strings.Builder
 		b.WriteString(cutReset)
-		b.WriteString("table bridge " + cutTable + " {\n  chain cut {\n    type filter hook forward priority 0; policy accept;\n")
 		for a := range ports {
 			for c := range ports {
 				if a != c && len(ports[a]) > 0 && len(ports[c]) > 0 {
-					fmt.Fprintf(&b, "    iifname { %s } oifname { %s } drop\n",
+					fmt.Fprintf(&b, "add rule bridge %s cut iifname { %s } oifname { %s } drop\n", cutTable,
 						strings.Join(ports[a], ", "), strings.Join(ports[c], ", "))
 				}
 			}
 		}
-		b.WriteString("  }\n}\n")
 		err := run(context.Background(), b.String(), "ip", "netns", "exec", l.sw, "nft", "-f", "-")
 		if err == nil {
 			l.cut = true
@@ -377,9 +375,11 @@ func (l *Lab) Partition(groups ...[]int) error {
 }
 
 // AtomicCut reports whether Partition and Heal switch every host at one
-// instant (nft), so that an outage starts when Partition returns and ends
-// when Heal returns, give or take the exit of one process. Without nft the
-// hosts are moved one by one between the call and its return.
+// instant (one nft transaction) somewhere between their call and their
+// return; at an idle moment about 10 ms after the call, while the return
+// can come much later when the change itself loads the machine (a heal of
+// 100 hosts: up to 1.4 s). Without nft the hosts are moved one by one
+// between the call and its return.
 func (l *Lab) AtomicCut() bool {
 	_, err := exec.LookPath("nft")
 	return err == nil && !noNFT && !l.nftFailed
@@ -389,10 +389,15 @@ func (l *Lab) AtomicCut() bool {
 var noNFT bool
 
 // cutTable is the nft table of Partition in the switch namespace; cutReset
-// (declare, then delete) empties it in the same transaction as what follows.
+// declares it with its one chain (hooked on the bridge's forward path) and
+// empties the chain, in the same transaction as what follows. The table
+// and its hook stay until the lab is closed: Heal only flushes the chain
+// (a cut of 100 hosts took 5-6 ms this way, 14-20 ms when it deleted and
+// re-made the table).
 const (
 	cutTable = "mlabcut"
-	cutReset = "table bridge " + cutTable + "\ndelete table bridge " + cutTable + "\n"
+	cutReset = "table bridge " + cutTable + " {\n  chain cut {\n    type filter hook forward priority 0; policy accept;\n  }\n}\n" +
+		"flush chain bridge " + cutTable + " cut\n"
 )
 
 // Heal undoes Partition: every host reaches every other again, at once.
