@@ -2,7 +2,9 @@ package mesh
 
 import (
 	"container/heap"
+	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -20,6 +22,21 @@ import (
 // does not dial (it does not know us, or cannot reach us) costs the link
 // yieldDelay once. A variable for the tests.
 var yieldDelay = 300 * time.Millisecond
+
+// stuckConnect: a TCP connect of ours that has run this long to a peer the
+// strategy reports again (Connect) is restarted at once, without backoff.
+// On a LAN a connect takes well under a millisecond; one this old is
+// waiting on a SYN retransmission (Linux 6.7+ resends every second for the
+// first four, older kernels after 1, 3 and 7 s): it was started while the
+// peer was out of reach (a partition, a cut cable) and the peer is heard
+// now. Without the restart such a dial held the pair until that SYN, or
+// until the connect timeout (2 s) and then a backoff of up to 5 s more.
+// A variable for the tests.
+var stuckConnect = 200 * time.Millisecond
+
+// errHeardAgain is the cause of a connect cancelled by Connect (see
+// stuckConnect); the dial is redone at once.
+var errHeardAgain = errors.New("mesh: peer heard again, connect restarted")
 
 // backoff is exponential backoff with "equal jitter": the n-th delay is
 // uniformly random in [d/2, d] with d = min(100ms * 2^n, 5s).
@@ -108,6 +125,15 @@ func (m *Mesh) addrFoundLocked(addr, key string) {
 	if a := m.addrDial[addr]; a != nil && !a.dialing && a.key == key && !a.until.IsZero() {
 		a.until = time.Time{}
 		a.bo.reset()
+	}
+}
+
+// restartStuckConnectLocked cancels ps's TCP connect if it has run for
+// stuckConnect or more (the strategy reports the peer again: see
+// stuckConnect); the dial then starts again at once.
+func (m *Mesh) restartStuckConnectLocked(ps *peerState, now time.Time) {
+	if c := ps.connecting; c.cancel != nil && now.Sub(c.since) >= stuckConnect {
+		c.cancel(errHeardAgain)
 	}
 }
 
@@ -308,8 +334,18 @@ func (m *Mesh) dial(ps *peerState, addr string, gen uint64) {
 	defer m.mu.Unlock()
 	m.dialsInFlight--
 	ps.dialing = false
-	m.addrDoneLocked(addr, err != nil, time.Now())
+	restart := errors.Is(err, errHeardAgain)
+	m.addrDoneLocked(addr, err != nil && !restart, time.Now())
 	m.wakeDialer()
+	if restart {
+		// Not a failure of the peer: redial at once (see stuckConnect).
+		if m.needDialLocked(ps) {
+			m.scheduleLocked(ps, time.Now())
+		} else {
+			m.gcPeerLocked(ps)
+		}
+		return
+	}
 	if err == nil {
 		ps.failures = 0
 		ps.bo.reset()
@@ -358,8 +394,20 @@ func (m *Mesh) dialOnce(ps *peerState, addr string, gen uint64) error {
 	label := ps.key
 	m.st.dials.Add(1)
 	d := net.Dialer{Timeout: m.connectTimeout()}
-	raw, err := d.DialContext(m.ctx, "tcp", addr)
+	ctx, cancel := context.WithCancelCause(m.ctx)
+	defer cancel(nil)
+	m.mu.Lock()
+	ps.connecting.since, ps.connecting.cancel = time.Now(), cancel
+	m.mu.Unlock()
+	raw, err := d.DialContext(ctx, "tcp", addr)
+	m.mu.Lock()
+	ps.connecting.since, ps.connecting.cancel = time.Time{}, nil
+	m.mu.Unlock()
 	if err != nil {
+		if cause := context.Cause(ctx); errors.Is(cause, errHeardAgain) && m.ctx.Err() == nil {
+			m.st.connectRestarts.Add(1)
+			return fmt.Errorf("mesh: dial %s at %s: %w", label, addr, cause)
+		}
 		m.st.dialFailures.Add(1)
 		return fmt.Errorf("mesh: dial %s at %s: %w", label, addr, err)
 	}

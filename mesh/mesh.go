@@ -45,6 +45,7 @@ type Stats struct {
 	PendingHandshakes uint64            // inbound handshakes in progress now
 	Dials             uint64            // outbound TCP connection attempts
 	DialFailures      uint64            // outbound TCP connection attempts that failed
+	ConnectRestarts   uint64            // outbound TCP connects restarted because the peer was reported again while the connect waited on a SYN retransmission (not in DialFailures; see Connect)
 	MessagesSent      uint64            // messages written to a link
 	MessagesReceived  uint64            // messages read from a link
 	BytesSent         uint64            // payload bytes of MessagesSent
@@ -228,6 +229,9 @@ func (m *Mesh) Connect(name, addr string) {
 	ps.addr = addr
 	ps.wanted = true
 	m.addrFoundLocked(addr, key)
+	if !changed {
+		m.restartStuckConnectLocked(ps, time.Now())
+	}
 	if changed && !ps.dialing {
 		// A new address: the first attempt at it goes first.
 		ps.failures = 0

@@ -8,6 +8,7 @@ import (
 
 type counters struct {
 	linksUp, duplicates, dials, dialFailures atomic.Uint64
+	connectRestarts                          atomic.Uint64
 	relinks                                  atomic.Uint64
 	msgsSent, msgsRecv, bytesSent, bytesRecv atomic.Uint64
 	reconnects                               atomic.Uint64
@@ -69,6 +70,7 @@ func (c *counters) snapshot() Stats {
 
 	s.Dials = c.dials.Load()
 	s.DialFailures = c.dialFailures.Load()
+	s.ConnectRestarts = c.connectRestarts.Load()
 	s.MessagesSent = c.msgsSent.Load()
 	s.MessagesReceived = c.msgsRecv.Load()
 	s.BytesSent = c.bytesSent.Load()

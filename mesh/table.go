@@ -3,6 +3,7 @@ package mesh
 import (
 	"cmp"
 	"container/list"
+	"context"
 	"net"
 	"slices"
 	"time"
@@ -29,6 +30,12 @@ type peerState struct {
 	seq      uint64        // arrival order in the queue
 	failures int           // failed attempts since the last success
 	bo       backoff
+	// connecting: the TCP connect of our dial while it runs (cancelling it
+	// restarts it: restartStuckConnectLocked), zero otherwise.
+	connecting struct {
+		since  time.Time
+		cancel context.CancelCauseFunc
+	}
 }
 
 func newPeerState(key, name string) *peerState {

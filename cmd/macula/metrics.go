@@ -38,6 +38,7 @@ var (
 	descDuplicates = prometheus.NewDesc("macula_mesh_duplicate_links_total", "Connections dropped because the pair already had a link or a winning dial (normal with simultaneous dials).", nil, nil)
 	descDials      = prometheus.NewDesc("macula_mesh_dials_total", "Outbound TCP connection attempts.", nil, nil)
 	descDialFails  = prometheus.NewDesc("macula_mesh_dial_failures_total", "Outbound TCP connection attempts that failed.", nil, nil)
+	descRestarts   = prometheus.NewDesc("macula_mesh_connect_restarts_total", "Outbound TCP connects restarted because the peer was heard again while the connect waited on a SYN retransmission.", nil, nil)
 	descPending    = prometheus.NewDesc("macula_mesh_pending_handshakes", "Inbound handshakes in progress.", nil, nil)
 	descMsgs       = prometheus.NewDesc("macula_mesh_messages_total", "Mesh messages, by direction.", []string{"direction"}, nil)
 	descMsgBytes   = prometheus.NewDesc("macula_mesh_message_bytes_total", "Mesh message payload bytes, by direction.", []string{"direction"}, nil)
@@ -144,7 +145,7 @@ func metricName(s string) string {
 
 func (col *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descLinksUp, descLinksDown, descHSFail, descProto, descDuplicates, descRelinks,
-		descDials, descDialFails, descPending, descMsgs, descMsgBytes, descDiscovered, descConnected,
+		descDials, descDialFails, descRestarts, descPending, descMsgs, descMsgBytes, descDiscovered, descConnected,
 		descEvents, descDropped, descPanics, descHandshake, col.rejected, col.peers,
 		descProbes, descSuspicions, descDeadVerd, descRefutes, descLateTicks, descHealth, descReconnects} {
 		ch <- d
@@ -184,6 +185,7 @@ func (col *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descRelinks, ms.LinkReplacements)
 	counter(descDials, ms.Dials)
 	counter(descDialFails, ms.DialFailures)
+	counter(descRestarts, ms.ConnectRestarts)
 	gauge(descPending, float64(ms.PendingHandshakes))
 	counter(descMsgs, ms.MessagesSent, "sent")
 	counter(descMsgs, ms.MessagesReceived, "received")
