@@ -131,6 +131,9 @@ func (m *Mesh) selfHello() (hello, error) {
 	if m.cfg.TLS != nil {
 		h.Features = 0 // TLS protects the stream; see chooseSuite
 	}
+	if !m.cfg.NoTransitive {
+		h.Features |= featTransitive
+	}
 	if _, err := rand.Read(h.Nonce[:]); err != nil {
 		return h, err
 	}

@@ -206,6 +206,31 @@ func TestTransitiveDelta(t *testing.T) {
 	})
 }
 
+// TestTransitiveNoDeltas: peers that dial what lists name need no deltas.
+// z links the seed first, m later: m's full list from the seed names z and
+// m dials it; the seed never arms its delta timer (before the transitive
+// bit it sent z a delta about m, and every link a frame per new link).
+func TestTransitiveNoDeltas(t *testing.T) {
+	s, _ := startNode(t, "s@127.0.0.1", nil)
+	z, rz := startNode(t, "z@127.0.0.1", nil)
+	m, _ := startNode(t, "m@127.0.0.1", nil)
+	z.Connect(s.Name(), s.Addr())
+	rz.waitEvent(t, 10*time.Second, NodeUp, s.Name(), "")
+	m.Connect(s.Name(), s.Addr())
+	eventually(t, 10*time.Second, "full mesh", func() bool {
+		return linkedTo(s, "m@127.0.0.1", "z@127.0.0.1") && linkedTo(m, "s@127.0.0.1", "z@127.0.0.1") &&
+			linkedTo(z, "m@127.0.0.1", "s@127.0.0.1")
+	})
+	for _, n := range []*Mesh{s, z, m} {
+		n.mu.Lock()
+		armed := n.peersFlush != nil
+		n.mu.Unlock()
+		if armed {
+			t.Errorf("%s: deltas queued for peers that all dial what lists name", n.Name())
+		}
+	}
+}
+
 func TestRestart(t *testing.T) {
 	a, ra := startNode(t, "a@127.0.0.1", nil)
 	b1, _ := startNode(t, "b@127.0.0.1", nil)

@@ -284,13 +284,21 @@ func compareIncarnation(a, b hello) int {
 }
 
 // peersChangedLocked: the link added was admitted. It gets our whole peer
-// list at once; every other link only the new entry (a delta), sent with
-// the other deltas of the next peerDeltaDelay (see flushPeerDeltas).
+// list at once. A peer that dials what lists name (featTransitive) then
+// dials every link of ours it lacks: the list is taken when its writer
+// runs, after the admission, so of any two of our links the later one is
+// told of the earlier one. Any other peer is also announced to our other
+// links (a delta), with the other deltas of the next peerDeltaDelay (see
+// flushPeerDeltas), so that they dial it.
 func (m *Mesh) peersChangedLocked(added *link) {
 	if m.cfg.NoTransitive {
 		return
 	}
 	added.peersFull, added.peersNew = true, nil
+	if added.peer.Features&featTransitive != 0 {
+		added.kickPeers()
+		return
+	}
 	info := peerInfo{Name: added.peer.Name, Addr: added.peer.Addr}
 	queued := false
 	for _, l := range m.links {
@@ -322,21 +330,18 @@ func (l *link) kickPeers() {
 }
 
 // peerDeltaDelay is how long the deltas of new links wait before they are
-// sent (a variable so tests can change it). They are a fallback: a node
-// that links to us gets our whole list at once and dials what it lacks, and
-// nodes that discover each other (gossip, mDNS, DNS) dial each other
-// anyway; a delta only helps a node that learns of a peer from nobody else
-// (two nodes linking to one seed at the same moment). Sent at once they
-// cost, when a node joins a full mesh of N, N-1 frames at each of the N old
-// nodes (N^2 wake-ups, each about 100 us of CPU on a small VM: 2,500 at 50
-// nodes) in the very milliseconds the newcomer's handshakes need the CPU;
-// held, they are coalesced (one frame per link for all the links added
-// meanwhile, also while a cluster forms) and sent after the join. While
-// links keep coming (a cluster forming, a partition healing: 2,500 links
-// at 100 nodes) every node sends a frame to every link per delay: 250 ms
-// made that 40,000 frames a second at 100 nodes, and the heal of a 100-node
-// partition took 7-8 s instead of 4.7 s with 3 s. 2 s it is: the fallback
-// is no slower than a gossip heartbeat or two.
+// sent (a variable so tests can change it). They are a fallback, and only
+// for peers that do not dial what lists name (see peersChangedLocked):
+// a node that links to us gets our whole list at once and dials what it
+// lacks, and nodes that discover each other (gossip, mDNS, DNS) dial each
+// other anyway. Sent at once, deltas cost, when a node joins a full mesh of
+// N, N-1 frames at each of the N old nodes (N^2 wake-ups) in the very
+// milliseconds the newcomer's handshakes need the CPU; held, they are
+// coalesced (one frame per link for all the links added meanwhile) and sent
+// after the join. Before the transitive bit every new link had deltas, and
+// while links kept coming (a cluster forming, a partition healing: 2,500
+// links at 100 nodes) every node sent a frame to every link per delay:
+// 250 ms made that 40,000 frames a second at 100 nodes.
 var peerDeltaDelay = 2 * time.Second
 
 // flushPeerDeltas wakes the writer of every link with deltas to send.

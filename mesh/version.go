@@ -47,6 +47,11 @@ const (
 	// featSealChaCha: records sealed with ChaCha20-Poly1305. Always
 	// offered on plain TCP.
 	featSealChaCha uint64 = 1 << 1
+	// featTransitive: the node dials the links named in the peer lists it
+	// gets (not Config.NoTransitive). Not a record cipher: offered over TLS
+	// too. A node that offers it needs no later deltas about the others'
+	// new links (peersChangedLocked).
+	featTransitive uint64 = 1 << 2
 )
 
 // hasAESHardware reports whether AES-GCM runs in constant time and fast
