@@ -69,14 +69,17 @@
 // # Timing
 //
 // The first heartbeat goes out at Start, then one every Interval +-10%. When
-// a node is discovered, we answer with our heartbeat so the newcomer learns
-// us without waiting an interval: at once when its name sorts lower than
-// ours (it is the one that dials: of two nodes that learn of each other, the
-// mesh lets the lower name dial and the higher one wait), else after a
-// random delay in [d, 2d], d = 2 ms per node in our table, at most
-// Interval/8 (we dial it ourselves; every node answers every newcomer and
-// every node hears every answer, so N answers at once would cost N*N
-// wake-ups right when the newcomer's mesh links are made). BroadcastNow
+// a node is discovered and we are one of the three nodes whose names follow
+// its name in our table (in name order, wrapping around), we answer with
+// our heartbeat so the newcomer learns us without waiting an interval: at
+// once when its name sorts lower than ours (it is the one that dials: of
+// two nodes that learn of each other, the mesh lets the lower name dial and
+// the higher one wait), else after a random delay in [d, 2d], d = 2 ms per
+// node in our table, at most Interval/8 (we dial it ourselves). The other
+// nodes do not answer (Stats.NotAnswered): every answer is multicast and
+// wakes every node, so N answers would cost N*N wake-ups right when the
+// newcomer's mesh links are made, and with the mesh one link is enough (its
+// peer list names the rest). BroadcastNow
 // sends at once. These out-of-schedule heartbeats are limited to one per 100
 // ms, later requests coalesced into one at the end of the 100 ms (an answer:
 // at the later of that and its delay). A peer not heard for Expiry is

@@ -85,6 +85,9 @@ type Stats struct {
 	// Revived counts peers reported Found again because they were heard
 	// after more than two intervals of silence while not linked.
 	Revived uint64
+	// NotAnswered counts newcomers (and revived peers) we did not answer:
+	// three nodes whose names follow theirs did (answerPeer).
+	NotAnswered uint64
 }
 
 var reasons = [...]string{ReasonTooLong, ReasonMalformed, ReasonBadNode, ReasonUnsigned,
@@ -145,6 +148,7 @@ type Gossip struct {
 	twins                                    atomic.Uint64
 	discovered, lost, peers, evicted         atomic.Uint64
 	linked, quietN, filterUpdates, revived   atomic.Uint64
+	notAnswered                              atomic.Uint64
 	rejected                                 [len(reasons)]atomic.Uint64
 }
 
@@ -281,6 +285,7 @@ func (g *Gossip) Stats() Stats {
 		OwnIgnored: g.ownHeard.Load(), TwinsIgnored: g.twins.Load(), Discovered: g.discovered.Load(), Lost: g.lost.Load(),
 		Peers: g.peers.Load(), Evicted: g.evicted.Load(), Rejected: make(map[string]uint64, len(reasons)),
 		Linked: g.linked.Load(), Quiet: g.quietN.Load(), FilterUpdates: g.filterUpdates.Load(), Revived: g.revived.Load(),
+		NotAnswered: g.notAnswered.Load(),
 	}
 	for i, r := range reasons {
 		st.Rejected[r] = g.rejected[i].Load()

@@ -549,6 +549,54 @@ func TestAnswerByName(t *testing.T) {
 	}
 }
 
+// TestAnswerers: a newcomer is answered by the three nodes whose names
+// follow its own, not by every node (answerPeer): with the others' tables
+// full, n0 appears and n1, n2, n3 answer at once; n4 and n5 do not answer
+// (NotAnswered), so n0 does not learn them before their next heartbeat
+// (an hour here).
+func TestAnswerers(t *testing.T) {
+	port := freePort(t)
+	slow := func(c *Config) { c.Interval = time.Hour; c.Expiry = 2 * time.Hour }
+	var ns []*node
+	for i := 1; i <= 5; i++ {
+		ns = append(ns, startNode(t, port, fmt.Sprintf("n%d", i), slow))
+	}
+	for _, n := range ns {
+		n.BroadcastNow()
+	}
+	for _, n := range ns {
+		eventually(t, n.name+" knows the four others", func() bool { return n.Stats().Peers == 4 })
+	}
+	time.Sleep(3 * extraGap) // every answer of the start is out
+	sent, na := make([]uint64, len(ns)), make([]uint64, len(ns))
+	for i, n := range ns {
+		st := n.Stats()
+		sent[i], na[i] = st.HeartbeatsSent, st.NotAnswered
+	}
+	n0 := startNode(t, port, "n0", slow)
+	for _, n := range ns[:3] {
+		n0.rec.wait(t, "n0 learns "+n.name, func(evs []Event) bool { return has(evs, Discovered, n.name) })
+	}
+	for _, n := range ns {
+		eventually(t, n.name+" hears n0", func() bool { return n.Stats().Peers == 5 })
+	}
+	time.Sleep(3 * extraGap) // an answer would be out by now
+	for i, n := range ns {
+		st := n.Stats()
+		answered, notAnswered := st.HeartbeatsSent-sent[i], st.NotAnswered-na[i]
+		want := [2]uint64{0, 1} // sent, not answered
+		if i < 3 {
+			want = [2]uint64{1, 0}
+		}
+		if got := [2]uint64{answered, notAnswered}; got != want {
+			t.Errorf("%s after n0 appeared: sent %d heartbeats, did not answer %d; want %d, %d", n.name, got[0], got[1], want[0], want[1])
+		}
+	}
+	if evs, _ := n0.rec.snapshot(); has(evs, Discovered, ns[3].name) || has(evs, Discovered, ns[4].name) {
+		t.Errorf("n0 learnt n4 or n5: only the three nodes after it answer")
+	}
+}
+
 func TestBroadcastModeLo(t *testing.T) {
 	t.Parallel()
 	port := freePort(t)

@@ -257,19 +257,62 @@ func (g *Gossip) report(n *row, undialable bool, replaces string) {
 	g.answerPeer(n.Peer.Name)
 }
 
+// answerers: how many nodes answer a newcomer (see answerPeer).
+const answerers = 3
+
 // answerPeer answers a newcomer, or a peer heard again after a silence, so
-// that it learns us without waiting an interval. One whose name sorts
-// lower than ours is answered at once: it is the one that dials (the
-// mesh's rule: of two nodes that learn of each other, the higher name
-// waits for the lower one's dial) and our heartbeat is how it learns our
-// address. One with a higher name is dialled by us; our answer only fills
-// its table, after answerDelay.
+// that it learns us without waiting an interval, if we are one of the
+// answerers nodes whose names follow its name (in name order, wrapping
+// around) in our table. One whose name sorts lower than ours is answered at
+// once: it is the one that dials (the mesh's rule: of two nodes that learn
+// of each other, the higher name waits for the lower one's dial) and our
+// heartbeat is how it learns our address. One with a higher name is
+// dialled by us; our answer only fills its table, after answerDelay.
+//
+// Why only a few: an answer is multicast, so when every node answered,
+// every newcomer cost N answers each waking all N nodes (N^2 wake-ups,
+// plus the lab's or the switch's N copies of each): most of the CPU of a
+// 100-node cluster forming or healing. The newcomer needs one link: the
+// first node that links to it sends the whole list of its links (the
+// mesh's transitive lists), and it dials the rest; the nodes that sort
+// below it dial it anyway, on its own heartbeat. A node whose table lacks
+// some of the names in between answers too (more answers, not fewer), and
+// if every answer is lost the nodes that wait for the newcomer's dial dial
+// it themselves after the mesh's yield (300 ms). Without a mesh (gossip
+// alone), the others are learnt from their heartbeats, within an interval.
 func (g *Gossip) answerPeer(name string) {
+	if name != "" && !g.answers(name) {
+		g.notAnswered.Add(1)
+		return
+	}
 	if name != "" && name < g.selfName {
 		g.BroadcastNow()
 	} else {
 		g.answer()
 	}
+}
+
+// answers reports whether we are one of the answerers nodes that follow
+// name (wrapping around) among the names in our table.
+func (g *Gossip) answers(name string) bool {
+	self := g.selfName
+	between := func(n string) bool { // strictly after name, before self, cyclically
+		if name < self {
+			return name < n && n < self
+		}
+		return n > name || n < self
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	k := 0
+	for n := range g.byName {
+		if between(n) {
+			if k++; k >= answerers {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // expire drops nodes not heard for Expiry, in node order. Linked rows do
