@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -330,5 +331,21 @@ func TestNodesNoServer(t *testing.T) {
 	var out, errb bytes.Buffer
 	if code := realMain([]string{"nodes", "--http", addr}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "no node answering") {
 		t.Fatalf("nodes without a server: exit %d %q", code, errb.String())
+	}
+}
+
+// TestAgentGC: "macula run" raises the collector's target to
+// agentGCPercent, unless GOGC is set (then the runtime's reading of it
+// stands).
+func TestAgentGC(t *testing.T) {
+	old := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(old) })
+	agentGC(func(string) (string, bool) { return "", false })
+	if got := debug.SetGCPercent(100); got != agentGCPercent {
+		t.Errorf("GOGC unset: GC percent %d, want %d", got, agentGCPercent)
+	}
+	agentGC(func(k string) (string, bool) { return "150", k == "GOGC" })
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("GOGC set: GC percent changed to %d", got)
 	}
 }

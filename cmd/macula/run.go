@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -213,6 +214,23 @@ func (f *runFlags) tlsConfig() (*tls.Config, error) {
 	return cfg, nil
 }
 
+// agentGCPercent is the collector's target of "macula run" when GOGC is not
+// set (the library leaves the application's setting alone). A node's live
+// heap is a few MB, so with Go's default (100: a heap goal of at least 4 MB)
+// the collector ran after every few MB allocated, and while links are made
+// in bulk (a 100-node partition healing, 50 new links per node) its cycles
+// took about a sixth of the CPU: the heal took 2.25-2.55 s with the
+// default and 1.89-2.00 s with 400 (same minutes). The price is memory: a
+// heap goal of five times the live heap, at least 16 MB.
+const agentGCPercent = 400
+
+// agentGC sets agentGCPercent unless GOGC is set in the environment.
+func agentGC(lookup func(string) (string, bool)) {
+	if _, set := lookup("GOGC"); !set {
+		debug.SetGCPercent(agentGCPercent)
+	}
+}
+
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var f runFlags
 	fs := newFlagSet("run", stderr)
@@ -241,6 +259,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			log.Warn(cmdlineSecretWarning("secret", "secret-file", "MACULA_GOSSIP_SECRET_FILE"))
 		}
 	})
+	agentGC(os.LookupEnv)
 	soft, hard := openFileLimit()
 	log.Debug("open-file limit (RLIMIT_NOFILE; the Go runtime raised the soft limit to the hard one)", "soft", soft, "hard", hard)
 	maxConns, _ := parseMinPeers(f.httpMaxConns)
