@@ -184,7 +184,11 @@ func (m *Mesh) ListenAddr() net.Addr { return m.ln.Addr() }
 // Connect asks for a link to name at addr ("host:port"). It returns at once;
 // the mesh dials with exponential backoff and jitter (100 ms to 5 s) until
 // linked, and again after the link drops, until Forget or Disconnect.
-// Calling it again is harmless; a new addr replaces the old one.
+// Calling it again is harmless; a new addr replaces the old one. Called
+// again for the same addr (the strategy hears the peer again: a partition
+// healed), it moves a pending retry to now, lifts the address backoff this
+// peer's failed dials earned, and restarts a TCP connect of ours that has
+// waited 200 ms or more on a SYN retransmission (Stats.ConnectRestarts).
 //
 // name may be "": the mesh dials addr and links with whichever node answers
 // there (its name is in the NodeUp event, Dialled is addr); a live link
