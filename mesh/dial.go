@@ -337,19 +337,13 @@ func (m *Mesh) dial(ps *peerState, addr string, gen uint64) {
 	restart := errors.Is(err, errHeardAgain)
 	m.addrDoneLocked(addr, err != nil && !restart, time.Now())
 	m.wakeDialer()
-	if restart {
-		// Not a failure of the peer: redial at once (see stuckConnect).
-		if m.needDialLocked(ps) {
-			m.scheduleLocked(ps, time.Now())
-		} else {
-			m.gcPeerLocked(ps)
-		}
-		return
-	}
-	if err == nil {
+	switch {
+	case restart:
+		// Not a failure of the peer: redialled at once (see stuckConnect).
+	case err == nil:
 		ps.failures = 0
 		ps.bo.reset()
-	} else {
+	default:
 		ps.failures++
 		m.log.Debug("mesh: dial failed", "peer", ps.key, "addr", addr, "err", err)
 		if h := m.held[ps.name]; h != nil && ps.name != "" && connRefused(err) {
@@ -369,7 +363,10 @@ func (m *Mesh) dial(ps *peerState, addr string, gen uint64) {
 		return
 	}
 	due := time.Time{}
-	if err != nil {
+	switch {
+	case restart:
+		due = time.Now()
+	case err != nil:
 		due = time.Now().Add(ps.bo.next())
 	}
 	m.scheduleLocked(ps, due)

@@ -295,10 +295,15 @@ func (m *Mesh) peersChangedLocked(added *link) {
 		return
 	}
 	added.peersFull, added.peersNew = true, nil
-	if added.peer.Features&featTransitive != 0 {
-		added.kickPeers()
-		return
+	if added.peer.Features&featTransitive == 0 {
+		m.queueDeltasLocked(added)
 	}
+	added.kickPeers()
+}
+
+// queueDeltasLocked announces added to every other link, with the other
+// deltas of the next peerDeltaDelay.
+func (m *Mesh) queueDeltasLocked(added *link) {
 	info := peerInfo{Name: added.peer.Name, Addr: added.peer.Addr}
 	queued := false
 	for _, l := range m.links {
@@ -317,7 +322,6 @@ func (m *Mesh) peersChangedLocked(added *link) {
 	if queued && m.peersFlush == nil && !m.closed {
 		m.peersFlush = time.AfterFunc(peerDeltaDelay, m.flushPeerDeltas)
 	}
-	added.kickPeers()
 }
 
 // kickPeers has l's writer send what peersToSend holds for it.
