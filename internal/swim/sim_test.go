@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 )
@@ -319,6 +320,35 @@ func TestNoFalseDeadUnderLoss(t *testing.T) {
 	}
 }
 
+// TestNoFalseDeadUnderHeavyLoss: twice the bench's loss, where a live
+// member misses a few probes in a row now and then. A verdict needs
+// deadFails of our own probes unanswered, verification rounds going through
+// 2k relays. These runs are a sample: with 2 failures and k relays, these
+// seeds declared 6 live members dead (15 in 32 seeds, against 1 with the
+// rule), so the test allows one; if a change of the detector makes it
+// fail, count the deaths over many more seeds before and after.
+func TestNoFalseDeadUnderHeavyLoss(t *testing.T) {
+	var mu sync.Mutex
+	var deaths []seen
+	t.Run("sims", func(t *testing.T) {
+		for seed := range uint64(8) {
+			t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
+				t.Parallel()
+				s := newSim(t, 30, seed+1000, nil)
+				s.loss = 0.4
+				s.delay, s.jitter = 0, 100*time.Millisecond
+				s.run(120 * time.Second)
+				mu.Lock()
+				deaths = append(deaths, s.deaths()...)
+				mu.Unlock()
+			})
+		}
+	})
+	if len(deaths) > 1 {
+		t.Fatalf("%d false deaths in 8 runs of 120 s under 40%% loss (want at most 1): %v", len(deaths), deaths)
+	}
+}
+
 func TestCrashDetected(t *testing.T) {
 	for _, n := range []int{3, 10, 30, 100} {
 		for seed := range uint64(3) {
@@ -526,8 +556,14 @@ func testPartition(t *testing.T, n int) {
 	// (one probe in eight). Every node must report
 	// the whole other side, and nobody on its own side, within a minute.
 	var at time.Duration
+	peak := 0.0 // the highest mean health over the nodes, sampled every second
 	for at = 0; at < time.Minute; at += time.Second {
 		s.run(time.Second)
+		sum := 0
+		for _, a := range s.names {
+			sum += s.nodes[a].d.Health()
+		}
+		peak = max(peak, float64(sum)/float64(n))
 		done := true
 		for _, a := range s.names {
 			for _, b := range s.names {
@@ -554,16 +590,19 @@ func testPartition(t *testing.T, n int) {
 	}
 	// Half the relays are across the cut: a probe fails with nacks from
 	// the others, which is no sign of this node's own trouble. Counting
-	// each missing nack (memberlist) left health at 5-6 here (cap 7) and
-	// took 13 / 18 s at 50 / 100 nodes.
+	// each missing nack (memberlist) raised every node's health (mean
+	// 1.8-2.8 at its peak here, single nodes to 5-6 of the cap 7) and took
+	// 13 / 18 s at 50 / 100 nodes. A node whose relays of a probe were all
+	// across the cut still scores up to 3 at once, so one node may read
+	// 3-5 at any moment: the mean over the nodes is the measure.
 	health := 0
 	for _, a := range s.names {
 		health = max(health, s.nodes[a].d.Health())
 	}
-	if health > 3 {
-		t.Errorf("health up to %d after the partition, want low", health)
+	if peak > 1 {
+		t.Errorf("mean health up to %.2f during the partition (one node at %d at the end), want low", peak, health)
 	}
-	t.Logf("n=%d: every node reported the other side dead %v after the partition; health up to %d", n, at+time.Second, health)
+	t.Logf("n=%d: every node reported the other side dead %v after the partition; mean health up to %.2f, one node at %d at the end", n, at+time.Second, peak, health)
 }
 
 // Gossip about a member not heard since it was added (a link that just
