@@ -118,7 +118,7 @@ type Config struct {
 	ProbeTimeout time.Duration
 	// SuspicionMult scales how long a suspected member has to refute
 	// before it is declared dead (NodeDown reason timeout):
-	// max(SuspicionMult * log10(N+1), 6) * ProbeInterval with
+	// max(SuspicionMult * log10(N+1), 5) * ProbeInterval with
 	// confirmations from other members, up to twice that without
 	// (mesh/doc.go, "Liveness"). 0 = the profile's.
 	SuspicionMult int

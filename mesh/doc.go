@@ -74,15 +74,15 @@
 //     once to that many random members. The suspect refutes it with a
 //     higher incarnation (refutation counter; every packet carries its
 //     sender's, and a suspect also pings its accuser). The suspicion
-//     timeout is max(SuspicionMult*log10(N+1), 6)*ProbeInterval with
+//     timeout is max(SuspicionMult*log10(N+1), 5)*ProbeInterval with
 //     SuspicionMult-2 independent confirmations, up to twice that without;
 //     N counts the live members, this node included.
 //   - Dead needs this node's own evidence: when the timeout expires, the
 //     member is declared dead (NodeDown reason timeout) only if nothing
 //     was heard from it (no packet of its own, no ack relayed for it) for
-//     a whole suspicion timeout and two of this node's own probes of it
+//     a whole suspicion timeout and three of this node's own probes of it
 //     went unanswered (a full probe, or a verification round: two direct
-//     pings and IndirectChecks indirect ones at once). Another member's
+//     pings and 2*IndirectChecks indirect ones at once). Another member's
 //     dead verdict only starts one verification round here. So a
 //     refutation lost on its way to one node does not make that node
 //     report a live member down.
@@ -102,11 +102,12 @@
 //	local    200 ms         100 ms        3              3
 //
 // With lan, a silent node is suspected within a period or two (the whole
-// cluster probes one member each per period), and declared dead 2.4 s
-// (up to N = 100; 3.6 s at N = 1000) after the suspicion began, or one
-// verification round later: about 3-4 s in all, at most about 6 s. The
-// 2.4 s floor (6 periods) is what keeps a process stopped for 2 s (a long
-// GC pause, SIGSTOP, a VM migration) from being declared dead. A crashed
+// cluster probes one member each per period), and declared dead 2.0 s
+// (up to N = 45; 2.4 s at N = 100, 3.6 s at N = 1000) after the suspicion
+// began, or a verification round later: about 3-4 s in all, at most about
+// 6 s. The 2.0 s floor (5 periods), doubled without confirmations, is
+// what keeps a process stopped for 2 s (a long GC pause, SIGSTOP, a VM
+// migration) from being declared dead. A crashed
 // process whose host stays up is reported at once (below). Cost per node:
 // one ping and one ack sent per period plus the acks of the pings it
 // receives (one per period on average), 100-200 bytes each: constant in N.
