@@ -83,7 +83,8 @@
 //     a whole suspicion timeout and three of this node's own probes of it
 //     went unanswered (a full probe, or a verification round: two direct
 //     pings and 2*IndirectChecks indirect ones at once). Another member's
-//     dead verdict only starts one verification round here. So a
+//     dead verdict only starts one verification round here (with
+//     IndirectChecks indirect pings). So a
 //     refutation lost on its way to one node does not make that node
 //     report a live member down.
 //   - Local health (Lifeguard): failed probes, missing nacks, refuting a
