@@ -148,7 +148,7 @@ func (h *harness) form(ctx context.Context, extra func(i int) []string) ([]*node
 		return nil, last, nil, err
 	}
 	// Through an Impair lab's forwarders the formation of 100 hosts on a
-	// slow 2-core machine took 17-19 s, and twice ran past the 30 s
+	// slow 2-core machine took 17-59 s, and twice ran past the 30 s
 	// Margin (2026-11-29): the loss scenarios measure false nodedowns,
 	// not formation (the formation scenario, on a kernel-bridged lab,
 	// does), so their wait is doubled.

@@ -31,11 +31,12 @@
 // Unlike memberlist, dead needs this node's own evidence (expire): when
 // the timeout passes, the member is declared dead only if nothing was
 // heard from it (a packet of its own, or an ack relayed for it) for a
-// whole timeout, and deadFails (3) of our own probes of it went unanswered
-// (full probes, or verification rounds sent then: two direct pings and 2k
-// ping-reqs). Another member's dead verdict is a hint: one unanswered
-// verification round here (two pings, k ping-reqs) confirms it. A refutation lost on its way to
-// one node thus cannot make that node declare a live member dead.
+// whole timeout, and deadFails (3) of our own probes of it went
+// unanswered (full probes, or verification rounds sent then: two direct
+// pings and 2k ping-reqs). Another member's dead verdict is a hint: one
+// unanswered verification round here (two pings, k ping-reqs) confirms
+// it. A refutation lost on its way to one node thus cannot make that node
+// declare a live member dead.
 //
 // Local health (Lifeguard): a score 0..MaxHealth-1 rises when a probe of
 // ours fails with no nack at all (by the number of relays asked, or by one
