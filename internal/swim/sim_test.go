@@ -295,15 +295,22 @@ func TestEveryMemberProbedWithinBound(t *testing.T) {
 	}
 }
 
+// lossySim is a simulation of n members losing each packet with
+// probability loss, delayed 0-100 ms one way as in macula bench (50 ms
+// jitter).
+func lossySim(t *testing.T, n int, seed uint64, loss float64) *sim {
+	s := newSim(t, n, seed, nil)
+	s.loss = loss
+	s.delay, s.jitter = 0, 100*time.Millisecond
+	return s
+}
+
 func TestNoFalseDeadUnderLoss(t *testing.T) {
 	for _, n := range []int{5, 10, 30, 100} {
 		for seed := range uint64(3) {
 			t.Run(fmt.Sprintf("n%d/seed%d", n, seed), func(t *testing.T) {
 				t.Parallel() // each simulation is one goroutine: use the cores
-				s := newSim(t, n, seed+100, nil)
-				// As macula bench: 0-100 ms one way (50 ms jitter).
-				s.loss = 0.2
-				s.delay, s.jitter = 0, 100*time.Millisecond
+				s := lossySim(t, n, seed+100, 0.2)
 				d := 120 * time.Second
 				if n >= 100 {
 					d = 60 * time.Second // as the bench's loss row; 3x120 s took 30 s under -race
@@ -334,9 +341,7 @@ func TestNoFalseDeadUnderHeavyLoss(t *testing.T) {
 		for seed := range uint64(8) {
 			t.Run(fmt.Sprintf("seed%d", seed), func(t *testing.T) {
 				t.Parallel()
-				s := newSim(t, 30, seed+1000, nil)
-				s.loss = 0.4
-				s.delay, s.jitter = 0, 100*time.Millisecond
+				s := lossySim(t, 30, seed+1000, 0.4)
 				s.run(120 * time.Second)
 				mu.Lock()
 				deaths = append(deaths, s.deaths()...)
