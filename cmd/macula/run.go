@@ -220,7 +220,7 @@ func (f *runFlags) tlsConfig() (*tls.Config, error) {
 // the collector ran after every few MB allocated, and while links are made
 // in bulk (a 100-node partition healing, 50 new links per node) its cycles
 // took about a sixth of the CPU: the heal took 2.25-2.55 s with the
-// default and 1.89-2.00 s with 400 (same minutes). The price is memory: a
+// default and 1.80-2.00 s with 400 (same minutes). The price is memory: a
 // heap goal of five times the live heap, at least 16 MB.
 const agentGCPercent = 400
 
